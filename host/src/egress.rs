@@ -1,0 +1,249 @@
+//! Outbound policy. Deny by default: a call may reach only the origins its adapter declares,
+//! plus the origins of URL-valued crmConfig fields the adapter marks as endpoints. Once a
+//! request is allowed, `--upstream HOST=URL` may route it elsewhere (tests, demos).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// One allowed origin: `scheme://host[:port]`, the host possibly `*.domain` (subdomains only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginRule {
+    scheme: String,
+    host: HostPattern,
+    port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    Exact(String),
+    /// `*.planfix.com` is stored as `.planfix.com`.
+    Subdomains(String),
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    }
+}
+
+impl OriginRule {
+    /// Parses an adapter's declared outbound host. Anything that would allow "everything"
+    /// (`*`, `https://*`, `*.com`) is refused, as are paths, queries and credentials.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("outbound host '{text}' {why}; expected scheme://host[:port]");
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| bad("has no scheme"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let port_default = default_port(&scheme).ok_or_else(|| bad("must use http or https"))?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+            return Err(bad("must be an origin only (no path, query or credentials)"));
+        }
+        if authority.starts_with('[') {
+            return Err(bad("must name a host, not an IPv6 literal"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("has an invalid port"))?),
+            None => (authority, port_default),
+        };
+        let host = host.to_ascii_lowercase();
+        let pattern = match host.strip_prefix("*.") {
+            Some(domain) => {
+                // `*.com` would allow a whole top-level domain.
+                if domain.is_empty() || !domain.contains('.') || domain.contains('*') {
+                    return Err(bad("is a wildcard too broad to allow"));
+                }
+                HostPattern::Subdomains(format!(".{domain}"))
+            }
+            None if host.contains('*') => return Err(bad("may use '*' only as a leading '*.' label")),
+            None => HostPattern::Exact(host),
+        };
+        Ok(OriginRule { scheme, host: pattern, port })
+    }
+
+    /// The exact origin of a URL (an endpoint field's value).
+    pub fn of_url(url: &url::Url) -> Option<Self> {
+        let scheme = url.scheme().to_ascii_lowercase();
+        let port = url.port().or_else(|| default_port(&scheme))?;
+        let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        Some(OriginRule { scheme, host: HostPattern::Exact(host), port })
+    }
+
+    pub fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.scheme == scheme
+            && self.port == port
+            && match &self.host {
+                HostPattern::Exact(h) => *h == host,
+                HostPattern::Subdomains(suffix) => host.ends_with(suffix.as_str()) && host.len() > suffix.len(),
+            }
+    }
+}
+
+impl std::fmt::Display for OriginRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = match &self.host {
+            HostPattern::Exact(h) => h.clone(),
+            HostPattern::Subdomains(s) => format!("*{s}"),
+        };
+        if default_port(&self.scheme) == Some(self.port) {
+            write!(f, "{}://{host}", self.scheme)
+        } else {
+            write!(f, "{}://{host}:{}", self.scheme, self.port)
+        }
+    }
+}
+
+/// The origins one call may reach.
+#[derive(Debug, Clone, Default)]
+pub struct EgressPolicy {
+    rules: Vec<OriginRule>,
+}
+
+impl EgressPolicy {
+    pub fn new(rules: Vec<OriginRule>) -> Self {
+        EgressPolicy { rules }
+    }
+
+    pub fn check(&self, scheme: &str, host: &str, port: u16) -> Result<(), String> {
+        if self.rules.iter().any(|r| r.matches(scheme, host, port)) {
+            return Ok(());
+        }
+        let allowed: Vec<String> = self.rules.iter().map(ToString::to_string).collect();
+        Err(format!(
+            "{scheme}://{host}:{port} is not an allowed outbound origin (allowed: {})",
+            if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") }
+        ))
+    }
+}
+
+/// `--upstream HOST=URL` routes: where requests for HOST really go.
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams {
+    routes: HashMap<String, url::Url>,
+}
+
+impl Upstreams {
+    /// Parses `HOST=URL` (URL: http(s), host, optional port and base path).
+    pub fn add(&mut self, spec: &str) -> Result<(), String> {
+        let (host, target) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--upstream '{spec}': expected HOST=URL, e.g. plando.co.il=http://127.0.0.1:8081"))?;
+        let host = host.trim().to_ascii_lowercase();
+        if host.is_empty() || host.contains(['/', ':']) {
+            return Err(format!("--upstream '{spec}': HOST must be a bare host name like plando.co.il"));
+        }
+        let url = url::Url::parse(target.trim()).map_err(|e| format!("--upstream '{spec}': bad URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!("--upstream '{spec}': URL must be http(s) with a host"));
+        }
+        self.routes.insert(host, url);
+        Ok(())
+    }
+
+    pub fn route(&self, host: &str) -> Option<&url::Url> {
+        self.routes.get(&host.to_ascii_lowercase())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+/// Whether an address is on the public internet. Requests that are not routed by
+/// `--upstream` may only reach public addresses: an endpoint field pointing at
+/// 127.0.0.1 or 169.254.169.254 must not turn a tenant's config into a way into the host's
+/// network.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64/10, carrier-grade NAT
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18/15, benchmarking
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link local
+                || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse_and_match() {
+        let r = OriginRule::parse("https://plando.co.il").unwrap();
+        assert!(r.matches("https", "PLANDO.co.il", 443));
+        assert!(!r.matches("http", "plando.co.il", 80));
+        assert!(!r.matches("https", "plando.co.il", 8443));
+        assert!(!r.matches("https", "evil-plando.co.il", 443));
+        let w = OriginRule::parse("https://*.planfix.com").unwrap();
+        assert!(w.matches("https", "acme.planfix.com", 443));
+        assert!(!w.matches("https", "planfix.com", 443));
+        assert!(!w.matches("https", "acme.planfix.com.evil.test", 443));
+        assert_eq!(OriginRule::parse("http://x.test:8080/").unwrap().to_string(), "http://x.test:8080");
+    }
+
+    #[test]
+    fn too_broad_or_malformed_rules_are_refused() {
+        for bad in ["*", "https://*", "https://*.com", "plando.co.il", "ftp://x.test", "https://x.test/path", "https://u@x.test", "https://a.*.test"] {
+            assert!(OriginRule::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn policy_explains_denials() {
+        let p = EgressPolicy::new(vec![OriginRule::parse("https://plando.co.il").unwrap()]);
+        assert!(p.check("https", "plando.co.il", 443).is_ok());
+        let e = p.check("https", "evil.test", 443).unwrap_err();
+        assert!(e.contains("evil.test") && e.contains("https://plando.co.il"), "{e}");
+    }
+
+    #[test]
+    fn endpoint_origins_are_exact() {
+        let u = url::Url::parse("https://proxy.leadim.xyz/apiproxy/1/api/leads_get.ashx").unwrap();
+        let r = OriginRule::of_url(&u).unwrap();
+        assert!(r.matches("https", "proxy.leadim.xyz", 443));
+        assert!(!r.matches("https", "other.leadim.xyz", 443));
+    }
+
+    #[test]
+    fn upstreams_parse() {
+        let mut u = Upstreams::default();
+        u.add("plando.co.il=http://127.0.0.1:9000").unwrap();
+        assert_eq!(u.route("Plando.co.il").unwrap().port(), Some(9000));
+        assert!(u.add("plando.co.il").is_err());
+        assert!(u.add("https://x=http://127.0.0.1").is_err());
+        assert!(u.add("x=ftp://127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn private_addresses_are_not_public() {
+        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}

@@ -1,0 +1,664 @@
+//! The wasmtime side. One [`Engine`]; each component compiled once per digest and
+//! pre-instantiated; a fresh [`Store`] and instance for every call, so nothing is shared
+//! between calls or tenants. Every call runs under a memory cap, a CPU deadline (epoch
+//! interruption) and a wall-clock deadline, and its outbound requests go through
+//! [`HostState::send_request`], which enforces the tenant's egress policy.
+
+use crate::bindings::{wit, AdapterPre};
+use crate::egress::{is_public, EgressPolicy, OriginRule, Upstreams};
+use crate::error::{CallFailure, HostError};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use wasmtime::component::{Component, HasData, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::body::HyperIncomingBody;
+use wasmtime_wasi_http::types::{
+    default_send_request_handler, HostFutureIncomingResponse, IncomingResponse, OutgoingRequestConfig,
+};
+use wasmtime_wasi_http::{HttpResult, WasiHttpCtx, WasiHttpView};
+
+/// How often the engine's epoch advances; the CPU deadline's resolution.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Per-call limits. Defaults suit CRM mapping code: small heaps, a few round trips.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory of one instance, all memories together.
+    pub memory_bytes: usize,
+    /// Wall-clock budget of one call, outbound requests included; also the CPU deadline.
+    pub deadline: Duration,
+    /// Budget of one outbound request (connect, first byte, and between body chunks).
+    pub request_timeout: Duration,
+    /// Largest outbound response body.
+    pub max_response_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            deadline: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(10),
+            max_response_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Where outbound requests may go, host-wide.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundConfig {
+    pub upstreams: Upstreams,
+    /// Refuse every request that no `--upstream` routes (no DNS, nothing leaves the machine).
+    pub upstream_only: bool,
+}
+
+/// What an adapter says about itself, checked.
+#[derive(Debug, Clone)]
+pub struct Description {
+    pub name: String,
+    pub version: String,
+    pub operations: Vec<String>,
+    pub config_schema: Value,
+    pub secret_fields: Vec<String>,
+    pub endpoint_fields: Vec<String>,
+    pub outbound_hosts: Vec<String>,
+    outbound: Vec<OriginRule>,
+}
+
+/// A compiled, pre-instantiated, described component. Shared by every call of every tenant
+/// that uses it; in-flight calls keep it alive across a hot deploy.
+pub struct Compiled {
+    pub digest: String,
+    pub size: usize,
+    pub description: Description,
+    pre: AdapterPre<HostState>,
+}
+
+impl Compiled {
+    /// The origins a tenant's calls may reach: the declared hosts plus its endpoint fields'.
+    pub fn egress_policy(&self, crm_config: &Map<String, Value>) -> EgressPolicy {
+        let mut rules = self.description.outbound.clone();
+        for field in &self.description.endpoint_fields {
+            if let Some(rule) = crm_config
+                .get(field)
+                .and_then(Value::as_str)
+                .and_then(|s| url::Url::parse(s.trim()).ok())
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .and_then(|u| OriginRule::of_url(&u))
+            {
+                rules.push(rule);
+            }
+        }
+        EgressPolicy::new(rules)
+    }
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    outbound: Arc<OutboundConfig>,
+    /// Compiled components by digest, so redeploying the same bytes costs nothing.
+    cache: Mutex<HashMap<String, Weak<Compiled>>>,
+}
+
+/// Interfaces a component may import. The adapter world needs wasi-http and what it uses;
+/// the rest is the set every `wasm32-wasip2` std program imports, linked to an empty
+/// context (no env vars, no args, no preopened dirs, stdin closed, stdout/stderr discarded)
+/// so third-party components built for wasip2 load without gaining any capability.
+/// Everything else (sockets above all) is refused at deploy.
+const ALLOWED_IMPORTS: &[&str] = &[
+    // the adapter world
+    "wasi:http/outgoing-handler",
+    "wasi:http/types",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/monotonic-clock",
+    // inert wasip2 baseline
+    "wasi:clocks/wall-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+];
+
+/// The export every adapter must provide (any 0.1.x).
+const ADAPTER_EXPORT: &str = "crm:adapter/crm@0.1.";
+
+impl Runtime {
+    pub fn new(limits: Limits, outbound: OutboundConfig) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).async_support(true).epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let weak = engine.weak();
+        std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
+        let linker = adapter_linker(&engine)?;
+        Ok(Runtime { engine, linker, limits, outbound: Arc::new(outbound), cache: Mutex::default() })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles (or reuses) a component, checks its imports and exports, and asks it to
+    /// describe itself. Everything a deploy can refuse is refused here.
+    pub async fn load(&self, bytes: Bytes) -> Result<Arc<Compiled>, HostError> {
+        let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
+        if let Some(c) = self.cache.lock().expect("cache lock").get(&digest).and_then(Weak::upgrade) {
+            return Ok(c);
+        }
+        check_header(&bytes)?;
+        let engine = self.engine.clone();
+        let linker = self.linker.clone();
+        let size = bytes.len();
+        // Cranelift takes tens to hundreds of milliseconds: keep it off the async workers.
+        let pre = tokio::task::spawn_blocking(move || -> Result<AdapterPre<HostState>, HostError> {
+            let component = Component::new(&engine, &bytes)
+                .map_err(|e| HostError::InvalidComponent(format!("cannot compile the component: {e:#}")))?;
+            check_imports_exports(&engine, &component)?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(|e| HostError::WrongWorld(format!("the component does not fit the adapter world: {e:#}")))?;
+            AdapterPre::new(pre).map_err(|e| {
+                HostError::WrongWorld(format!("the component's crm export does not match crm:adapter@0.1: {e:#}"))
+            })
+        })
+        .await
+        .map_err(|e| HostError::Internal(format!("compile task failed: {e}")))??;
+
+        let raw = match self.execute(&pre, EgressPolicy::default(), Op::Describe).await {
+            Ok(OpResult::Describe(d)) => d,
+            Ok(_) => unreachable!("describe answers describe"),
+            Err(f) => return Err(HostError::InvalidComponent(format!("describe failed ({}): {}", f.kind, f.message))),
+        };
+        let description = check_description(raw)?;
+        let compiled = Arc::new(Compiled { digest: digest.clone(), size, description, pre });
+        let mut cache = self.cache.lock().expect("cache lock");
+        cache.retain(|_, w| w.strong_count() > 0);
+        cache.insert(digest, Arc::downgrade(&compiled));
+        Ok(compiled)
+    }
+
+    /// Runs the adapter's own crmConfig validation.
+    pub async fn validate_config(&self, adapter: &Compiled, crm_config: &Map<String, Value>) -> Result<(), HostError> {
+        let json = Value::Object(crm_config.clone()).to_string();
+        match self.execute(&adapter.pre, EgressPolicy::default(), Op::Validate(json)).await {
+            Ok(OpResult::Validate(Ok(()))) => Ok(()),
+            Ok(OpResult::Validate(Err(e))) => {
+                let f = failure_from_wit(e);
+                let field = f.field.filter(|s| !s.is_empty());
+                let message = match &field {
+                    Some(name) => format!("crmConfig.{name}: {}", f.message),
+                    None => f.message,
+                };
+                Err(HostError::InvalidConfig { field, message })
+            }
+            Ok(_) => unreachable!("validate answers validate"),
+            Err(f) => Err(HostError::InvalidConfig {
+                field: None,
+                message: format!("the adapter failed while validating crmConfig ({}): {}", f.kind, f.message),
+            }),
+        }
+    }
+
+    /// Runs one adapter function for one tenant. `Ok` is the crmData object.
+    pub(crate) async fn invoke(
+        &self,
+        adapter: &Compiled,
+        crm_config: &Map<String, Value>,
+        func_id: &str,
+        ctx: wit::CallContext,
+    ) -> Result<Map<String, Value>, CallFailure> {
+        let policy = adapter.egress_policy(crm_config);
+        match self.execute(&adapter.pre, policy, Op::Invoke(func_id.to_string(), ctx)).await? {
+            OpResult::Invoke(Ok(json)) => match serde_json::from_str::<Value>(&json) {
+                Ok(Value::Object(data)) => Ok(data),
+                _ => Err(CallFailure::new("invalid_output", "the adapter returned crmData that is not a JSON object")),
+            },
+            OpResult::Invoke(Err(e)) => Err(failure_from_wit(e)),
+            _ => unreachable!("invoke answers invoke"),
+        }
+    }
+
+    fn new_store(&self, policy: EgressPolicy) -> Store<HostState> {
+        let state = HostState {
+            // Nothing granted: no env, args or preopens; stdin closed; stdout/stderr discarded.
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            memory: MemoryCap { max: self.limits.memory_bytes, used: 0, hit: false },
+            policy,
+            outbound: self.outbound.clone(),
+            limits: self.limits.clone(),
+            denials: Arc::default(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        let ticks = (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    async fn execute(&self, pre: &AdapterPre<HostState>, policy: EgressPolicy, op: Op) -> Result<OpResult, CallFailure> {
+        let mut store = self.new_store(policy);
+        let denials = store.data().denials.clone();
+        let run = async {
+            let adapter = pre.instantiate_async(&mut store).await?;
+            let crm = adapter.crm_adapter_crm();
+            anyhow::Ok(match op {
+                Op::Describe => OpResult::Describe(crm.call_describe(&mut store).await?),
+                Op::Validate(c) => OpResult::Validate(crm.call_validate_config(&mut store, &c).await?),
+                Op::Invoke(f, ctx) => OpResult::Invoke(crm.call_invoke(&mut store, &f, &ctx).await?),
+            })
+        };
+        let outcome = tokio::time::timeout(self.limits.deadline, run).await;
+        let deadline = || {
+            CallFailure::new(
+                "deadline_exceeded",
+                format!("the adapter did not finish within the {} ms call deadline", self.limits.deadline.as_millis()),
+            )
+        };
+        match outcome {
+            Err(_) => Err(deadline()),
+            Ok(Err(e)) if store.data().memory.hit => Err(CallFailure::new(
+                "memory_limit_exceeded",
+                format!(
+                    "the adapter needed more than its {} MiB memory cap and was stopped ({})",
+                    self.limits.memory_bytes >> 20,
+                    trap_summary(&e)
+                ),
+            )),
+            Ok(Err(e)) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Err(deadline()),
+            Ok(Err(e)) => Err(CallFailure::new("trap", format!("the adapter crashed: {}", trap_summary(&e)))),
+            Ok(Ok(OpResult::Invoke(Err(wit::CrmError::EgressDenied(m))))) => {
+                // The guest only learns "denied"; the host knows why.
+                let why = denials.lock().expect("denials lock").join("; ");
+                let message = if why.is_empty() { m } else { why };
+                Ok(OpResult::Invoke(Err(wit::CrmError::EgressDenied(message))))
+            }
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+}
+
+enum Op {
+    Describe,
+    Validate(String),
+    Invoke(String, wit::CallContext),
+}
+
+enum OpResult {
+    Describe(wit::Description),
+    Validate(Result<(), wit::CrmError>),
+    Invoke(Result<String, wit::CrmError>),
+}
+
+fn trap_summary(e: &anyhow::Error) -> String {
+    let text = match e.downcast_ref::<Trap>() {
+        Some(Trap::UnreachableCodeReached) => "wasm `unreachable` (usually a panic in the adapter)".to_string(),
+        Some(t) => t.to_string(),
+        None => format!("{e:#}"),
+    };
+    text.chars().take(1000).collect()
+}
+
+/// `\0asm`, then a version and a layer: layer 1 is a component, layer 0 a core module.
+fn check_header(bytes: &[u8]) -> Result<(), HostError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(HostError::InvalidComponent("the body is not WebAssembly (no \\0asm header)".into()));
+    }
+    if bytes[6..8] == [0, 0] {
+        return Err(HostError::InvalidComponent(
+            "the body is a core wasm module, not a component: turn it into one \
+             (`cargo xtask plugins` does, or `wasm-tools component new`)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_imports_exports(engine: &Engine, component: &Component) -> Result<(), HostError> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        let interface = name.split('@').next().unwrap_or(name);
+        let version_ok = name.split_once('@').map_or(false, |(_, v)| v.starts_with("0.2."));
+        if !ALLOWED_IMPORTS.contains(&interface) || !version_ok {
+            return Err(HostError::ForbiddenImport {
+                import: name.to_string(),
+                message: format!(
+                    "the component imports `{name}`, which adapters may not use: adapters reach their CRM \
+                     only through wasi:http/outgoing-handler@0.2.x (the inert wasip2 std imports are also \
+                     accepted; sockets, and anything else, are not)"
+                ),
+            });
+        }
+    }
+    let exports: Vec<&str> = ty.exports(engine).map(|(n, _)| n).collect();
+    if !exports.iter().any(|e| e.starts_with(ADAPTER_EXPORT)) {
+        return Err(HostError::WrongWorld(format!(
+            "the component does not export crm:adapter/crm@0.1.x (it exports: {})",
+            if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+        )));
+    }
+    Ok(())
+}
+
+fn check_description(d: wit::Description) -> Result<Description, HostError> {
+    let bad = |m: String| HostError::InvalidComponent(format!("describe returned an invalid description: {m}"));
+    let name_ok = !d.name.is_empty()
+        && d.name.len() <= 64
+        && d.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(bad(format!("name '{}' must be 1-64 chars of a-z, 0-9, '-', '_'", d.name)));
+    }
+    if d.operations.is_empty() {
+        return Err(bad("no operations".into()));
+    }
+    let config_schema: Value =
+        serde_json::from_str(&d.config_schema).map_err(|e| bad(format!("config-schema is not JSON: {e}")))?;
+    if !config_schema.is_object() {
+        return Err(bad("config-schema is not a JSON object".into()));
+    }
+    let outbound = d.outbound_hosts.iter().map(|h| OriginRule::parse(h)).collect::<Result<Vec<_>, _>>().map_err(bad)?;
+    Ok(Description {
+        name: d.name,
+        version: d.version,
+        operations: d.operations,
+        config_schema,
+        secret_fields: d.secret_fields,
+        endpoint_fields: d.endpoint_fields,
+        outbound_hosts: d.outbound_hosts,
+        outbound,
+    })
+}
+
+pub(crate) fn failure_from_wit(e: wit::CrmError) -> CallFailure {
+    use wit::CrmError as E;
+    let simple = |kind: &str, m: String| CallFailure::new(kind, m);
+    match e {
+        E::Config(f) => CallFailure {
+            field: Some(f.field.clone()),
+            ..CallFailure::new("config", format!("crmConfig.{}: {}", f.field, f.message))
+        },
+        E::InvalidParams(f) => CallFailure {
+            field: Some(f.field.clone()),
+            ..CallFailure::new("invalid_params", format!("{}: {}", f.field, f.message))
+        },
+        E::NotFound(m) => simple("not_found", m),
+        E::Ambiguous(m) => simple("ambiguous", m),
+        E::Unauthorized(m) => simple("unauthorized", m),
+        E::RateLimited(r) => CallFailure { retry_after_ms: r.retry_after_ms, ..CallFailure::new("rate_limited", r.message) },
+        E::Upstream(u) => CallFailure {
+            status: Some(u.status),
+            body_excerpt: Some(u.body_excerpt),
+            ..CallFailure::new("upstream", format!("CRM answered {}: {}", u.status, u.message))
+        },
+        E::Unsupported(m) => simple("unsupported", m),
+        E::EgressDenied(m) => simple("egress_denied", m),
+        E::Timeout(m) => simple("timeout", m),
+        E::Transport(m) => simple("transport", m),
+        E::Internal(m) => simple("internal", m),
+    }
+}
+
+/// Links the adapter world's imports and the inert wasip2 baseline; nothing else.
+fn adapter_linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
+    let mut linker = Linker::<HostState>::new(engine);
+    let l = &mut linker;
+    wasmtime_wasi_io::add_to_linker_async(l)?;
+    wasmtime_wasi_http::add_only_http_to_linker_async(l)?;
+    clocks::monotonic_clock::add_to_linker::<_, Wasi>(l, wasi_view)?;
+    clocks::wall_clock::add_to_linker::<_, Wasi>(l, wasi_view)?;
+    random::random::add_to_linker::<_, Random>(l, |s| s.wasi.random())?;
+    random::insecure::add_to_linker::<_, Random>(l, |s| s.wasi.random())?;
+    random::insecure_seed::add_to_linker::<_, Random>(l, |s| s.wasi.random())?;
+    cli::environment::add_to_linker::<_, Wasi>(l, wasi_view)?;
+    cli::exit::add_to_linker::<_, Wasi>(l, &Default::default(), wasi_view)?;
+    cli::stdin::add_to_linker::<_, Wasi>(l, wasi_view)?;
+    cli::stdout::add_to_linker::<_, Wasi>(l, wasi_view)?;
+    cli::stderr::add_to_linker::<_, Wasi>(l, wasi_view)?;
+    cli::terminal_input::add_to_linker::<_, Wasi>(l, wasi_view)?;
+    cli::terminal_output::add_to_linker::<_, Wasi>(l, wasi_view)?;
+    cli::terminal_stdin::add_to_linker::<_, Wasi>(l, wasi_view)?;
+    cli::terminal_stdout::add_to_linker::<_, Wasi>(l, wasi_view)?;
+    cli::terminal_stderr::add_to_linker::<_, Wasi>(l, wasi_view)?;
+    filesystem::types::add_to_linker::<_, Wasi>(l, wasi_view)?;
+    filesystem::preopens::add_to_linker::<_, Wasi>(l, wasi_view)?;
+    Ok(linker)
+}
+
+fn wasi_view(s: &mut HostState) -> WasiCtxView<'_> {
+    WasiView::ctx(s)
+}
+
+struct Wasi;
+impl HasData for Wasi {
+    type Data<'a> = WasiCtxView<'a>;
+}
+
+struct Random;
+impl HasData for Random {
+    type Data<'a> = &'a mut wasmtime_wasi::random::WasiRandomCtx;
+}
+
+/// Caps the linear memory of one instance, all its memories together, and remembers
+/// whether the cap was hit so the failure can say so.
+struct MemoryCap {
+    max: usize,
+    used: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> anyhow::Result<bool> {
+        let total = self.used + desired.saturating_sub(current);
+        if total > self.max {
+            self.hit = true;
+            return Ok(false);
+        }
+        self.used = total;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> anyhow::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// One call's store data.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    memory: MemoryCap,
+    policy: EgressPolicy,
+    outbound: Arc<OutboundConfig>,
+    limits: Limits,
+    /// Why requests were denied, for the failure message.
+    denials: Arc<Mutex<Vec<String>>>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wasmtime_wasi_io::IoView for HostState {
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn ctx(&mut self) -> &mut WasiHttpCtx {
+        &mut self.http
+    }
+
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    /// The only way out of the sandbox: egress check, then `--upstream` routing, then
+    /// (for unrouted requests) a check that the destination is a public address.
+    fn send_request(
+        &mut self,
+        mut request: hyper::Request<wasmtime_wasi_http::body::HyperOutgoingBody>,
+        mut config: OutgoingRequestConfig,
+    ) -> HttpResult<HostFutureIncomingResponse> {
+        let uri = request.uri().clone();
+        let target = format!("{} {uri}", request.method());
+        let scheme = if config.use_tls { "https" } else { "http" };
+        let Some(host) = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()) else {
+            return Err(ErrorCode::HttpRequestUriInvalid.into());
+        };
+        let port = uri.port_u16().unwrap_or(if config.use_tls { 443 } else { 80 });
+        let deny = |why: String, denials: &Mutex<Vec<String>>| {
+            tracing::warn!(request = %target, "outbound request denied: {why}");
+            denials.lock().expect("denials lock").push(format!("{target}: {why}"));
+            Err(ErrorCode::HttpRequestDenied.into())
+        };
+        if let Err(why) = self.policy.check(scheme, &host, port) {
+            return deny(why, &self.denials);
+        }
+        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.clone());
+        let routed = match self.outbound.upstreams.route(&host) {
+            Some(base) => {
+                let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let prefix = base.path().trim_end_matches('/');
+                let new_uri = format!(
+                    "{}://{}{}{prefix}{path}",
+                    base.scheme(),
+                    base.host_str().unwrap_or_default(),
+                    base.port().map(|p| format!(":{p}")).unwrap_or_default()
+                );
+                *request.uri_mut() = new_uri.parse().map_err(|_| ErrorCode::HttpRequestUriInvalid)?;
+                config.use_tls = base.scheme() == "https";
+                true
+            }
+            None if self.outbound.upstream_only => {
+                return deny(format!("no --upstream route for {host} and the host runs with --upstream-only"), &self.denials);
+            }
+            None => {
+                if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+                    if !is_public(ip) {
+                        return deny(format!("{ip} is not a public address"), &self.denials);
+                    }
+                }
+                false
+            }
+        };
+        // The guest may not set Host; the CRM (or its emulator) still needs to see it.
+        if let Ok(v) = http::HeaderValue::from_str(&authority) {
+            request.headers_mut().insert(http::header::HOST, v);
+        }
+        let cap = self.limits.request_timeout;
+        config.connect_timeout = config.connect_timeout.min(cap);
+        config.first_byte_timeout = config.first_byte_timeout.min(cap);
+        config.between_bytes_timeout = config.between_bytes_timeout.min(cap);
+        let max_body = self.limits.max_response_bytes;
+        let denials = self.denials.clone();
+        let handle = wasmtime_wasi::runtime::spawn(async move {
+            if !routed {
+                if let Err(why) = resolves_publicly(&host, port).await {
+                    tracing::warn!(request = %target, "outbound request denied: {why}");
+                    denials.lock().expect("denials lock").push(format!("{target}: {why}"));
+                    return Ok(Err(ErrorCode::HttpRequestDenied));
+                }
+            }
+            let response = default_send_request_handler(request, config).await;
+            Ok(response.and_then(|r| cap_response(r, max_body)))
+        });
+        Ok(HostFutureIncomingResponse::pending(handle))
+    }
+}
+
+/// Refuses hosts that resolve to non-public addresses (DNS pointing into the host's network).
+async fn resolves_publicly(host: &str, port: u16) -> Result<(), String> {
+    let addrs = tokio::net::lookup_host((host, port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    for addr in addrs {
+        if !is_public(addr.ip()) {
+            return Err(format!("{host} resolves to {}, which is not a public address", addr.ip()));
+        }
+    }
+    Ok(())
+}
+
+fn cap_response(mut r: IncomingResponse, max: u64) -> Result<IncomingResponse, ErrorCode> {
+    let declared = r
+        .resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(ErrorCode::HttpResponseBodySize(Some(max)));
+    }
+    r.resp = r.resp.map(|body| CappedBody { inner: body, remaining: max, max }.boxed());
+    Ok(r)
+}
+
+/// A response body that fails once it passes `max` bytes (a CRM that floods).
+struct CappedBody {
+    inner: HyperIncomingBody,
+    remaining: u64,
+    max: u64,
+}
+
+impl Body for CappedBody {
+    type Data = Bytes;
+    type Error = ErrorCode;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ErrorCode>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            other => return other,
+        };
+        if let Some(data) = frame.data_ref() {
+            let n = data.len() as u64;
+            if n > self.remaining {
+                return Poll::Ready(Some(Err(ErrorCode::HttpResponseBodySize(Some(self.max)))));
+            }
+            self.remaining -= n;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,57 @@
+//! A [`Transport`] for unit tests: records every request and answers from a script.
+
+use crate::{CrmError, Request, Response, Transport};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+/// Answers requests in order from queued replies; records what was sent.
+#[derive(Default)]
+pub struct Recorder {
+    replies: RefCell<VecDeque<Result<Response, CrmError>>>,
+    requests: RefCell<Vec<Request>>,
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues an answer with `status` and `body`.
+    pub fn reply(self, status: u16, body: impl Into<Vec<u8>>) -> Self {
+        self.replies.borrow_mut().push_back(Ok(Response { status, headers: Vec::new(), body: body.into() }));
+        self
+    }
+
+    /// Queues a JSON answer.
+    pub fn reply_json(self, status: u16, body: serde_json::Value) -> Self {
+        self.reply(status, body.to_string())
+    }
+
+    /// Queues a transport failure.
+    pub fn fail(self, error: CrmError) -> Self {
+        self.replies.borrow_mut().push_back(Err(error));
+        self
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.borrow().clone()
+    }
+
+    /// The only request sent; panics unless exactly one was.
+    pub fn single(&self) -> Request {
+        let r = self.requests.borrow();
+        assert_eq!(r.len(), 1, "expected exactly one request, got {}", r.len());
+        r[0].clone()
+    }
+}
+
+impl Transport for Recorder {
+    fn send(&self, request: Request) -> Result<Response, CrmError> {
+        let url = request.url.clone();
+        self.requests.borrow_mut().push(request);
+        self.replies
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| panic!("Recorder: no reply queued for {url}"))
+    }
+}

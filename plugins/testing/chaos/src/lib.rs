@@ -1,0 +1,81 @@
+//! A hostile and introspective adapter for the host's tests. Never deploy it for real.
+
+use crm_sdk::{json, Adapter, AdapterSpec, Call, ConfigField, CrmData, CrmError, Request, Transport, Value};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+#[cfg(target_arch = "wasm32")]
+mod extras {
+    wit_bindgen::generate!({ path: "wit", world: "crm:chaos/extras", generate_all });
+}
+
+#[derive(Default)]
+pub struct Chaos;
+
+/// Survives between calls only if the host reuses instances (it must not).
+static CALLS: AtomicU32 = AtomicU32::new(0);
+
+impl Adapter for Chaos {
+    const SPEC: AdapterSpec = AdapterSpec {
+        name: "chaos",
+        version: "0.1.0",
+        operations: &["echo", "fetch", "spin", "hog", "panic", "env", "counter"],
+        config: &[ConfigField::string("token").secret(), ConfigField::endpoint("hookUrl")],
+        outbound_hosts: &["https://api.chaos.test"],
+    };
+
+    fn invoke(&self, func_id: &str, call: &Call, http: &dyn Transport) -> Result<CrmData, CrmError> {
+        let data = match func_id {
+            "echo" => json!({
+                "projectId": call.project_id,
+                "chat": serde_chat(call),
+                "params": Value::Object(call.params.map().clone()),
+                "config": Value::Object(call.config.map().clone()),
+            }),
+            "fetch" => {
+                let url = call.params.required_str("url")?;
+                let resp = Request::get(url).send(http)?;
+                json!({"status": resp.status, "body": resp.text(), "host": resp.header("x-seen-host")})
+            }
+            "spin" => {
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "hog" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "panic" => panic!("chaos adapter panicked on purpose"),
+            "env" => env_report(),
+            "counter" => json!({"count": CALLS.fetch_add(1, Ordering::SeqCst) + 1}),
+            other => return Err(CrmError::unsupported_function(other)),
+        };
+        match data {
+            Value::Object(m) => Ok(m),
+            _ => unreachable!("every arm builds an object"),
+        }
+    }
+}
+
+fn serde_chat(call: &Call) -> Value {
+    crm_sdk::serde_json::to_value(&call.chat).expect("chat serialises")
+}
+
+#[cfg(target_arch = "wasm32")]
+fn env_report() -> Value {
+    let env = extras::wasi::cli::environment::get_environment();
+    let args = extras::wasi::cli::environment::get_arguments();
+    let preopens = extras::wasi::filesystem::preopens::get_directories();
+    json!({"env": env.len(), "args": args.len(), "preopens": preopens.len()})
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn env_report() -> Value {
+    json!({"env": std::env::vars().count()})
+}
+
+crm_sdk::export_adapter!(Chaos);

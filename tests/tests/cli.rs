@@ -1,0 +1,86 @@
+//! The `crm-host` binary as an operator runs it: flags, printed address, --plugins, --upstream.
+
+use crm_tests::plando;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+fn host_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CRM_HOST_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/debug/deps/cli-xxxx -> target/debug/crm-host
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("crm-host");
+    assert!(bin.exists(), "{} is missing: run `cargo xtask test` (it builds the binary)", bin.display());
+    bin
+}
+
+struct Running(Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_prints_its_address_and_serves_plugins_through_upstreams() {
+    let crm = plando::start("k").await;
+    crm.with_state(|s| s.add_contact(json!({"id": "8", "first_name": "Cli", "phone": "972501234567"})));
+    let mut child = Command::new(host_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--upstream-only"])
+        .arg("--plugins")
+        .arg(crm_tests::plugins_dir())
+        .arg("--upstream")
+        .arg(format!("plando.co.il={}", crm.url))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start crm-host");
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Running(child);
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "printed: {line}");
+
+    let client = reqwest::Client::new();
+    let adapters: Value = client.get(format!("{url}/v1/adapters")).send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = adapters["adapters"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"plando") && names.contains(&"chaos"), "{adapters}");
+    assert!(!names.contains(&"sockets"), "a forbidden component is not deployed: {adapters}");
+
+    let put = client
+        .put(format!("{url}/v1/tenants/acme"))
+        .json(&json!({"adapter": "plando", "crmConfig": {"token": "k", "chat": "1"}, "projectId": "acme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let out: Value = client
+        .post(format!("{url}/v1/tenants/acme/crm/getCustomerDetails"))
+        .json(&json!({"chat": {"id": "c", "phone": "972501234567"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(out["outcome"], "complete", "{out}");
+    assert_eq!(out["crmData"]["contact_id"], "8");
+}
+
+#[test]
+fn bad_flags_fail_with_a_message() {
+    let out = Command::new(host_bin()).args(["serve", "--listen", "127.0.0.1:0", "--upstream", "nonsense"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expected HOST=URL"), "{err}");
+}

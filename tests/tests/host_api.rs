@@ -1,0 +1,227 @@
+//! The host's HTTP API contract: statuses, bodies, errors that say what was wrong.
+
+use crm_tests::emulator::Fault;
+use crm_tests::plando::{self, CONTACT_DETAILS};
+use crm_tests::{component, TestHost};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn host_with_plando() -> TestHost {
+    let host = TestHost::start(&[]).await;
+    host.deploy("plando").await;
+    host
+}
+
+#[tokio::test]
+async fn healthz_answers() {
+    let host = TestHost::start(&[]).await;
+    assert_eq!(host.get("/healthz").await, (200, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn deploy_answers_201_with_name_version_digest_operations() {
+    let host = TestHost::start(&[]).await;
+    let (status, body) = host.put_raw("/v1/adapters/plando", component("plando")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["name"], "plando");
+    assert_eq!(body["version"], "0.1.0");
+    assert!(body["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(body["operations"], json!(["getCustomerDetails", "newOpportunity", "openTicket", "closeTicket"]));
+    let (status, list) = host.get("/v1/adapters").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["adapters"], json!([body]));
+}
+
+#[tokio::test]
+async fn adapter_details_show_schema_secrets_and_outbound_hosts() {
+    let host = host_with_plando().await;
+    let (status, d) = host.get("/v1/adapters/plando").await;
+    assert_eq!(status, 200);
+    assert_eq!(d["secretFields"], json!(["token"]));
+    assert_eq!(d["outboundHosts"], json!(["https://plando.co.il"]));
+    assert_eq!(d["configSchema"]["required"], json!(["token", "chat"]));
+    assert_eq!(d["configSchema"]["properties"]["token"]["writeOnly"], true);
+    assert_eq!(d["configSchema"]["properties"]["closeTicketMaxMessagesCount"]["default"], 30);
+    assert_eq!(host.get("/v1/adapters/nope").await.0, 404);
+}
+
+#[tokio::test]
+async fn deploy_refuses_bytes_that_are_not_a_component() {
+    let host = TestHost::start(&[]).await;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"hello".to_vec(), "not WebAssembly"),
+        (b"\0asm\x01\0\0\0".to_vec(), "core wasm module"),
+        (b"\0asm\x0d\0\x01\0garbage".to_vec(), "cannot compile"),
+    ];
+    for (bytes, says) in cases {
+        let (status, body) = host.put_raw("/v1/adapters/plando", bytes).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["kind"], "invalid_component");
+        assert!(body["error"]["message"].as_str().unwrap().contains(says), "{body}");
+    }
+    assert_eq!(host.get("/v1/adapters").await.1, json!({"adapters": []}));
+}
+
+#[tokio::test]
+async fn deploy_refuses_a_component_importing_sockets_naming_the_import() {
+    let host = TestHost::start(&[]).await;
+    let (status, body) = host.put_raw("/v1/adapters/sockets", component("sockets")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["kind"], "forbidden_import");
+    let import = body["error"]["import"].as_str().unwrap();
+    assert!(import.starts_with("wasi:sockets/"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains(import));
+}
+
+#[tokio::test]
+async fn deploy_refuses_a_component_of_another_world() {
+    let host = TestHost::start(&[]).await;
+    // The smallest valid component: no imports, no exports.
+    let (status, body) = host.put_raw("/v1/adapters/empty", b"\0asm\x0d\0\x01\0".to_vec()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["kind"], "wrong_world");
+    assert!(body["error"]["message"].as_str().unwrap().contains("crm:adapter/crm@0.1"), "{body}");
+}
+
+#[tokio::test]
+async fn deploy_refuses_a_name_that_differs_from_the_components() {
+    let host = TestHost::start(&[]).await;
+    let (status, body) = host.put_raw("/v1/adapters/leadim", component("plando")).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["kind"], "name_mismatch");
+    assert!(body["error"]["message"].as_str().unwrap().contains("'plando'"), "{body}");
+}
+
+/// Appends a custom section: a different, equally valid component (a "new version").
+fn with_custom_section(mut bytes: Vec<u8>, tag: &str) -> Vec<u8> {
+    let name = b"build-tag";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    bytes.push(0);
+    bytes.push(payload.len() as u8);
+    bytes.extend(payload);
+    bytes
+}
+
+#[tokio::test]
+async fn hot_deploy_swaps_versions_while_calls_are_in_flight() {
+    let crm = plando::start("k").await;
+    crm.with_state(|s| s.add_contact(json!({"id": "1", "first_name": "A", "phone": "972501234567"})));
+    let host = TestHost::start(&[("plando.co.il", &crm.url)]).await;
+    let v1 = host.deploy("plando").await;
+    host.put_tenant("acme", json!({"adapter": "plando", "crmConfig": {"token": "k", "chat": "1"}, "projectId": "acme"})).await;
+
+    crm.fault(CONTACT_DETAILS, Fault::Delay(Duration::from_millis(700)));
+    let body = json!({"chat": {"id": "c", "phone": "972501234567"}});
+    let slow = host.call("acme", "getCustomerDetails", body.clone());
+    let redeploy = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        host.put_raw("/v1/adapters/plando", with_custom_section(component("plando"), "v2")).await
+    };
+    let ((status, out), (dstatus, v2)) = tokio::join!(slow, redeploy);
+    assert_eq!(dstatus, 201, "{v2}");
+    assert_ne!(v1["digest"], v2["digest"]);
+    assert_eq!(status, 200);
+    assert_eq!(out["outcome"], "complete", "the in-flight call finished on the version it started with: {out}");
+
+    crm.clear_faults();
+    assert_eq!(host.complete("acme", "getCustomerDetails", body).await["contact_id"], "1");
+    let (_, details) = host.get("/v1/adapters/plando").await;
+    assert_eq!(details["digest"], v2["digest"], "the new version is active");
+    let history: Vec<&Value> = details["history"].as_array().unwrap().iter().collect();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0]["digest"], v1["digest"]);
+}
+
+#[tokio::test]
+async fn tenant_put_get_redacts_secrets_and_delete_removes() {
+    let host = host_with_plando().await;
+    let config = json!({"token": "s3cret", "chat": "77", "defaultEmail": "a@example.com"});
+    let (status, put) = host.put_tenant("acme", json!({"adapter": "plando", "crmConfig": config, "projectId": "acme"})).await;
+    assert_eq!(status, 200, "{put}");
+    let (status, got) = host.get("/v1/tenants/acme").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        got,
+        json!({"tenant": "acme", "adapter": "plando", "projectId": "acme",
+               "crmConfig": {"token": "[redacted]", "chat": "77", "defaultEmail": "a@example.com"}})
+    );
+    assert!(!put.to_string().contains("s3cret"));
+    assert_eq!(host.delete("/v1/tenants/acme").await.0, 204);
+    let (status, body) = host.get("/v1/tenants/acme").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["kind"], "unknown_tenant");
+    assert_eq!(host.delete("/v1/tenants/acme").await.0, 404);
+}
+
+#[tokio::test]
+async fn tenant_with_an_unknown_adapter_is_404() {
+    let host = TestHost::start(&[]).await;
+    let (status, body) = host.put_tenant("acme", json!({"adapter": "plando", "crmConfig": {}})).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["kind"], "unknown_adapter");
+}
+
+#[tokio::test]
+async fn tenant_body_errors_say_what_is_wrong() {
+    let host = host_with_plando().await;
+    let (status, body) = host.put_raw("/v1/tenants/acme", b"{\"adapter\": ".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("malformed JSON"), "{body}");
+    let (status, body) = host.put_tenant("acme", json!({"adapter": "plando", "crmConfig": "token=1"})).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("crmConfig"), "{body}");
+    let (status, body) = host.put_tenant("bad id!", json!({"adapter": "plando"})).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn call_for_an_unknown_tenant_is_404() {
+    let host = host_with_plando().await;
+    let (status, body) = host.call("ghost", "getCustomerDetails", json!({"chat": {"id": "1", "phone": "1"}})).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["kind"], "unknown_tenant");
+}
+
+#[tokio::test]
+async fn call_with_malformed_bodies_is_400_saying_where() {
+    let host = host_with_plando().await;
+    host.put_tenant("acme", json!({"adapter": "plando", "crmConfig": {"token": "k", "chat": "1"}})).await;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"{\"chat\": {".to_vec(), "malformed JSON"),
+        (b"[]".to_vec(), "invalid call body"),
+        (json!({"params": {}}).to_string().into_bytes(), "chat"),
+        (json!({"chat": {"id": "1"}}).to_string().into_bytes(), "phone"),
+        (
+            json!({"chat": {"id": "1", "phone": "1", "messages": [{"id": "m", "direction": "up", "text": "", "timestamp": 1, "from": "a", "to": "b"}]}})
+                .to_string()
+                .into_bytes(),
+            "chat.messages[0].direction",
+        ),
+        (json!({"chat": {"id": "1", "phone": "1"}, "params": [1]}).to_string().into_bytes(), "params"),
+    ];
+    for (bytes, says) in cases {
+        let (status, body) = host.post_raw("/v1/tenants/acme/crm/getCustomerDetails", bytes).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["kind"], "bad_request");
+        assert!(body["error"]["message"].as_str().unwrap().contains(says), "expected '{says}' in {body}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_func_id_is_an_unsupported_failure() {
+    let host = host_with_plando().await;
+    host.put_tenant("acme", json!({"adapter": "plando", "crmConfig": {"token": "k", "chat": "1"}})).await;
+    let e = host.failure("acme", "deleteEverything", json!({"chat": {"id": "1", "phone": "1"}})).await;
+    assert_eq!(e["kind"], "unsupported");
+    assert!(e["message"].as_str().unwrap().contains("deleteEverything"), "{e}");
+}
+
+#[tokio::test]
+async fn unknown_paths_are_json_404s() {
+    let host = TestHost::start(&[]).await;
+    let (status, body) = host.get("/v2/nothing").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["kind"], "not_found");
+}

@@ -1,0 +1,143 @@
+//! Tenant isolation with a hostile test adapter (`plugins/testing/chaos`): CPU and memory
+//! caps, traps, deny-by-default egress, a fresh instance per call, the inert wasip2 imports.
+
+use crm_tests::emulator::{Emulator, Recorded, Reply};
+use crm_tests::TestHost;
+use serde_json::{json, Value};
+
+/// A loopback server answering every request with what it saw.
+async fn echo_server() -> Emulator<()> {
+    fn handle(_: &mut (), r: &Recorded) -> Reply {
+        (200, json!({"path": r.path, "host": r.header("host")}))
+    }
+    Emulator::start((), handle).await
+}
+
+async fn chaos(routes: &[(&str, &str)], config: Value) -> TestHost {
+    let host = TestHost::start(routes).await;
+    host.deploy("chaos").await;
+    let (status, body) = host.put_tenant("t1", json!({"adapter": "chaos", "crmConfig": config, "projectId": "p1"})).await;
+    assert_eq!(status, 200, "{body}");
+    host
+}
+
+fn call_body(params: Value) -> Value {
+    json!({"chat": {"id": "c1", "phone": "972501234567"}, "params": params})
+}
+
+#[tokio::test]
+async fn a_spinning_adapter_hits_the_deadline_and_the_host_keeps_serving() {
+    let host = chaos(&[], json!({})).await;
+    let started = std::time::Instant::now();
+    let e = host.failure("t1", "spin", call_body(json!({}))).await;
+    assert_eq!(e["kind"], "deadline_exceeded", "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    assert_eq!(host.complete("t1", "counter", call_body(json!({}))).await["count"], 1);
+}
+
+#[tokio::test]
+async fn a_memory_hog_hits_the_memory_cap() {
+    let host = chaos(&[], json!({})).await;
+    let e = host.failure("t1", "hog", call_body(json!({}))).await;
+    assert_eq!(e["kind"], "memory_limit_exceeded", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("32 MiB"), "{e}");
+}
+
+#[tokio::test]
+async fn a_panicking_adapter_is_a_trap_failure() {
+    let host = chaos(&[], json!({})).await;
+    let e = host.failure("t1", "panic", call_body(json!({}))).await;
+    assert_eq!(e["kind"], "trap", "{e}");
+}
+
+#[tokio::test]
+async fn every_call_gets_a_fresh_instance() {
+    let host = chaos(&[], json!({})).await;
+    for _ in 0..3 {
+        assert_eq!(host.complete("t1", "counter", call_body(json!({}))).await["count"], 1);
+    }
+}
+
+#[tokio::test]
+async fn wasip2_imports_are_linked_but_grant_nothing() {
+    // The test process has PATH, HOME, ...: none of it may reach the component.
+    let host = chaos(&[], json!({})).await;
+    let data = host.complete("t1", "env", call_body(json!({}))).await;
+    assert_eq!(data, json!({"env": 0, "args": 0, "preopens": 0}));
+}
+
+#[tokio::test]
+async fn declared_hosts_are_allowed_and_routed_upstream() {
+    let up = echo_server().await;
+    let host = chaos(&[("api.chaos.test", &up.url)], json!({})).await;
+    let data = host.complete("t1", "fetch", call_body(json!({"url": "https://api.chaos.test/v1/ping?x=1"}))).await;
+    assert_eq!(data["status"], 200);
+    let seen: Value = serde_json::from_str(data["body"].as_str().unwrap()).unwrap();
+    assert_eq!(seen, json!({"path": "/v1/ping", "host": "api.chaos.test"}));
+    assert_eq!(up.single("/v1/ping").query, "x=1");
+}
+
+#[tokio::test]
+async fn undeclared_hosts_are_denied_with_a_reason() {
+    let up = echo_server().await;
+    // Even a host the operator routes is denied when the adapter did not declare it.
+    let host = chaos(&[("evil.test", &up.url), ("api.chaos.test", &up.url)], json!({})).await;
+    for url in ["https://evil.test/steal", "http://api.chaos.test/plain-http", "https://api.chaos.test:8443/other-port"] {
+        let e = host.failure("t1", "fetch", call_body(json!({"url": url}))).await;
+        assert_eq!(e["kind"], "egress_denied", "{url}: {e}");
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains("not an allowed outbound origin") && msg.contains("https://api.chaos.test"), "{msg}");
+    }
+    assert!(up.requests().is_empty(), "nothing reached the network");
+}
+
+#[tokio::test]
+async fn endpoint_fields_extend_egress_for_their_tenant_only() {
+    let up = echo_server().await;
+    let routes = [("hooks.example.test", up.url.as_str())];
+    let host = chaos(&routes, json!({"hookUrl": "https://hooks.example.test/in"})).await;
+    host.put_tenant("t2", json!({"adapter": "chaos", "crmConfig": {}, "projectId": "p2"})).await;
+    let fetch = call_body(json!({"url": "https://hooks.example.test/in"}));
+    assert_eq!(host.complete("t1", "fetch", fetch.clone()).await["status"], 200);
+    let e = host.failure("t2", "fetch", fetch).await;
+    assert_eq!(e["kind"], "egress_denied", "t2 has no hookUrl: {e}");
+    assert_eq!(up.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn unrouted_requests_are_refused_in_upstream_only_mode() {
+    let host = chaos(&[], json!({})).await;
+    let e = host.failure("t1", "fetch", call_body(json!({"url": "https://api.chaos.test/x"}))).await;
+    assert_eq!(e["kind"], "egress_denied");
+    assert!(e["message"].as_str().unwrap().contains("--upstream-only"), "{e}");
+}
+
+#[tokio::test]
+async fn invalid_endpoint_values_are_refused_at_tenant_put() {
+    let host = chaos(&[], json!({})).await;
+    let (status, body) = host.put_tenant("t3", json!({"adapter": "chaos", "crmConfig": {"hookUrl": "ftp://x"}})).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "hookUrl");
+}
+
+#[tokio::test]
+async fn the_chat_reaches_the_adapter_intact() {
+    let host = chaos(&[], json!({"token": "t"})).await;
+    let chat = json!({
+        "id": "c1",
+        "phone": "972501234567",
+        "title": "Dana",
+        "agent": {"email": "a@example.com", "name": "Avi"},
+        "crmData": {"contact_id": "5", "nested": {"x": [1, 2]}},
+        "nodes": {"lead_get_name": "Dana Levi", "lead_get_email": "d@example.com"},
+        "messages": [{"id": "m1", "direction": "outgoing", "text": "שלום", "timestamp": 1767000000000u64,
+                      "from": "972700000000", "to": "972501234567",
+                      "media": [{"url": "https://f.example.com/a.png", "fileName": "a.png", "mimeType": "image/png"}]}],
+        "url": "https://acme.texterchat.com/chats/c1"
+    });
+    let data = host.complete("t1", "echo", json!({"chat": chat, "params": {"a": 1, "b": {"c": true}}})).await;
+    assert_eq!(data["chat"], chat);
+    assert_eq!(data["params"], json!({"a": 1, "b": {"c": true}}));
+    assert_eq!(data["projectId"], "p1");
+    assert_eq!(data["config"], json!({"token": "t"}));
+}

@@ -1,0 +1,206 @@
+//! `cargo xtask <command>`: the project's build entry points.
+//!
+//! - `setup`    install what the wasm build needs (Debian's rustc-web + std source) if absent
+//! - `plugins`  build every adapter in plugins/ into a component at target/plugins/<name>.wasm
+//! - `test`     setup + plugins + every test (adapter unit tests, host, integration)
+//! - `demo`     setup + plugins + host, then run the end-to-end demo against a Plando emulator
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+/// Debian's second Rust toolchain: ships std's source, so std can be built for wasm here
+/// where rustup cannot download targets.
+const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "cargo-web", "lld"];
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+const DEBIAN_STD_SRC: &str = "/usr/lib/rustlib/src/rust/library";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = root();
+    match args.first().map(String::as_str) {
+        Some("setup") => setup().map(drop),
+        Some("plugins") => plugins(&root).map(drop),
+        Some("test") => test(&root, &args[1..]),
+        Some("demo") => demo(&root),
+        _ => {
+            eprintln!("usage: cargo xtask <setup|plugins|test|demo>");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repository root").to_path_buf()
+}
+
+/// How adapters get compiled to wasm on this machine.
+enum Toolchain {
+    /// rustup with the wasm32-unknown-unknown target installed (an ordinary machine).
+    Rustup,
+    /// Debian's rustc-web with -Zbuild-std (machines where rustup cannot fetch targets).
+    Debian,
+}
+
+fn rustup_has_target() -> bool {
+    Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == WASM_TARGET))
+        .unwrap_or(false)
+}
+
+fn debian_ready() -> bool {
+    Path::new(DEBIAN_RUSTC).exists()
+        && Path::new(DEBIAN_CARGO).exists()
+        && Path::new(DEBIAN_STD_SRC).exists()
+        && which("wasm-ld")
+}
+
+fn which(bin: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+}
+
+fn setup() -> Result<Toolchain> {
+    match std::env::var("CRM_WASM_TOOLCHAIN").as_deref() {
+        Ok("rustup") => return Ok(Toolchain::Rustup),
+        Ok("debian") => {}
+        _ if rustup_has_target() => return Ok(Toolchain::Rustup),
+        _ => {}
+    }
+    if debian_ready() {
+        return Ok(Toolchain::Debian);
+    }
+    let root_user = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if !which("apt-get") || !root_user {
+        bail!(
+            "no way to build wasm: either `rustup target add {WASM_TARGET}`, or (Debian) as root \
+             `apt-get install {}`",
+            DEBIAN_PACKAGES.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {} (Debian's Rust toolchain with std source)", DEBIAN_PACKAGES.join(" "));
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(DEBIAN_PACKAGES)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if !debian_ready() {
+        bail!("installed {} but {DEBIAN_RUSTC}, {DEBIAN_STD_SRC} or wasm-ld is still missing", DEBIAN_PACKAGES.join(" "));
+    }
+    Ok(Toolchain::Debian)
+}
+
+/// Builds every package of plugins/ that has `[package.metadata.crm-adapter]` and turns its
+/// core module into a component at `target/plugins/<name>.wasm`. Returns the written paths.
+fn plugins(root: &Path) -> Result<Vec<PathBuf>> {
+    let toolchain = setup()?;
+    let manifest = root.join("plugins/Cargo.toml");
+    let adapters = adapter_packages(&manifest)?;
+    if adapters.is_empty() {
+        bail!("no package in plugins/ declares [package.metadata.crm-adapter]");
+    }
+
+    let mut cmd = match toolchain {
+        Toolchain::Rustup => Command::new("cargo"),
+        Toolchain::Debian => {
+            let mut c = Command::new(DEBIAN_CARGO);
+            c.env("RUSTC", DEBIAN_RUSTC)
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", "wasm-ld");
+            c
+        }
+    };
+    // The outer cargo's settings (rustup's toolchain pin, wrappers, flags) must not leak in.
+    for var in ["RUSTUP_TOOLCHAIN", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+        cmd.env_remove(var);
+    }
+    if matches!(toolchain, Toolchain::Rustup) {
+        cmd.env_remove("RUSTC");
+    }
+    cmd.arg("build").arg("--release").arg("--target").arg(WASM_TARGET).arg("--manifest-path").arg(&manifest);
+    if matches!(toolchain, Toolchain::Debian) {
+        cmd.arg("-Zbuild-std=std,panic_abort");
+    }
+    for (package, _) in &adapters {
+        cmd.arg("-p").arg(package);
+    }
+    run(&mut cmd).context("building adapters for wasm")?;
+
+    let out_dir = root.join("target/plugins");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut written = Vec::new();
+    for (package, name) in &adapters {
+        let core = root.join("plugins/target").join(WASM_TARGET).join("release").join(format!("{}.wasm", package.replace('-', "_")));
+        let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
+        let component = wit_component::ComponentEncoder::default()
+            .module(&module)
+            .with_context(|| format!("{package}: reading the component type embedded by wit-bindgen"))?
+            .validate(true)
+            .encode()
+            .with_context(|| format!("{package}: encoding the component"))?;
+        let out = out_dir.join(format!("{name}.wasm"));
+        std::fs::write(&out, &component)?;
+        eprintln!("xtask: {name}: {} ({} KiB)", out.display(), component.len() / 1024);
+        written.push(out);
+    }
+    Ok(written)
+}
+
+/// (cargo package name, registry name) of each adapter package.
+fn adapter_packages(manifest: &Path) -> Result<Vec<(String, String)>> {
+    let out = Command::new("cargo")
+        .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
+        .arg(manifest)
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    parse_adapters(&out.stdout)
+}
+
+fn parse_adapters(metadata: &[u8]) -> Result<Vec<(String, String)>> {
+    let v: serde_json::Value = serde_json::from_slice(metadata)?;
+    let mut found = Vec::new();
+    for p in v["packages"].as_array().context("metadata without packages")? {
+        if let Some(name) = p["metadata"]["crm-adapter"]["name"].as_str() {
+            found.push((p["name"].as_str().context("package without name")?.to_string(), name.to_string()));
+        }
+    }
+    Ok(found)
+}
+
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    let components = plugins(root)?;
+    eprintln!("xtask: adapter unit tests (native)");
+    run(Command::new("cargo").arg("test").arg("--manifest-path").arg(root.join("plugins/Cargo.toml")).arg("--workspace"))?;
+    eprintln!("xtask: host and integration tests ({} components)", components.len());
+    run(Command::new("cargo").current_dir(root).args(["build", "--package", "crm-host", "--bin", "crm-host"]))?;
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["test", "--workspace"])
+        .args(extra)
+        .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
+        .env("CRM_HOST_BIN", root.join("target/debug/crm-host")))
+}
+
+fn demo(root: &Path) -> Result<()> {
+    plugins(root)?;
+    run(Command::new("cargo").current_dir(root).args(["build", "--package", "crm-host", "--bin", "crm-host"]))?;
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["run", "--quiet", "--package", "crm-tests", "--bin", "demo"])
+        .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
+        .env("CRM_HOST_BIN", root.join("target/debug/crm-host")))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
