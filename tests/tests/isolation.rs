@@ -141,3 +141,20 @@ async fn the_chat_reaches_the_adapter_intact() {
     assert_eq!(data["projectId"], "p1");
     assert_eq!(data["config"], json!({"token": "t"}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_adapters_do_not_starve_other_calls() {
+    use std::time::{Duration, Instant};
+    let host = chaos(&[], json!({})).await;
+    // As many spinners as the runtime has workers: without yielding they would hold both.
+    let spin = || async { (host.call("t1", "spin", call_body(json!({}))).await, Instant::now()) };
+    let quick = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (host.complete("t1", "counter", call_body(json!({}))).await, Instant::now())
+    };
+    let (((_, a), a_done), ((_, b), b_done), (q, q_done)) = tokio::join!(spin(), spin(), quick);
+    assert_eq!(q["count"], 1);
+    assert_eq!(a["error"]["kind"], "deadline_exceeded", "{a}");
+    assert_eq!(b["error"]["kind"], "deadline_exceeded", "{b}");
+    assert!(q_done < a_done && q_done < b_done, "the quick call finished while both spinners still ran");
+}

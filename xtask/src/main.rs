@@ -176,7 +176,7 @@ fn parse_adapters(metadata: &[u8]) -> Result<Vec<(String, String)>> {
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let components = plugins(root)?;
     eprintln!("xtask: adapter unit tests (native)");
-    run(Command::new("cargo").arg("test").arg("--manifest-path").arg(root.join("plugins/Cargo.toml")).arg("--workspace"))?;
+    run(Command::new("cargo").arg("test").arg("--manifest-path").arg(root.join("plugins/Cargo.toml")).args(["--workspace", "--all-features"]))?;
     eprintln!("xtask: host and integration tests ({} components)", components.len());
     run(Command::new("cargo").current_dir(root).args(["build", "--package", "crm-host", "--bin", "crm-host"]))?;
     run(Command::new("cargo")

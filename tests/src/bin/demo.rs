@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
         .args(["serve", "--listen", "127.0.0.1:0", "--upstream-only", "--upstream", &upstream])
         .arg("--plugins")
         .arg(&plugins)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .spawn()?;
     let mut line = String::new();
