@@ -16,9 +16,11 @@ pub struct CallRequest {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatJson {
-    #[serde(deserialize_with = "text_or_number")]
+    /// Absent ids and phones are the adapter's business (Plando's lookup fails with
+    /// "phone is unavailable", an outcome, not a malformed request).
+    #[serde(default, deserialize_with = "text_or_number")]
     pub id: String,
-    #[serde(deserialize_with = "text_or_number")]
+    #[serde(default, deserialize_with = "text_or_number")]
     pub phone: String,
     #[serde(default)]
     pub title: Option<String>,
@@ -53,7 +55,7 @@ pub enum DirectionJson {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageJson {
-    #[serde(deserialize_with = "text_or_number")]
+    #[serde(default, deserialize_with = "text_or_number")]
     pub id: String,
     pub direction: DirectionJson,
     /// Media-only messages may carry no text.
@@ -61,9 +63,9 @@ pub struct MessageJson {
     pub text: String,
     /// Milliseconds since the Unix epoch.
     pub timestamp: u64,
-    #[serde(deserialize_with = "text_or_number")]
+    #[serde(default, deserialize_with = "text_or_number")]
     pub from: String,
-    #[serde(deserialize_with = "text_or_number")]
+    #[serde(default, deserialize_with = "text_or_number")]
     pub to: String,
     #[serde(default)]
     pub media: Vec<MediaJson>,
@@ -88,21 +90,27 @@ fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     }
 }
 
+/// Deserialises `body`; an error says whether the JSON is malformed or, if it is valid, at
+/// which path (`chat.messages[0].direction`) it does not fit.
+pub fn parse_json<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, String> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            format!("malformed JSON: {inner}")
+        } else if path == "." {
+            format!("invalid {what}: {inner}")
+        } else {
+            format!("invalid {what} at `{path}`: {inner}")
+        }
+    })
+}
+
 impl CallRequest {
     /// Parses a call body; the error names the JSON path and what was wrong there.
     pub fn parse(body: &[u8]) -> Result<CallRequest, String> {
-        let de = &mut serde_json::Deserializer::from_slice(body);
-        let req: CallRequest = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                format!("malformed JSON: {inner}")
-            } else if path == "." {
-                format!("invalid call body: {inner}")
-            } else {
-                format!("invalid call body at `{path}`: {inner}")
-            }
-        })?;
+        let req: CallRequest = parse_json("call body", body)?;
         if let Some(nodes) = &req.chat.nodes {
             if let Some((k, _)) = nodes.iter().find(|(_, v)| !v.is_string()) {
                 return Err(format!("invalid call body at `chat.nodes.{k}`: node texts must be strings"));
@@ -164,8 +172,10 @@ mod tests {
     fn errors_name_the_path() {
         let e = CallRequest::parse(br#"{"chat": {"id": "1", "phone": "9", "messages": [{"id": "m", "direction": "sideways", "timestamp": 1, "from": "a", "to": "b"}]}}"#).unwrap_err();
         assert!(e.contains("chat.messages[0].direction"), "{e}");
-        let e = CallRequest::parse(br#"{"chat": {"id": "1"}}"#).unwrap_err();
-        assert!(e.contains("chat") && e.contains("phone"), "{e}");
+        let e = CallRequest::parse(br#"{"chat": {"id": "1", "phone": ["x"]}}"#).unwrap_err();
+        assert!(e.contains("chat.phone"), "{e}");
+        let e = CallRequest::parse(br#"{"params": {}}"#).unwrap_err();
+        assert!(e.contains("chat"), "{e}");
         let e = CallRequest::parse(b"{not json").unwrap_err();
         assert!(e.starts_with("malformed JSON"), "{e}");
         let e = CallRequest::parse(br#"{"chat": {"id": "1", "phone": "9"}, "params": []}"#).unwrap_err();
@@ -179,5 +189,7 @@ mod tests {
         let r = CallRequest::parse(br#"{"chat": {"id": 12, "phone": 972501234567}}"#).unwrap();
         assert_eq!(r.chat.id, "12");
         assert_eq!(r.chat.phone, "972501234567");
+        let r = CallRequest::parse(br#"{"chat": {}}"#).unwrap();
+        assert_eq!((r.chat.id.as_str(), r.chat.phone.as_str()), ("", ""));
     }
 }

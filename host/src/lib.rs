@@ -8,6 +8,7 @@
 pub mod api;
 mod bindings;
 mod chat;
+pub mod cli;
 pub mod egress;
 pub mod error;
 pub mod registry;

@@ -2,7 +2,7 @@
 //! call is: tenant (registry) -> active compiled adapter -> fresh instance (runtime) ->
 //! wasi-http requests (egress policy, upstream routing) -> crmData or a typed failure.
 
-use crate::chat::CallRequest;
+use crate::chat::{parse_json, CallRequest};
 use crate::error::HostError;
 use crate::registry::{AdapterRecord, Registry, Tenant};
 use crate::runtime::{Compiled, Runtime};
@@ -49,15 +49,19 @@ impl Host {
     pub async fn deploy(&self, name: &str, bytes: Bytes) -> Result<Value, HostError> {
         check_id("adapter name", name)?;
         let compiled = self.runtime.load(bytes.clone()).await?;
-        let d = &compiled.description;
-        if d.name != name {
+        if compiled.description.name != name {
             return Err(HostError::NameMismatch(format!(
                 "the component describes itself as '{}', but was uploaded as '{name}'",
-                d.name
+                compiled.description.name
             )));
         }
+        Ok(self.activate(compiled, bytes))
+    }
+
+    fn activate(&self, compiled: Arc<Compiled>, bytes: Bytes) -> Value {
+        let d = &compiled.description;
         let record = AdapterRecord {
-            name: name.to_string(),
+            name: d.name.clone(),
             version: d.version.clone(),
             digest: compiled.digest.clone(),
             operations: d.operations.clone(),
@@ -65,22 +69,22 @@ impl Host {
             component: bytes,
         };
         self.registry.add_adapter_version(record.clone());
-        self.active.write().expect("active lock").insert(name.to_string(), compiled);
-        tracing::info!(adapter = name, version = %record.version, digest = %record.digest, "deployed");
-        Ok(adapter_summary(&record))
+        self.active.write().expect("active lock").insert(record.name.clone(), compiled);
+        tracing::info!(adapter = %record.name, version = %record.version, digest = %record.digest, "deployed");
+        adapter_summary(&record)
     }
 
-    /// Deploys every `*.wasm` in `dir` under its file stem. Returns what failed; a broken
-    /// file does not stop the others (or the host).
+    /// Deploys every `*.wasm` in `dir` under the name its component declares. Returns what
+    /// failed; a broken file does not stop the others (or the host).
     pub async fn deploy_dir(&self, dir: &Path) -> anyhow::Result<Vec<(String, HostError)>> {
         let mut failures = Vec::new();
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()).collect();
-        entries.sort();
-        for path in entries.into_iter().filter(|p| p.extension().is_some_and(|e| e == "wasm")) {
-            let name = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        let mut paths: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "wasm")) {
             let bytes = Bytes::from(std::fs::read(&path)?);
-            if let Err(e) = self.deploy(&name, bytes).await {
-                failures.push((path.display().to_string(), e));
+            match self.runtime.load(bytes.clone()).await {
+                Ok(compiled) => drop(self.activate(compiled, bytes)),
+                Err(e) => failures.push((path.display().to_string(), e)),
             }
         }
         Ok(failures)
@@ -121,18 +125,7 @@ impl Host {
     /// Creates or replaces a tenant after the adapter has validated its crmConfig.
     pub async fn put_tenant(&self, id: &str, body: &[u8]) -> Result<Value, HostError> {
         check_id("tenant id", id)?;
-        let de = &mut serde_json::Deserializer::from_slice(body);
-        let body: TenantBody = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                HostError::BadRequest(format!("malformed JSON: {inner}"))
-            } else if path == "." {
-                HostError::BadRequest(format!("invalid tenant body: {inner}"))
-            } else {
-                HostError::BadRequest(format!("invalid tenant body at `{path}`: {inner}"))
-            }
-        })?;
+        let body: TenantBody = parse_json("tenant body", body).map_err(HostError::BadRequest)?;
         let compiled = self.compiled(&body.adapter)?;
         let crm_config = body.crm_config.unwrap_or_default();
         self.runtime.validate_config(&compiled, &crm_config).await?;

@@ -192,7 +192,8 @@ async fn call_with_malformed_bodies_is_400_saying_where() {
         (b"{\"chat\": {".to_vec(), "malformed JSON"),
         (b"[]".to_vec(), "invalid call body"),
         (json!({"params": {}}).to_string().into_bytes(), "chat"),
-        (json!({"chat": {"id": "1"}}).to_string().into_bytes(), "phone"),
+        (json!({"chat": {"id": "1", "phone": {"cc": 972}}}).to_string().into_bytes(), "chat.phone"),
+        (json!({"chat": "972501234567"}).to_string().into_bytes(), "chat"),
         (
             json!({"chat": {"id": "1", "phone": "1", "messages": [{"id": "m", "direction": "up", "text": "", "timestamp": 1, "from": "a", "to": "b"}]}})
                 .to_string()

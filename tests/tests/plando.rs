@@ -218,9 +218,11 @@ async fn lookup_fails_when_no_contact_is_found() {
 #[tokio::test]
 async fn lookup_fails_when_no_phone_is_available_without_calling_plando() {
     let (host, crm) = setup(json!({})).await;
-    let e = host.failure("acme", "getCustomerDetails", json!({"chat": {"id": "c", "phone": ""}})).await;
-    assert_eq!(e["kind"], "invalid_params");
-    assert_eq!(e["field"], "phoneNumber");
+    for chat in [json!({"id": "c", "phone": ""}), json!({"id": "c"}), json!({"id": "c", "phone": "n/a"})] {
+        let e = host.failure("acme", "getCustomerDetails", json!({"chat": chat})).await;
+        assert_eq!(e["kind"], "invalid_params", "{chat}: {e}");
+        assert_eq!(e["field"], "phoneNumber");
+    }
     assert!(crm.requests().is_empty());
 }
 

@@ -178,13 +178,11 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     eprintln!("xtask: adapter unit tests (native)");
     run(Command::new("cargo").arg("test").arg("--manifest-path").arg(root.join("plugins/Cargo.toml")).args(["--workspace", "--all-features"]))?;
     eprintln!("xtask: host and integration tests ({} components)", components.len());
-    run(Command::new("cargo").current_dir(root).args(["build", "--package", "crm-host", "--bin", "crm-host"]))?;
     run(Command::new("cargo")
         .current_dir(root)
         .args(["test", "--workspace"])
         .args(extra)
-        .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
-        .env("CRM_HOST_BIN", root.join("target/debug/crm-host")))
+        .env("CRM_PLUGINS_DIR", root.join("target/plugins")))
 }
 
 fn demo(root: &Path) -> Result<()> {
