@@ -79,7 +79,6 @@ pub struct Description {
 /// that uses it; in-flight calls keep it alive across a hot deploy.
 pub struct Compiled {
     pub digest: String,
-    pub size: usize,
     pub description: Description,
     pre: AdapterPre<HostState>,
 }
@@ -164,10 +163,6 @@ impl Runtime {
         Ok(Runtime { engine, linker, limits, outbound: Arc::new(outbound), cache: Mutex::default() })
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Compiles (or reuses) a component, checks its imports and exports, and asks it to
     /// describe itself. Everything a deploy can refuse is refused here.
     pub async fn load(&self, bytes: Bytes) -> Result<Arc<Compiled>, HostError> {
@@ -178,7 +173,6 @@ impl Runtime {
         check_header(&bytes)?;
         let engine = self.engine.clone();
         let linker = self.linker.clone();
-        let size = bytes.len();
         // Cranelift takes tens to hundreds of milliseconds: keep it off the async workers.
         let pre = tokio::task::spawn_blocking(move || -> Result<AdapterPre<HostState>, HostError> {
             let component = Component::new(&engine, &bytes)
@@ -200,7 +194,7 @@ impl Runtime {
             Err(f) => return Err(HostError::InvalidComponent(format!("describe failed ({}): {}", f.kind, f.message))),
         };
         let description = check_description(raw)?;
-        let compiled = Arc::new(Compiled { digest: digest.clone(), size, description, pre });
+        let compiled = Arc::new(Compiled { digest: digest.clone(), description, pre });
         let mut cache = self.cache.lock().expect("cache lock");
         cache.retain(|_, w| w.strong_count() > 0);
         cache.insert(digest, Arc::downgrade(&compiled));
@@ -238,7 +232,7 @@ impl Runtime {
         ctx: wit::CallContext,
     ) -> Result<Map<String, Value>, CallFailure> {
         let policy = adapter.egress_policy(crm_config);
-        match self.execute(&adapter.pre, policy, Op::Invoke(func_id.to_string(), ctx)).await? {
+        match self.execute(&adapter.pre, policy, Op::Invoke(func_id.to_string(), Box::new(ctx))).await? {
             OpResult::Invoke(Ok(json)) => match serde_json::from_str::<Value>(&json) {
                 Ok(Value::Object(data)) => Ok(data),
                 _ => Err(CallFailure::new("invalid_output", "the adapter returned crmData that is not a JSON object")),
@@ -322,7 +316,7 @@ impl Runtime {
 enum Op {
     Describe,
     Validate(String),
-    Invoke(String, wit::CallContext),
+    Invoke(String, Box<wit::CallContext>),
 }
 
 enum OpResult {
@@ -359,7 +353,7 @@ fn check_imports_exports(engine: &Engine, component: &Component) -> Result<(), H
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
         let interface = name.split('@').next().unwrap_or(name);
-        let version_ok = name.split_once('@').map_or(false, |(_, v)| v.starts_with("0.2."));
+        let version_ok = name.split_once('@').is_some_and(|(_, v)| v.starts_with("0.2."));
         if !ALLOWED_IMPORTS.contains(&interface) || !version_ok {
             return Err(HostError::ForbiddenImport {
                 import: name.to_string(),

@@ -40,10 +40,6 @@ impl Host {
         Host { runtime, registry, active: RwLock::default() }
     }
 
-    pub fn runtime(&self) -> &Runtime {
-        &self.runtime
-    }
-
     /// Compiles, checks and activates a component under `name`. Hot: no restart, no pause
     /// for calls of other adapters or of this one.
     pub async fn deploy(&self, name: &str, bytes: Bytes) -> Result<Value, HostError> {
@@ -109,6 +105,7 @@ impl Host {
         let record = self.registry.active_adapter(name).ok_or_else(|| HostError::UnknownAdapter(name.into()))?;
         let d = &compiled.description;
         let mut v = adapter_summary(&record);
+        v["sizeBytes"] = record.component.len().into();
         v["configSchema"] = d.config_schema.clone();
         v["secretFields"] = json!(d.secret_fields);
         v["endpointFields"] = json!(d.endpoint_fields);

@@ -155,7 +155,7 @@ async fn respond<S>(
         Some(Fault::Flood(n)) => {
             let mut body = String::with_capacity(n + 32);
             body.push_str("{\"err\":\"0\",\"filler\":\"");
-            body.extend(std::iter::repeat('x').take(n));
+            body.extend(std::iter::repeat_n('x', n));
             body.push_str("\"}");
             return (StatusCode::OK, Body::from(body)).into_response();
         }

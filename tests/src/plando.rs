@@ -92,8 +92,8 @@ fn contact_details(p: &Plando, r: &Recorded) -> Reply {
     let attr: Vec<String> = r.field("attr").unwrap_or_default().split(',').map(str::to_string).collect();
     let matches = p.contacts.iter().filter(|c| {
         let by_phone = phone.is_empty() || digits(&text(c.get("phone"))) == phone;
-        let by_id = options.get("contact_id").map_or(true, |v| text(Some(v)) == text(c.get("id")));
-        let by_mail = options.get("contact_mail").map_or(true, |v| text(Some(v)) == text(c.get("email")));
+        let by_id = options.get("contact_id").is_none_or(|v| text(Some(v)) == text(c.get("id")));
+        let by_mail = options.get("contact_mail").is_none_or(|v| text(Some(v)) == text(c.get("email")));
         by_phone && by_id && by_mail
     });
     let contacts: Vec<Value> = matches
