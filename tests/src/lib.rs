@@ -21,9 +21,14 @@ pub fn plugins_dir() -> PathBuf {
     }
 }
 
-/// A built component's bytes; fails with the command to run when it was not built.
+/// A built component's bytes (adapters, then test-only components under `testing/`); fails
+/// with the command to run when it was not built.
 pub fn component(name: &str) -> Vec<u8> {
-    let path = plugins_dir().join(format!("{name}.wasm"));
+    let file = format!("{name}.wasm");
+    let path = [plugins_dir().join(&file), plugins_dir().join("testing").join(&file)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| plugins_dir().join(&file));
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!("component {} is missing ({e}): run `cargo xtask test` (or `cargo xtask plugins` first)", path.display())
     })

@@ -94,7 +94,9 @@ fn setup() -> Result<Toolchain> {
 }
 
 /// Builds every package of plugins/ that has `[package.metadata.crm-adapter]` and turns its
-/// core module into a component at `target/plugins/<name>.wasm`. Returns the written paths.
+/// core module into a component at `target/plugins/<name>.wasm` (test-only ones, marked
+/// `test-only = true`, at `target/plugins/testing/<name>.wasm`, so that deploying the
+/// directory never deploys them). Returns the written paths.
 fn plugins(root: &Path) -> Result<Vec<PathBuf>> {
     let toolchain = setup()?;
     let manifest = root.join("plugins/Cargo.toml");
@@ -124,15 +126,15 @@ fn plugins(root: &Path) -> Result<Vec<PathBuf>> {
     if matches!(toolchain, Toolchain::Debian) {
         cmd.arg("-Zbuild-std=std,panic_abort");
     }
-    for (package, _) in &adapters {
-        cmd.arg("-p").arg(package);
+    for a in &adapters {
+        cmd.arg("-p").arg(&a.package);
     }
     run(&mut cmd).context("building adapters for wasm")?;
 
-    let out_dir = root.join("target/plugins");
-    std::fs::create_dir_all(&out_dir)?;
     let mut written = Vec::new();
-    for (package, name) in &adapters {
+    for Adapter { package, name, test_only } in &adapters {
+        let out_dir = if *test_only { root.join("target/plugins/testing") } else { root.join("target/plugins") };
+        std::fs::create_dir_all(&out_dir)?;
         let core = root.join("plugins/target").join(WASM_TARGET).join("release").join(format!("{}.wasm", package.replace('-', "_")));
         let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
         let component = wit_component::ComponentEncoder::default()
@@ -149,8 +151,15 @@ fn plugins(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-/// (cargo package name, registry name) of each adapter package.
-fn adapter_packages(manifest: &Path) -> Result<Vec<(String, String)>> {
+struct Adapter {
+    /// Cargo package name.
+    package: String,
+    /// Registry name.
+    name: String,
+    test_only: bool,
+}
+
+fn adapter_packages(manifest: &Path) -> Result<Vec<Adapter>> {
     let out = Command::new("cargo")
         .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
         .arg(manifest)
@@ -162,12 +171,17 @@ fn adapter_packages(manifest: &Path) -> Result<Vec<(String, String)>> {
     parse_adapters(&out.stdout)
 }
 
-fn parse_adapters(metadata: &[u8]) -> Result<Vec<(String, String)>> {
+fn parse_adapters(metadata: &[u8]) -> Result<Vec<Adapter>> {
     let v: serde_json::Value = serde_json::from_slice(metadata)?;
     let mut found = Vec::new();
     for p in v["packages"].as_array().context("metadata without packages")? {
-        if let Some(name) = p["metadata"]["crm-adapter"]["name"].as_str() {
-            found.push((p["name"].as_str().context("package without name")?.to_string(), name.to_string()));
+        let meta = &p["metadata"]["crm-adapter"];
+        if let Some(name) = meta["name"].as_str() {
+            found.push(Adapter {
+                package: p["name"].as_str().context("package without name")?.to_string(),
+                name: name.to_string(),
+                test_only: meta["test-only"].as_bool().unwrap_or(false),
+            });
         }
     }
     Ok(found)
