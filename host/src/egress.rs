@@ -145,10 +145,6 @@ impl Upstreams {
     pub fn route(&self, host: &str) -> Option<&url::Url> {
         self.routes.get(&host.to_ascii_lowercase())
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
 }
 
 /// Whether an address is on the public internet. Requests that are not routed by

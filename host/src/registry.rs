@@ -63,9 +63,9 @@ impl Registry {
         self.state.read().expect("registry lock").adapters.get(name).cloned().unwrap_or_default()
     }
 
-    pub fn put_tenant(&self, tenant: Tenant) -> bool {
+    pub fn put_tenant(&self, tenant: Tenant) {
         let mut s = self.state.write().expect("registry lock");
-        s.tenants.insert(tenant.id.clone(), tenant).is_none()
+        s.tenants.insert(tenant.id.clone(), tenant);
     }
 
     pub fn tenant(&self, id: &str) -> Option<Tenant> {

@@ -50,10 +50,6 @@ impl Values {
         }
     }
 
-    pub fn origin(&self) -> Origin {
-        self.origin
-    }
-
     pub fn map(&self) -> &Map<String, Value> {
         &self.map
     }
