@@ -29,7 +29,8 @@ struct Serve {
     /// address is printed).
     #[arg(long)]
     listen: String,
-    /// Deploy every <name>.wasm in this directory at start-up.
+    /// Deploy every *.wasm in this directory at start-up, each under the name its component
+    /// declares (a broken or refused file is logged and skipped).
     #[arg(long)]
     plugins: Option<PathBuf>,
     /// HOST=URL: after the egress check, send requests for HOST to URL instead

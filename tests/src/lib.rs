@@ -34,6 +34,17 @@ pub fn component(name: &str) -> Vec<u8> {
     })
 }
 
+/// Reads the line `crm-host serve` prints first (`crm-host listening on http://ADDR`) and
+/// returns the line and the URL in it.
+pub fn read_listen_url(stdout: std::process::ChildStdout) -> std::io::Result<(String, String)> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let line = line.trim().to_string();
+    let url = line.rsplit(' ').next().unwrap_or_default().to_string();
+    Ok((line, url))
+}
+
 /// Limits for tests: short timeouts so hanging CRMs fail fast.
 pub fn test_limits() -> Limits {
     Limits {

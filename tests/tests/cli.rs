@@ -2,7 +2,6 @@
 
 use crm_tests::plando;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -42,14 +41,7 @@ async fn serve_prints_its_address_and_serves_plugins_through_upstreams() {
         .expect("start crm-host");
     let stdout = child.stdout.take().unwrap();
     let _guard = Running(child);
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        line
-    })
-    .await
-    .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    let (line, url) = tokio::task::spawn_blocking(move || crm_tests::read_listen_url(stdout)).await.unwrap().unwrap();
     assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "printed: {line}");
 
     let client = reqwest::Client::new();

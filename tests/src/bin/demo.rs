@@ -4,7 +4,6 @@
 
 use crm_tests::plando::{self, CONTACT_DETAILS, LEAD_FORM, WHATSAPP_SESSION};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 #[tokio::main]
@@ -27,10 +26,8 @@ async fn main() -> anyhow::Result<()> {
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    let url = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
-    println!("   {}", line.trim());
+    let (line, url) = crm_tests::read_listen_url(child.stdout.take().expect("piped"))?;
+    println!("   {line}");
 
     let result = run(&url, &crm).await;
     let _ = child.kill();
