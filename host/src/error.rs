@@ -1,9 +1,9 @@
 //! The one error type at the host's API boundary, and the failure a call reports.
 
+use crate::store::StoreError;
 use serde::Serialize;
-use serde_json::{json, Value};
 
-/// Everything the control API can refuse. Each maps to one status and one `kind`.
+/// Everything the API can refuse. Each maps to one status and one `kind`.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("{0}")]
@@ -18,12 +18,41 @@ pub enum HostError {
     NameMismatch(String),
     #[error("adapter '{0}' is not deployed")]
     UnknownAdapter(String),
+    #[error("{0}")]
+    UnknownVersion(String),
     #[error("tenant '{0}' does not exist")]
     UnknownTenant(String),
+    #[error("{0}")]
+    UnknownKey(String),
+    #[error("{0}")]
+    UnknownCall(String),
     #[error("{message}")]
     InvalidConfig { field: Option<String>, message: String },
     #[error("{0}")]
+    InvalidPin(String),
+    #[error("{message}")]
+    InvalidTenants { message: String, tenants: Vec<InvalidTenant> },
+    #[error("{0}")]
+    NoPreviousVersion(String),
+    #[error("{0}")]
+    VersionInUse(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Storage(String),
+    #[error("{0}")]
     Internal(String),
+}
+
+/// A tenant whose crmConfig a new version would refuse.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct InvalidTenant {
+    pub tenant: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
 }
 
 impl HostError {
@@ -34,8 +63,16 @@ impl HostError {
             | HostError::WrongWorld(_)
             | HostError::ForbiddenImport { .. }
             | HostError::NameMismatch(_) => 400,
-            HostError::UnknownAdapter(_) | HostError::UnknownTenant(_) => 404,
-            HostError::InvalidConfig { .. } => 422,
+            HostError::Unauthorized(_) => 401,
+            HostError::Forbidden(_) => 403,
+            HostError::UnknownAdapter(_)
+            | HostError::UnknownVersion(_)
+            | HostError::UnknownTenant(_)
+            | HostError::UnknownKey(_)
+            | HostError::UnknownCall(_) => 404,
+            HostError::InvalidTenants { .. } | HostError::NoPreviousVersion(_) | HostError::VersionInUse(_) => 409,
+            HostError::InvalidConfig { .. } | HostError::InvalidPin(_) => 422,
+            HostError::Storage(_) => 503,
             HostError::Internal(_) => 500,
         }
     }
@@ -48,30 +85,122 @@ impl HostError {
             HostError::ForbiddenImport { .. } => "forbidden_import",
             HostError::NameMismatch(_) => "name_mismatch",
             HostError::UnknownAdapter(_) => "unknown_adapter",
+            HostError::UnknownVersion(_) => "unknown_version",
             HostError::UnknownTenant(_) => "unknown_tenant",
+            HostError::UnknownKey(_) => "unknown_key",
+            HostError::UnknownCall(_) => "unknown_call",
             HostError::InvalidConfig { .. } => "invalid_config",
+            HostError::InvalidPin(_) => "invalid_pin",
+            HostError::InvalidTenants { .. } => "invalid_tenants",
+            HostError::NoPreviousVersion(_) => "no_previous_version",
+            HostError::VersionInUse(_) => "version_in_use",
+            HostError::Unauthorized(_) => "unauthorized",
+            HostError::Forbidden(_) => "forbidden",
+            HostError::Storage(_) => "storage_unavailable",
             HostError::Internal(_) => "internal",
         }
     }
 
     /// `{"error": {"kind", "message", ...}}`
-    pub fn body(&self) -> Value {
-        let mut e = json!({"kind": self.kind(), "message": self.to_string()});
-        match self {
-            HostError::InvalidConfig { field: Some(f), .. } => e["field"] = f.as_str().into(),
-            HostError::ForbiddenImport { import, .. } => e["import"] = import.as_str().into(),
-            _ => {}
-        }
-        json!({ "error": e })
+    pub fn body(&self) -> ErrorBody {
+        let (field, import, invalid_tenants) = match self {
+            HostError::InvalidConfig { field, .. } => (field.clone(), None, None),
+            HostError::ForbiddenImport { import, .. } => (None, Some(import.clone()), None),
+            HostError::InvalidTenants { tenants, .. } => (None, None, Some(tenants.clone())),
+            _ => (None, None, None),
+        };
+        ErrorBody { error: ErrorDetail { kind: self.kind(), message: self.to_string(), field, import, invalid_tenants } }
     }
 }
 
-/// Why a call ended on `on_failure`: the adapter's typed error, or what the host saw
-/// (deadline, memory cap, trap). Serialised as the `error` of a failure outcome.
+impl From<StoreError> for HostError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UnknownVersion { .. } => HostError::UnknownVersion(e.to_string()),
+            StoreError::NoPreviousVersion(_) => HostError::NoPreviousVersion(e.to_string()),
+            StoreError::VersionInUse(m) => HostError::VersionInUse(m),
+            StoreError::Db(m) => {
+                tracing::error!("storage error: {m}");
+                HostError::Storage(format!("the host's database failed, nothing was changed: {m}"))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    pub kind: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_tenants: Option<Vec<InvalidTenant>>,
+}
+
+/// Why a call went to `on_failure`: the adapter's typed error, or what the host saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    Config,
+    InvalidParams,
+    NotFound,
+    Ambiguous,
+    Unauthorized,
+    RateLimited,
+    Upstream,
+    Unsupported,
+    EgressDenied,
+    Timeout,
+    Transport,
+    Internal,
+    DeadlineExceeded,
+    MemoryLimitExceeded,
+    Trap,
+    InvalidOutput,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Config => "config",
+            FailureKind::InvalidParams => "invalid_params",
+            FailureKind::NotFound => "not_found",
+            FailureKind::Ambiguous => "ambiguous",
+            FailureKind::Unauthorized => "unauthorized",
+            FailureKind::RateLimited => "rate_limited",
+            FailureKind::Upstream => "upstream",
+            FailureKind::Unsupported => "unsupported",
+            FailureKind::EgressDenied => "egress_denied",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Transport => "transport",
+            FailureKind::Internal => "internal",
+            FailureKind::DeadlineExceeded => "deadline_exceeded",
+            FailureKind::MemoryLimitExceeded => "memory_limit_exceeded",
+            FailureKind::Trap => "trap",
+            FailureKind::InvalidOutput => "invalid_output",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Serialised as the `error` of a failure outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CallFailure {
-    pub kind: String,
+    pub kind: FailureKind,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -84,14 +213,7 @@ pub struct CallFailure {
 }
 
 impl CallFailure {
-    pub fn new(kind: &str, message: impl Into<String>) -> Self {
-        CallFailure {
-            kind: kind.into(),
-            message: message.into(),
-            field: None,
-            status: None,
-            body_excerpt: None,
-            retry_after_ms: None,
-        }
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        CallFailure { kind, message: message.into(), field: None, status: None, body_excerpt: None, retry_after_ms: None }
     }
 }

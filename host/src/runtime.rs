@@ -5,26 +5,21 @@
 //! [`HostState::send_request`], which enforces the tenant's egress policy.
 
 use crate::bindings::{wit, AdapterPre};
-use crate::egress::{is_public, EgressPolicy, OriginRule, Upstreams};
-use crate::error::{CallFailure, HostError};
+use crate::compile_cache::CompileCache;
+use crate::egress::{EgressPolicy, OriginRule};
+use crate::error::{CallFailure, FailureKind, HostError};
+use crate::metrics::{InFlight, Metrics};
+use crate::outbound::{CallOutbound, OutboundConfig};
+use crate::trace::{CallScope, Redactor};
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, HasData, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::bindings::http::types::ErrorCode;
-use wasmtime_wasi_http::body::HyperIncomingBody;
-use wasmtime_wasi_http::types::{
-    default_send_request_handler, HostFutureIncomingResponse, IncomingResponse, OutgoingRequestConfig,
-};
+use wasmtime_wasi_http::types::{HostFutureIncomingResponse, OutgoingRequestConfig};
 use wasmtime_wasi_http::{HttpResult, WasiHttpCtx, WasiHttpView};
 
 /// How often the engine's epoch advances; the CPU deadline's resolution.
@@ -52,14 +47,6 @@ impl Default for Limits {
             max_response_bytes: 4 << 20,
         }
     }
-}
-
-/// Where outbound requests may go, host-wide.
-#[derive(Debug, Clone, Default)]
-pub struct OutboundConfig {
-    pub upstreams: Upstreams,
-    /// Refuse every request that no `--upstream` routes (no DNS, nothing leaves the machine).
-    pub upstream_only: bool,
 }
 
 /// What an adapter says about itself, checked.
@@ -107,8 +94,9 @@ pub struct Runtime {
     linker: Linker<HostState>,
     limits: Limits,
     outbound: Arc<OutboundConfig>,
-    /// Compiled components by digest, so redeploying the same bytes costs nothing.
-    cache: Mutex<HashMap<String, Weak<Compiled>>>,
+    /// Compiled code on disk, so a restart does not recompile.
+    compile_cache: Option<CompileCache>,
+    metrics: Arc<Metrics>,
 }
 
 /// Interfaces a component may import. The adapter world needs wasi-http and what it uses;
@@ -160,24 +148,65 @@ impl Runtime {
             }
         })?;
         let linker = adapter_linker(&engine)?;
-        Ok(Runtime { engine, linker, limits, outbound: Arc::new(outbound), cache: Mutex::default() })
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+            outbound: Arc::new(outbound),
+            compile_cache: None,
+            metrics: Arc::new(Metrics::new()),
+        })
     }
 
-    /// Compiles (or reuses) a component, checks its imports and exports, and asks it to
-    /// describe itself. Everything a deploy can refuse is refused here.
+    /// Keeps compiled code in `dir` (see [`CompileCache`]).
+    pub fn with_compile_cache(mut self, dir: std::path::PathBuf) -> std::io::Result<Self> {
+        self.compile_cache = Some(CompileCache::new(dir, &self.engine)?);
+        Ok(self)
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The digest a component is stored and cached under.
+    pub fn digest(bytes: &[u8]) -> String {
+        format!("sha256:{:x}", Sha256::digest(bytes))
+    }
+
+    /// Compiles a component (or takes its compilation from the disk cache), checks its
+    /// imports and exports, and asks it to describe itself. Everything a deploy can refuse
+    /// is refused here.
     pub async fn load(&self, bytes: Bytes) -> Result<Arc<Compiled>, HostError> {
-        let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
-        if let Some(c) = self.cache.lock().expect("cache lock").get(&digest).and_then(Weak::upgrade) {
-            return Ok(c);
-        }
+        let digest = Self::digest(&bytes);
         check_header(&bytes)?;
         let engine = self.engine.clone();
         let linker = self.linker.clone();
+        let cache = self.compile_cache.clone();
+        let metrics = self.metrics.clone();
+        let key = digest.clone();
         // Cranelift takes tens to hundreds of milliseconds: keep it off the async workers.
         let pre = tokio::task::spawn_blocking(move || -> Result<AdapterPre<HostState>, HostError> {
-            let component = Component::new(&engine, &bytes)
-                .map_err(|e| HostError::InvalidComponent(format!("cannot compile the component: {e:#}")))?;
+            let (cached, lookup) = match &cache {
+                Some(c) => c.get(&engine, &key),
+                None => (None, crate::compile_cache::Lookup::Miss),
+            };
+            if cache.is_some() {
+                metrics.compile_cache.with_label_values(&[lookup.as_str()]).inc();
+            }
+            let fresh = cached.is_none();
+            let component = match cached {
+                Some(c) => c,
+                None => Component::new(&engine, &bytes)
+                    .map_err(|e| HostError::InvalidComponent(format!("cannot compile the component: {e:#}")))?,
+            };
             check_imports_exports(&engine, &component)?;
+            if let (true, Some(cache)) = (fresh, &cache) {
+                cache.put(&key, &component);
+            }
             let pre = linker
                 .instantiate_pre(&component)
                 .map_err(|e| HostError::WrongWorld(format!("the component does not fit the adapter world: {e:#}")))?;
@@ -188,23 +217,26 @@ impl Runtime {
         .await
         .map_err(|e| HostError::Internal(format!("compile task failed: {e}")))??;
 
-        let raw = match self.execute(&pre, EgressPolicy::default(), Op::Describe).await {
+        let scope = self.scope("deploy".into(), "(describe)".into(), Redactor::default());
+        let raw = match self.execute(&pre, EgressPolicy::default(), scope, Op::Describe).await {
             Ok(OpResult::Describe(d)) => d,
             Ok(_) => unreachable!("describe answers describe"),
             Err(f) => return Err(HostError::InvalidComponent(format!("describe failed ({}): {}", f.kind, f.message))),
         };
         let description = check_description(raw)?;
-        let compiled = Arc::new(Compiled { digest: digest.clone(), description, pre });
-        let mut cache = self.cache.lock().expect("cache lock");
-        cache.retain(|_, w| w.strong_count() > 0);
-        cache.insert(digest, Arc::downgrade(&compiled));
-        Ok(compiled)
+        Ok(Arc::new(Compiled { digest, description, pre }))
+    }
+
+    fn scope(&self, call_id: String, adapter: String, redactor: Redactor) -> Arc<CallScope> {
+        Arc::new(CallScope::new(call_id, adapter, self.limits.deadline, redactor, self.metrics.clone()))
     }
 
     /// Runs the adapter's own crmConfig validation.
     pub async fn validate_config(&self, adapter: &Compiled, crm_config: &Map<String, Value>) -> Result<(), HostError> {
         let json = Value::Object(crm_config.clone()).to_string();
-        match self.execute(&adapter.pre, EgressPolicy::default(), Op::Validate(json)).await {
+        let redactor = Redactor::new(&adapter.description.secret_fields, crm_config);
+        let scope = self.scope("validate".into(), adapter.description.name.clone(), redactor);
+        match self.execute(&adapter.pre, EgressPolicy::default(), scope, Op::Validate(json)).await {
             Ok(OpResult::Validate(Ok(()))) => Ok(()),
             Ok(OpResult::Validate(Err(e))) => {
                 let f = failure_from_wit(e);
@@ -223,6 +255,11 @@ impl Runtime {
         }
     }
 
+    /// A scope for one call of `adapter` by a tenant whose secrets `redactor` knows.
+    pub(crate) fn call_scope(&self, call_id: &str, adapter: &Compiled, redactor: Redactor) -> Arc<CallScope> {
+        self.scope(call_id.to_string(), adapter.description.name.clone(), redactor)
+    }
+
     /// Runs one adapter function for one tenant. `Ok` is the crmData object.
     pub(crate) async fn invoke(
         &self,
@@ -230,29 +267,36 @@ impl Runtime {
         crm_config: &Map<String, Value>,
         func_id: &str,
         ctx: wit::CallContext,
+        scope: Arc<CallScope>,
     ) -> Result<Map<String, Value>, CallFailure> {
         let policy = adapter.egress_policy(crm_config);
-        match self.execute(&adapter.pre, policy, Op::Invoke(func_id.to_string(), Box::new(ctx))).await? {
+        match self.execute(&adapter.pre, policy, scope, Op::Invoke(func_id.to_string(), Box::new(ctx))).await? {
             OpResult::Invoke(Ok(json)) => match serde_json::from_str::<Value>(&json) {
                 Ok(Value::Object(data)) => Ok(data),
-                _ => Err(CallFailure::new("invalid_output", "the adapter returned crmData that is not a JSON object")),
+                _ => Err(CallFailure::new(
+                    FailureKind::InvalidOutput,
+                    "the adapter returned crmData that is not a JSON object",
+                )),
             },
             OpResult::Invoke(Err(e)) => Err(failure_from_wit(e)),
             _ => unreachable!("invoke answers invoke"),
         }
     }
 
-    fn new_store(&self, policy: EgressPolicy) -> Store<HostState> {
+    fn new_store(&self, policy: EgressPolicy, scope: Arc<CallScope>) -> Store<HostState> {
         let state = HostState {
             // Nothing granted: no env, args or preopens; stdin closed; stdout/stderr discarded.
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             memory: MemoryCap { max: self.limits.memory_bytes, used: 0, hit: false },
-            policy,
-            outbound: self.outbound.clone(),
-            limits: self.limits.clone(),
-            denials: Arc::default(),
+            outbound: CallOutbound {
+                policy,
+                config: self.outbound.clone(),
+                request_timeout: self.limits.request_timeout,
+                max_response_bytes: self.limits.max_response_bytes,
+                scope,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
@@ -271,9 +315,15 @@ impl Runtime {
         store
     }
 
-    async fn execute(&self, pre: &AdapterPre<HostState>, policy: EgressPolicy, op: Op) -> Result<OpResult, CallFailure> {
-        let mut store = self.new_store(policy);
-        let denials = store.data().denials.clone();
+    async fn execute(
+        &self,
+        pre: &AdapterPre<HostState>,
+        policy: EgressPolicy,
+        scope: Arc<CallScope>,
+        op: Op,
+    ) -> Result<OpResult, CallFailure> {
+        let _in_flight = InFlight::enter(&self.metrics.instances_in_flight);
+        let mut store = self.new_store(policy, scope.clone());
         let run = async {
             let adapter = pre.instantiate_async(&mut store).await?;
             let crm = adapter.crm_adapter_crm();
@@ -286,14 +336,14 @@ impl Runtime {
         let outcome = tokio::time::timeout(self.limits.deadline, run).await;
         let deadline = || {
             CallFailure::new(
-                "deadline_exceeded",
+                FailureKind::DeadlineExceeded,
                 format!("the adapter did not finish within the {} ms call deadline", self.limits.deadline.as_millis()),
             )
         };
         match outcome {
             Err(_) => Err(deadline()),
             Ok(Err(e)) if store.data().memory.hit => Err(CallFailure::new(
-                "memory_limit_exceeded",
+                FailureKind::MemoryLimitExceeded,
                 format!(
                     "the adapter needed more than its {} MiB memory cap and was stopped ({})",
                     self.limits.memory_bytes >> 20,
@@ -301,10 +351,10 @@ impl Runtime {
                 ),
             )),
             Ok(Err(e)) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Err(deadline()),
-            Ok(Err(e)) => Err(CallFailure::new("trap", format!("the adapter crashed: {}", trap_summary(&e)))),
+            Ok(Err(e)) => Err(CallFailure::new(FailureKind::Trap, format!("the adapter crashed: {}", trap_summary(&e)))),
             Ok(Ok(OpResult::Invoke(Err(wit::CrmError::EgressDenied(m))))) => {
                 // The guest only learns "denied"; the host knows why.
-                let why = denials.lock().expect("denials lock").join("; ");
+                let why = scope.denials().join("; ");
                 let message = if why.is_empty() { m } else { why };
                 Ok(OpResult::Invoke(Err(wit::CrmError::EgressDenied(message))))
             }
@@ -406,30 +456,31 @@ fn check_description(d: wit::Description) -> Result<Description, HostError> {
 
 pub(crate) fn failure_from_wit(e: wit::CrmError) -> CallFailure {
     use wit::CrmError as E;
-    let simple = |kind: &str, m: String| CallFailure::new(kind, m);
+    use FailureKind as K;
+    let simple = CallFailure::new;
     match e {
         E::Config(f) => CallFailure {
             field: Some(f.field.clone()),
-            ..CallFailure::new("config", format!("crmConfig.{}: {}", f.field, f.message))
+            ..CallFailure::new(K::Config, format!("crmConfig.{}: {}", f.field, f.message))
         },
         E::InvalidParams(f) => CallFailure {
             field: Some(f.field.clone()),
-            ..CallFailure::new("invalid_params", format!("{}: {}", f.field, f.message))
+            ..CallFailure::new(K::InvalidParams, format!("{}: {}", f.field, f.message))
         },
-        E::NotFound(m) => simple("not_found", m),
-        E::Ambiguous(m) => simple("ambiguous", m),
-        E::Unauthorized(m) => simple("unauthorized", m),
-        E::RateLimited(r) => CallFailure { retry_after_ms: r.retry_after_ms, ..CallFailure::new("rate_limited", r.message) },
+        E::NotFound(m) => simple(K::NotFound, m),
+        E::Ambiguous(m) => simple(K::Ambiguous, m),
+        E::Unauthorized(m) => simple(K::Unauthorized, m),
+        E::RateLimited(r) => CallFailure { retry_after_ms: r.retry_after_ms, ..CallFailure::new(K::RateLimited, r.message) },
         E::Upstream(u) => CallFailure {
             status: Some(u.status),
             body_excerpt: Some(u.body_excerpt),
-            ..CallFailure::new("upstream", format!("CRM answered {}: {}", u.status, u.message))
+            ..CallFailure::new(K::Upstream, format!("CRM answered {}: {}", u.status, u.message))
         },
-        E::Unsupported(m) => simple("unsupported", m),
-        E::EgressDenied(m) => simple("egress_denied", m),
-        E::Timeout(m) => simple("timeout", m),
-        E::Transport(m) => simple("transport", m),
-        E::Internal(m) => simple("internal", m),
+        E::Unsupported(m) => simple(K::Unsupported, m),
+        E::EgressDenied(m) => simple(K::EgressDenied, m),
+        E::Timeout(m) => simple(K::Timeout, m),
+        E::Transport(m) => simple(K::Transport, m),
+        E::Internal(m) => simple(K::Internal, m),
     }
 }
 
@@ -504,11 +555,7 @@ pub(crate) struct HostState {
     table: ResourceTable,
     http: WasiHttpCtx,
     memory: MemoryCap,
-    policy: EgressPolicy,
-    outbound: Arc<OutboundConfig>,
-    limits: Limits,
-    /// Why requests were denied, for the failure message.
-    denials: Arc<Mutex<Vec<String>>>,
+    outbound: CallOutbound,
 }
 
 impl WasiView for HostState {
@@ -532,136 +579,12 @@ impl WasiHttpView for HostState {
         &mut self.table
     }
 
-    /// The only way out of the sandbox: egress check, then `--upstream` routing, then
-    /// (for unrouted requests) a check that the destination is a public address.
+    /// The only way out of the sandbox; see [`crate::outbound`].
     fn send_request(
         &mut self,
-        mut request: hyper::Request<wasmtime_wasi_http::body::HyperOutgoingBody>,
-        mut config: OutgoingRequestConfig,
+        request: hyper::Request<wasmtime_wasi_http::body::HyperOutgoingBody>,
+        config: OutgoingRequestConfig,
     ) -> HttpResult<HostFutureIncomingResponse> {
-        let uri = request.uri().clone();
-        let target = format!("{} {uri}", request.method());
-        let scheme = if config.use_tls { "https" } else { "http" };
-        let Some(host) = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()) else {
-            return Err(ErrorCode::HttpRequestUriInvalid.into());
-        };
-        let port = uri.port_u16().unwrap_or(if config.use_tls { 443 } else { 80 });
-        let deny = |why: String, denials: &Mutex<Vec<String>>| {
-            tracing::warn!(request = %target, "outbound request denied: {why}");
-            denials.lock().expect("denials lock").push(format!("{target}: {why}"));
-            Err(ErrorCode::HttpRequestDenied.into())
-        };
-        if let Err(why) = self.policy.check(scheme, &host, port) {
-            return deny(why, &self.denials);
-        }
-        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.clone());
-        let routed = match self.outbound.upstreams.route(&host) {
-            Some(base) => {
-                let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                let prefix = base.path().trim_end_matches('/');
-                let new_uri = format!(
-                    "{}://{}{}{prefix}{path}",
-                    base.scheme(),
-                    base.host_str().unwrap_or_default(),
-                    base.port().map(|p| format!(":{p}")).unwrap_or_default()
-                );
-                *request.uri_mut() = new_uri.parse().map_err(|_| ErrorCode::HttpRequestUriInvalid)?;
-                config.use_tls = base.scheme() == "https";
-                true
-            }
-            None if self.outbound.upstream_only => {
-                return deny(format!("no --upstream route for {host} and the host runs with --upstream-only"), &self.denials);
-            }
-            None => {
-                if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-                    if !is_public(ip) {
-                        return deny(format!("{ip} is not a public address"), &self.denials);
-                    }
-                }
-                false
-            }
-        };
-        // The guest may not set Host; the CRM (or its emulator) still needs to see it.
-        if let Ok(v) = http::HeaderValue::from_str(&authority) {
-            request.headers_mut().insert(http::header::HOST, v);
-        }
-        let cap = self.limits.request_timeout;
-        config.connect_timeout = config.connect_timeout.min(cap);
-        config.first_byte_timeout = config.first_byte_timeout.min(cap);
-        config.between_bytes_timeout = config.between_bytes_timeout.min(cap);
-        let max_body = self.limits.max_response_bytes;
-        let denials = self.denials.clone();
-        let handle = wasmtime_wasi::runtime::spawn(async move {
-            if !routed {
-                if let Err(why) = resolves_publicly(&host, port).await {
-                    tracing::warn!(request = %target, "outbound request denied: {why}");
-                    denials.lock().expect("denials lock").push(format!("{target}: {why}"));
-                    return Ok(Err(ErrorCode::HttpRequestDenied));
-                }
-            }
-            let response = default_send_request_handler(request, config).await;
-            Ok(response.and_then(|r| cap_response(r, max_body)))
-        });
-        Ok(HostFutureIncomingResponse::pending(handle))
-    }
-}
-
-/// Refuses hosts that resolve to non-public addresses (DNS pointing into the host's network).
-async fn resolves_publicly(host: &str, port: u16) -> Result<(), String> {
-    let addrs = tokio::net::lookup_host((host, port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    for addr in addrs {
-        if !is_public(addr.ip()) {
-            return Err(format!("{host} resolves to {}, which is not a public address", addr.ip()));
-        }
-    }
-    Ok(())
-}
-
-fn cap_response(mut r: IncomingResponse, max: u64) -> Result<IncomingResponse, ErrorCode> {
-    let declared = r
-        .resp
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(ErrorCode::HttpResponseBodySize(Some(max)));
-    }
-    r.resp = r.resp.map(|body| CappedBody { inner: body, remaining: max, max }.boxed());
-    Ok(r)
-}
-
-/// A response body that fails once it passes `max` bytes (a CRM that floods).
-struct CappedBody {
-    inner: HyperIncomingBody,
-    remaining: u64,
-    max: u64,
-}
-
-impl Body for CappedBody {
-    type Data = Bytes;
-    type Error = ErrorCode;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ErrorCode>>> {
-        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            other => return other,
-        };
-        if let Some(data) = frame.data_ref() {
-            let n = data.len() as u64;
-            if n > self.remaining {
-                return Poll::Ready(Some(Err(ErrorCode::HttpResponseBodySize(Some(self.max)))));
-            }
-            self.remaining -= n;
-        }
-        Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.outbound.send(request, config)
     }
 }

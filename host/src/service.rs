@@ -1,28 +1,136 @@
-//! The host's operations, independent of HTTP: deploy, tenants, calls. The data flow of a
-//! call is: tenant (registry) -> active compiled adapter -> fresh instance (runtime) ->
-//! wasi-http requests (egress policy, upstream routing) -> crmData or a typed failure.
+//! The host's operations, independent of HTTP. Two halves:
+//!
+//! - **Changes** (deploy, stage, activate, rollback, pins, tenants, keys) are written to the
+//!   [`Store`] first, in one transaction with their audit entry, then applied to the
+//!   in-memory [`View`]. A mutex orders them, so store and view always agree.
+//! - **Calls** read only the view: tenant -> its pinned or the active digest -> the compiled
+//!   component -> a fresh instance ([`Runtime::invoke`]) -> crmData or a typed failure; the
+//!   trace goes to the [`Recorder`] after the answer is ready.
 
+use crate::auth::{self, Auth, Caller};
 use crate::chat::{parse_json, CallRequest};
-use crate::error::HostError;
-use crate::registry::{AdapterRecord, Registry, Tenant};
+use crate::error::{CallFailure, HostError, InvalidTenant};
 use crate::runtime::{Compiled, Runtime};
+use crate::store::{
+    AdapterState, Audit, AuditAction, AuditEntry, CallRecord, DeployMode, KeyRecord, Store, TenantRecord, VersionRecord,
+};
+use crate::trace::{CallTrace, Recorder, Redactor, REDACTED};
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// Shown instead of a secret crmConfig value.
-pub const REDACTED: &str = "[redacted]";
+/// Host-wide settings that are not the runtime's.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Recorded calls kept per tenant.
+    pub trace_retention: u32,
+    pub admin_token: Option<String>,
+}
 
-pub struct Host {
-    runtime: Runtime,
-    registry: Registry,
-    /// Active compiled version per adapter name. Swapped atomically by a deploy; calls in
-    /// flight keep the version they started with.
-    active: RwLock<HashMap<String, Arc<Compiled>>>,
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions { trace_retention: 1000, admin_token: None }
+    }
+}
+
+/// What the host serves from, rebuilt from the store at start-up.
+#[derive(Default)]
+struct View {
+    adapters: BTreeMap<String, AdapterState>,
+    /// Every stored version per adapter, oldest first.
+    versions: HashMap<String, Vec<VersionRecord>>,
+    tenants: HashMap<String, Arc<TenantRecord>>,
+    /// Compiled components by digest: every active, staged or pinned version (calls in
+    /// flight keep their own `Arc` of any other).
+    compiled: HashMap<String, Arc<Compiled>>,
+    keys: HashMap<String, KeyRecord>,
+}
+
+impl View {
+    fn version(&self, adapter: &str, digest: &str) -> Option<&VersionRecord> {
+        self.versions.get(adapter)?.iter().find(|v| v.digest == digest)
+    }
+
+    /// The digest a tenant's calls run: its pin, or its adapter's active version.
+    fn digest_for(&self, t: &TenantRecord) -> Option<String> {
+        t.pin.clone().or_else(|| self.adapters.get(&t.adapter)?.active.clone())
+    }
+
+    /// Digests that must stay compiled.
+    fn needed(&self) -> HashSet<String> {
+        let mut keep: HashSet<String> = self.adapters.values().filter_map(|a| a.active.clone()).collect();
+        keep.extend(self.versions.values().flatten().filter(|v| v.staged).map(|v| v.digest.clone()));
+        keep.extend(self.tenants.values().filter_map(|t| t.pin.clone()));
+        keep
+    }
+
+    fn prune(&mut self) {
+        let keep = self.needed();
+        self.compiled.retain(|d, _| keep.contains(d));
+    }
+
+    fn state(&self, adapter: &str, digest: &str) -> VersionState {
+        match self.adapters.get(adapter) {
+            Some(a) if a.active.as_deref() == Some(digest) => VersionState::Active,
+            _ if self.version(adapter, digest).is_some_and(|v| v.staged) => VersionState::Staged,
+            _ => VersionState::Inactive,
+        }
+    }
+
+    fn pinned_tenants(&self, adapter: &str, digest: &str) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .tenants
+            .values()
+            .filter(|t| t.adapter == adapter && t.pin.as_deref() == Some(digest))
+            .map(|t| t.id.clone())
+            .collect();
+        t.sort();
+        t
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionState {
+    Active,
+    Staged,
+    Inactive,
+}
+
+/// The result of a deploy.
+pub struct Deployed {
+    pub compiled: Arc<Compiled>,
+    pub state: VersionState,
+    pub invalid_tenants: Vec<InvalidTenant>,
+}
+
+/// One version as `GET /v1/adapters/{name}/versions` lists it.
+pub struct VersionInfo {
+    pub record: VersionRecord,
+    pub state: VersionState,
+    pub pinned_tenants: Vec<String>,
+}
+
+/// A tenant as the API shows it: secrets redacted.
+pub struct TenantView {
+    pub record: Arc<TenantRecord>,
+    pub crm_config: Map<String, Value>,
+}
+
+/// A call's answer, with what identifies it.
+pub struct CallAnswer {
+    pub result: Result<Map<String, Value>, CallFailure>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeployOptions {
+    pub stage: bool,
+    pub force: bool,
 }
 
 #[derive(Deserialize)]
@@ -33,105 +141,378 @@ struct TenantBody {
     crm_config: Option<Map<String, Value>>,
     #[serde(default)]
     project_id: Option<String>,
+    /// A digest to stay on, or null / absent to follow the active version.
+    #[serde(default)]
+    pin: Option<String>,
+}
+
+pub struct Host {
+    runtime: Runtime,
+    store: Arc<dyn Store>,
+    view: RwLock<View>,
+    writes: tokio::sync::Mutex<()>,
+    recorder: Recorder,
+    auth: Auth,
 }
 
 impl Host {
-    pub fn new(runtime: Runtime, registry: Registry) -> Self {
-        Host { runtime, registry, active: RwLock::default() }
+    /// Builds the view from the store: every adapter's active version, staged versions and
+    /// pinned versions are compiled (or taken from the disk cache) before the host serves.
+    pub async fn open(runtime: Runtime, store: Arc<dyn Store>, options: HostOptions) -> anyhow::Result<Self> {
+        let snapshot = store.snapshot().await?;
+        let recorder = Recorder::start(store.clone(), options.trace_retention, runtime.metrics().clone());
+        let mut view = View {
+            adapters: snapshot.adapters.into_iter().map(|a| (a.name.clone(), a)).collect(),
+            tenants: snapshot.tenants.into_iter().map(|t| (t.id.clone(), Arc::new(t))).collect(),
+            keys: snapshot.keys.into_iter().map(|k| (k.key_id.clone(), k)).collect(),
+            ..View::default()
+        };
+        for v in snapshot.versions {
+            view.versions.entry(v.adapter.clone()).or_default().push(v);
+        }
+        let mut needed: Vec<String> = view.needed().into_iter().collect();
+        needed.sort();
+        for digest in needed {
+            let started = Instant::now();
+            match load_stored(&runtime, store.as_ref(), &digest).await {
+                Ok(c) => {
+                    tracing::info!(adapter = %c.description.name, %digest, ms = started.elapsed().as_millis() as u64, "loaded");
+                    view.compiled.insert(digest, c);
+                }
+                Err(e) => tracing::error!(%digest, "stored version cannot be loaded; its tenants fail until it is replaced: {e}"),
+            }
+        }
+        Ok(Host {
+            runtime,
+            store,
+            view: RwLock::new(view),
+            writes: tokio::sync::Mutex::new(()),
+            recorder,
+            auth: Auth::new(options.admin_token.as_deref()),
+        })
     }
 
-    /// Compiles, checks and activates a component under `name`. Hot: no restart, no pause
-    /// for calls of other adapters or of this one.
-    pub async fn deploy(&self, name: &str, bytes: Bytes) -> Result<Value, HostError> {
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        self.runtime.metrics()
+    }
+
+    /// A panic elsewhere while holding the lock leaves the view as it was (every change
+    /// to it is a handful of map inserts after the store committed), so go on.
+    fn read(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn identify(&self, authorization: Option<&str>) -> Caller {
+        self.auth.identify(authorization, |id| self.read().keys.get(id).cloned())
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.auth.is_open()
+    }
+
+    // ----- adapters and versions -------------------------------------------------------
+
+    /// Compiles, checks and stores a component under `name`; unless staged, makes it the
+    /// active version for every tenant of `name` that is not pinned. Hot: calls running
+    /// finish on the version they started with. A version whose crmConfig validation
+    /// refuses existing (unpinned) tenants is refused unless forced or staged.
+    pub async fn deploy(&self, name: &str, bytes: Bytes, opts: DeployOptions, actor: &str) -> Result<Deployed, HostError> {
         check_id("adapter name", name)?;
-        let compiled = self.runtime.load(bytes.clone()).await?;
+        let result = self.deploy_inner(name, bytes, opts, actor).await;
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(_) => "refused",
+        };
+        self.metrics().deploys.with_label_values(&[name, label]).inc();
+        result
+    }
+
+    async fn deploy_inner(&self, name: &str, bytes: Bytes, opts: DeployOptions, actor: &str) -> Result<Deployed, HostError> {
+        let digest = Runtime::digest(&bytes);
+        let existing = self.read().compiled.get(&digest).cloned();
+        let compiled = match existing {
+            Some(c) => c,
+            None => self.runtime.load(bytes.clone()).await?,
+        };
         if compiled.description.name != name {
             return Err(HostError::NameMismatch(format!(
                 "the component describes itself as '{}', but was uploaded as '{name}'",
                 compiled.description.name
             )));
         }
-        Ok(self.activate(compiled, bytes))
-    }
-
-    fn activate(&self, compiled: Arc<Compiled>, bytes: Bytes) -> Value {
+        let invalid_tenants = self.invalid_tenants(&compiled).await;
+        if !invalid_tenants.is_empty() && !opts.stage && !opts.force {
+            return Err(invalid_tenants_error(name, &compiled.digest, invalid_tenants));
+        }
+        let _w = self.writes.lock().await;
         let d = &compiled.description;
-        let record = AdapterRecord {
-            name: d.name.clone(),
+        let record = VersionRecord {
+            adapter: name.to_string(),
+            digest: digest.clone(),
             version: d.version.clone(),
-            digest: compiled.digest.clone(),
-            operations: d.operations.clone(),
+            manifest: manifest(&compiled),
             deployed_at_ms: now_ms(),
-            component: bytes,
+            deployed_by: actor.to_string(),
+            staged: opts.stage,
         };
-        self.registry.add_adapter_version(record.clone());
-        self.active.write().expect("active lock").insert(record.name.clone(), compiled);
-        tracing::info!(adapter = %record.name, version = %record.version, digest = %record.digest, "deployed");
-        adapter_summary(&record)
+        let mode = if opts.stage { DeployMode::Stage } else { DeployMode::Activate };
+        let action = if opts.stage { AuditAction::Stage } else { AuditAction::Deploy };
+        let detail = json!({"version": d.version, "forced": opts.force && !invalid_tenants.is_empty()});
+        let audit = self.audit(actor, action, Some(name), None, Some(&digest), Some(detail));
+        let state = self.store.put_version(&record, &bytes, mode, &audit).await?;
+        let mut view = self.write();
+        let versions = view.versions.entry(name.to_string()).or_default();
+        match versions.iter_mut().find(|v| v.digest == digest) {
+            Some(v) => v.staged = v.staged && opts.stage,
+            None => versions.push(record),
+        }
+        if !opts.stage {
+            for v in versions.iter_mut().filter(|v| v.digest == digest) {
+                v.staged = false;
+            }
+        }
+        view.adapters.insert(name.to_string(), state);
+        view.compiled.insert(digest.clone(), compiled.clone());
+        view.prune();
+        let vstate = view.state(name, &digest);
+        drop(view);
+        tracing::info!(adapter = name, version = %compiled.description.version, %digest, state = ?vstate, actor, "deployed");
+        Ok(Deployed { compiled, state: vstate, invalid_tenants })
     }
 
-    /// Deploys every `*.wasm` in `dir` under the name its component declares. Returns what
-    /// failed; a broken file does not stop the others (or the host).
-    pub async fn deploy_dir(&self, dir: &Path) -> anyhow::Result<Vec<(String, HostError)>> {
+    /// Tenants that follow `compiled`'s adapter's active version and whose crmConfig it
+    /// refuses.
+    async fn invalid_tenants(&self, compiled: &Arc<Compiled>) -> Vec<InvalidTenant> {
+        let name = &compiled.description.name;
+        let following: Vec<Arc<TenantRecord>> =
+            self.read().tenants.values().filter(|t| &t.adapter == name && t.pin.is_none()).cloned().collect();
+        let mut invalid: Vec<InvalidTenant> = futures::stream::iter(following)
+            .map(|t| async move {
+                match self.validate_tenant_config(compiled, &t.crm_config).await {
+                    Ok(()) => None,
+                    Err(HostError::InvalidConfig { field, message }) => Some(InvalidTenant { tenant: t.id.clone(), field, message }),
+                    Err(e) => Some(InvalidTenant { tenant: t.id.clone(), field: None, message: e.to_string() }),
+                }
+            })
+            .buffer_unordered(4)
+            .filter_map(|x| async move { x })
+            .collect()
+            .await;
+        invalid.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        invalid
+    }
+
+    /// Deploys every `*.wasm` in `dir` under the name its component declares, skipping
+    /// files whose digest is already stored for that adapter (so a restart does not undo a
+    /// rollback). Returns what failed; a broken file does not stop the others.
+    pub async fn deploy_dir(&self, dir: &Path, actor: &str) -> anyhow::Result<Vec<(String, HostError)>> {
         let mut failures = Vec::new();
         let mut paths: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()).collect();
         paths.sort();
         for path in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "wasm")) {
             let bytes = Bytes::from(std::fs::read(&path)?);
-            match self.runtime.load(bytes.clone()).await {
-                Ok(compiled) => drop(self.activate(compiled, bytes)),
-                Err(e) => failures.push((path.display().to_string(), e)),
+            if let Err(e) = self.deploy_file(&bytes, actor).await {
+                failures.push((path.display().to_string(), e));
             }
         }
         Ok(failures)
     }
 
-    fn compiled(&self, name: &str) -> Result<Arc<Compiled>, HostError> {
-        self.active
-            .read()
-            .expect("active lock")
-            .get(name)
-            .cloned()
-            .ok_or_else(|| HostError::UnknownAdapter(name.to_string()))
+    /// Deploys a component under its declared name unless that digest is already stored.
+    /// `Ok(None)`: nothing to do.
+    pub async fn deploy_file(&self, bytes: &Bytes, actor: &str) -> Result<Option<Deployed>, HostError> {
+        let digest = Runtime::digest(bytes);
+        if self.read().versions.values().flatten().any(|v| v.digest == digest) {
+            return Ok(None);
+        }
+        let compiled = self.runtime.load(bytes.clone()).await?;
+        let name = compiled.description.name.clone();
+        {
+            // Reuse the compilation deploy would otherwise repeat.
+            self.write().compiled.entry(digest.clone()).or_insert(compiled);
+        }
+        let result = self.deploy(&name, bytes.clone(), DeployOptions::default(), actor).await;
+        if result.is_err() {
+            self.write().prune();
+        }
+        result.map(Some)
     }
 
-    pub fn list_adapters(&self) -> Value {
-        let list: Vec<Value> = self.registry.active_adapters().iter().map(adapter_summary).collect();
-        json!({ "adapters": list })
+    /// The compiled form of a stored version: from memory, else from the store's blob
+    /// (through the disk cache, so usually without compiling).
+    async fn compiled_version(&self, adapter: &str, digest: &str) -> Result<Arc<Compiled>, HostError> {
+        if self.read().version(adapter, digest).is_none() {
+            return Err(HostError::UnknownVersion(format!("adapter '{adapter}' has no stored version {digest}")));
+        }
+        if let Some(c) = self.read().compiled.get(digest).cloned() {
+            return Ok(c);
+        }
+        load_stored(&self.runtime, self.store.as_ref(), digest).await
     }
 
-    pub fn adapter(&self, name: &str) -> Result<Value, HostError> {
-        let compiled = self.compiled(name)?;
-        let record = self.registry.active_adapter(name).ok_or_else(|| HostError::UnknownAdapter(name.into()))?;
-        let d = &compiled.description;
-        let mut v = adapter_summary(&record);
-        v["sizeBytes"] = record.component.len().into();
-        v["configSchema"] = d.config_schema.clone();
-        v["secretFields"] = json!(d.secret_fields);
-        v["endpointFields"] = json!(d.endpoint_fields);
-        v["outboundHosts"] = json!(d.outbound_hosts);
-        v["history"] = self
-            .registry
-            .adapter_history(name)
+    /// Makes a stored version the active one (no recompile: it is in memory or in the disk
+    /// cache). Refused like a deploy when it would refuse existing tenants, unless forced.
+    pub async fn activate(&self, adapter: &str, digest: &str, force: bool, actor: &str) -> Result<Deployed, HostError> {
+        let compiled = self.compiled_version(adapter, digest).await?;
+        let invalid_tenants = self.invalid_tenants(&compiled).await;
+        if !invalid_tenants.is_empty() && !force {
+            return Err(invalid_tenants_error(adapter, digest, invalid_tenants));
+        }
+        let _w = self.writes.lock().await;
+        let audit = self.audit(actor, AuditAction::Activate, Some(adapter), None, Some(digest), None);
+        let state = self.store.activate(adapter, digest, &audit).await?;
+        self.apply_activation(adapter, state, compiled.clone());
+        tracing::info!(adapter, digest, actor, "activated");
+        Ok(Deployed { compiled, state: VersionState::Active, invalid_tenants })
+    }
+
+    /// Re-activates the previously active version.
+    pub async fn rollback(&self, adapter: &str, actor: &str) -> Result<Deployed, HostError> {
+        let previous = {
+            let view = self.read();
+            let state = view.adapters.get(adapter).ok_or_else(|| HostError::UnknownAdapter(adapter.to_string()))?;
+            state.previous.clone().filter(|p| view.version(adapter, p).is_some())
+        };
+        let Some(previous) = previous else {
+            return Err(HostError::NoPreviousVersion(format!("adapter '{adapter}' has no previously active version to roll back to")));
+        };
+        let compiled = self.compiled_version(adapter, &previous).await?;
+        let _w = self.writes.lock().await;
+        let audit = self.audit(actor, AuditAction::Rollback, Some(adapter), None, Some(&previous), None);
+        let state = self.store.rollback(adapter, &audit).await?;
+        let active = state.active.clone();
+        self.apply_activation(adapter, state, compiled.clone());
+        tracing::info!(adapter, digest = ?active, actor, "rolled back");
+        Ok(Deployed { compiled, state: VersionState::Active, invalid_tenants: Vec::new() })
+    }
+
+    fn apply_activation(&self, adapter: &str, state: AdapterState, compiled: Arc<Compiled>) {
+        let mut view = self.write();
+        if let Some(active) = &state.active {
+            for v in view.versions.entry(adapter.to_string()).or_default().iter_mut().filter(|v| &v.digest == active) {
+                v.staged = false;
+            }
+            view.compiled.insert(active.clone(), compiled);
+        }
+        view.adapters.insert(adapter.to_string(), state);
+        view.prune();
+    }
+
+    /// Deletes a stored version that is neither active nor pinned.
+    pub async fn delete_version(&self, adapter: &str, digest: &str, actor: &str) -> Result<(), HostError> {
+        let _w = self.writes.lock().await;
+        let audit = self.audit(actor, AuditAction::DeleteVersion, Some(adapter), None, Some(digest), None);
+        let state = self.store.delete_version(adapter, digest, &audit).await?;
+        let mut view = self.write();
+        if let Some(v) = view.versions.get_mut(adapter) {
+            v.retain(|v| v.digest != digest);
+        }
+        view.adapters.insert(adapter.to_string(), state);
+        view.prune();
+        Ok(())
+    }
+
+    /// Every stored version of an adapter, newest first.
+    pub fn versions(&self, adapter: &str) -> Result<Vec<VersionInfo>, HostError> {
+        let view = self.read();
+        let versions = view.versions.get(adapter).filter(|v| !v.is_empty()).ok_or_else(|| HostError::UnknownAdapter(adapter.into()))?;
+        Ok(versions
             .iter()
-            .map(|r| json!({"version": r.version, "digest": r.digest, "deployedAtMs": r.deployed_at_ms}))
-            .collect();
-        Ok(v)
+            .rev()
+            .map(|r| VersionInfo {
+                state: view.state(adapter, &r.digest),
+                pinned_tenants: view.pinned_tenants(adapter, &r.digest),
+                record: r.clone(),
+            })
+            .collect())
     }
 
-    /// Creates or replaces a tenant after the adapter has validated its crmConfig.
-    pub async fn put_tenant(&self, id: &str, body: &[u8]) -> Result<Value, HostError> {
+    /// The active version of every adapter that has one.
+    pub fn list_adapters(&self) -> Vec<Arc<Compiled>> {
+        let view = self.read();
+        view.adapters.values().filter_map(|a| view.compiled.get(a.active.as_ref()?).cloned()).collect()
+    }
+
+    /// An adapter's active version, its size, and its versions (oldest first).
+    pub fn adapter(&self, name: &str) -> Result<(Arc<Compiled>, Vec<VersionRecord>), HostError> {
+        let view = self.read();
+        let compiled = view
+            .adapters
+            .get(name)
+            .and_then(|a| view.compiled.get(a.active.as_ref()?))
+            .cloned()
+            .ok_or_else(|| HostError::UnknownAdapter(name.to_string()))?;
+        Ok((compiled, view.versions.get(name).cloned().unwrap_or_default()))
+    }
+
+    pub async fn component_size(&self, digest: &str) -> Result<usize, HostError> {
+        Ok(self.store.blob(digest).await?.map(|b| b.len()).unwrap_or(0))
+    }
+
+    // ----- tenants and keys ------------------------------------------------------------
+
+    /// Creates or replaces a tenant after the version it will run has validated its
+    /// crmConfig.
+    pub async fn put_tenant(&self, id: &str, body: &[u8], actor: &str) -> Result<TenantView, HostError> {
         check_id("tenant id", id)?;
         let body: TenantBody = parse_json("tenant body", body).map_err(HostError::BadRequest)?;
-        let compiled = self.compiled(&body.adapter)?;
+        if let Some(pin) = &body.pin {
+            if self.read().version(&body.adapter, pin).is_none() {
+                let other = self.read().versions.iter().find(|(_, v)| v.iter().any(|v| &v.digest == pin)).map(|(a, _)| a.clone());
+                return Err(HostError::InvalidPin(match other {
+                    Some(a) => format!("pin {pin} is a version of adapter '{a}', not of '{}'", body.adapter),
+                    None => format!("pin {pin} is not a stored version of adapter '{}'", body.adapter),
+                }));
+            }
+        }
+        let compiled = match &body.pin {
+            Some(pin) => self.compiled_version(&body.adapter, pin).await?,
+            None => self.adapter(&body.adapter)?.0,
+        };
         let crm_config = body.crm_config.unwrap_or_default();
-        self.runtime.validate_config(&compiled, &crm_config).await?;
-        // Egress to endpoint fields depends on them being usable URLs.
+        self.validate_tenant_config(&compiled, &crm_config).await?;
+        let record = TenantRecord {
+            id: id.to_string(),
+            adapter: body.adapter,
+            project_id: body.project_id.unwrap_or_default(),
+            crm_config,
+            pin: body.pin,
+            updated_at_ms: now_ms(),
+        };
+        let _w = self.writes.lock().await;
+        let old_pin = self.read().tenants.get(id).and_then(|t| t.pin.clone());
+        let (action, detail) = if old_pin != record.pin {
+            (AuditAction::Pin, json!({"adapter": record.adapter, "from": old_pin, "to": record.pin}))
+        } else {
+            (AuditAction::TenantPut, json!({"adapter": record.adapter}))
+        };
+        let audit = self.audit(actor, action, Some(&record.adapter), Some(id), record.pin.as_deref(), Some(detail));
+        self.store.put_tenant(&record, &audit).await?;
+        let record = Arc::new(record);
+        let mut view = self.write();
+        if let Some(pin) = &record.pin {
+            view.compiled.insert(pin.clone(), compiled.clone());
+        }
+        view.tenants.insert(id.to_string(), record.clone());
+        view.prune();
+        drop(view);
+        Ok(self.tenant_view(record, &compiled))
+    }
+
+    /// The adapter's own crmConfig validation, plus: endpoint fields must be usable URLs
+    /// (egress is derived from them).
+    async fn validate_tenant_config(&self, compiled: &Compiled, crm_config: &Map<String, Value>) -> Result<(), HostError> {
+        self.runtime.validate_config(compiled, crm_config).await?;
         for field in &compiled.description.endpoint_fields {
             if let Some(v) = crm_config.get(field).filter(|v| !v.is_null()) {
-                let ok = v.as_str().and_then(|s| url::Url::parse(s.trim()).ok()).is_some_and(|u| {
-                    matches!(u.scheme(), "http" | "https") && u.host_str().is_some()
-                });
+                let ok = v
+                    .as_str()
+                    .and_then(|s| url::Url::parse(s.trim()).ok())
+                    .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
                 if !ok {
                     return Err(HostError::InvalidConfig {
                         field: Some(field.clone()),
@@ -140,68 +521,210 @@ impl Host {
                 }
             }
         }
-        let tenant = Tenant {
-            id: id.to_string(),
-            adapter: body.adapter,
-            project_id: body.project_id.unwrap_or_default(),
-            crm_config,
-        };
-        self.registry.put_tenant(tenant.clone());
-        Ok(self.tenant_view(&tenant))
+        Ok(())
     }
 
-    pub fn get_tenant(&self, id: &str) -> Result<Value, HostError> {
-        let tenant = self.registry.tenant(id).ok_or_else(|| HostError::UnknownTenant(id.to_string()))?;
-        Ok(self.tenant_view(&tenant))
+    pub fn get_tenant(&self, id: &str) -> Result<TenantView, HostError> {
+        let (record, compiled) = self.tenant_and_version(id)?;
+        Ok(self.tenant_view(record, &compiled))
     }
 
-    pub fn delete_tenant(&self, id: &str) -> Result<(), HostError> {
-        if self.registry.delete_tenant(id) {
-            Ok(())
-        } else {
-            Err(HostError::UnknownTenant(id.to_string()))
-        }
+    fn tenant_and_version(&self, id: &str) -> Result<(Arc<TenantRecord>, Arc<Compiled>), HostError> {
+        let view = self.read();
+        let t = view.tenants.get(id).cloned().ok_or_else(|| HostError::UnknownTenant(id.to_string()))?;
+        let compiled = view
+            .digest_for(&t)
+            .and_then(|d| view.compiled.get(&d).cloned())
+            .ok_or_else(|| HostError::UnknownAdapter(t.adapter.clone()))?;
+        Ok((t, compiled))
     }
 
-    /// A tenant as the API shows it: secret crmConfig fields redacted.
-    fn tenant_view(&self, t: &Tenant) -> Value {
-        let secrets = self.compiled(&t.adapter).map(|c| c.description.secret_fields.clone()).unwrap_or_default();
-        let mut config = t.crm_config.clone();
-        for f in &secrets {
-            if let Some(v) = config.get_mut(f) {
-                if !v.is_null() {
-                    *v = REDACTED.into();
-                }
+    fn tenant_view(&self, record: Arc<TenantRecord>, compiled: &Compiled) -> TenantView {
+        let mut crm_config = record.crm_config.clone();
+        for f in &compiled.description.secret_fields {
+            if let Some(v) = crm_config.get_mut(f).filter(|v| !v.is_null()) {
+                *v = REDACTED.into();
             }
         }
-        json!({"tenant": t.id, "adapter": t.adapter, "projectId": t.project_id, "crmConfig": config})
+        TenantView { record, crm_config }
     }
 
-    /// Runs `func_id` for a tenant. Adapter failures are outcomes (`Ok` with
-    /// `outcome: failure`); only bad requests and unknown tenants are errors.
-    pub async fn call(&self, tenant_id: &str, func_id: &str, body: &[u8]) -> Result<Value, HostError> {
-        let tenant = self.registry.tenant(tenant_id).ok_or_else(|| HostError::UnknownTenant(tenant_id.to_string()))?;
+    pub async fn delete_tenant(&self, id: &str, actor: &str) -> Result<(), HostError> {
+        let _w = self.writes.lock().await;
+        let adapter = self.read().tenants.get(id).map(|t| t.adapter.clone());
+        let audit = self.audit(actor, AuditAction::TenantDelete, adapter.as_deref(), Some(id), None, None);
+        if !self.store.delete_tenant(id, &audit).await? {
+            return Err(HostError::UnknownTenant(id.to_string()));
+        }
+        let mut view = self.write();
+        view.tenants.remove(id);
+        view.keys.retain(|_, k| k.tenant != id);
+        view.prune();
+        Ok(())
+    }
+
+    /// Issues an API key for a tenant: `(key_id, key)`. Only its hash is kept.
+    pub async fn create_key(&self, tenant: &str, actor: &str) -> Result<(String, String), HostError> {
+        let _w = self.writes.lock().await;
+        if !self.read().tenants.contains_key(tenant) {
+            return Err(HostError::UnknownTenant(tenant.to_string()));
+        }
+        let (key_id, key, key_hash) = auth::new_key();
+        let record = KeyRecord { key_id: key_id.clone(), tenant: tenant.to_string(), key_hash, created_at_ms: now_ms(), created_by: actor.to_string() };
+        let audit = self.audit(actor, AuditAction::KeyIssued, None, Some(tenant), None, Some(json!({"keyId": key_id})));
+        self.store.put_key(&record, &audit).await?;
+        self.write().keys.insert(key_id.clone(), record);
+        Ok((key_id, key))
+    }
+
+    pub async fn revoke_key(&self, tenant: &str, key_id: &str, actor: &str) -> Result<(), HostError> {
+        let _w = self.writes.lock().await;
+        let audit = self.audit(actor, AuditAction::KeyRevoked, None, Some(tenant), None, Some(json!({"keyId": key_id})));
+        if !self.store.delete_key(tenant, key_id, &audit).await? {
+            return Err(HostError::UnknownKey(format!("tenant '{tenant}' has no API key '{key_id}'")));
+        }
+        self.write().keys.remove(key_id);
+        Ok(())
+    }
+
+    pub async fn audit_log(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>, HostError> {
+        Ok(self.store.audit_after(after, limit).await?)
+    }
+
+    fn audit(
+        &self,
+        actor: &str,
+        action: AuditAction,
+        adapter: Option<&str>,
+        tenant: Option<&str>,
+        digest: Option<&str>,
+        detail: Option<Value>,
+    ) -> Audit {
+        Audit {
+            at_ms: now_ms(),
+            actor: actor.to_string(),
+            action,
+            adapter: adapter.map(str::to_string),
+            tenant: tenant.map(str::to_string),
+            digest: digest.map(str::to_string),
+            detail,
+        }
+    }
+
+    // ----- calls -----------------------------------------------------------------------
+
+    /// Runs `func_id` for a tenant. Adapter failures are outcomes (`Ok` with a failure);
+    /// only bad requests and unknown tenants are errors.
+    pub async fn call(&self, tenant_id: &str, func_id: &str, body: &[u8], call_id: &str) -> Result<CallAnswer, HostError> {
+        let (tenant, compiled) = self.tenant_and_version(tenant_id)?;
         let request = CallRequest::parse(body).map_err(HostError::BadRequest)?;
-        let compiled = self.compiled(&tenant.adapter)?;
+        let redactor = Redactor::new(&compiled.description.secret_fields, &tenant.crm_config);
         let ctx = request.into_wit(&tenant.project_id, &tenant.crm_config);
-        let started = std::time::Instant::now();
-        let result = self.runtime.invoke(&compiled, &tenant.crm_config, func_id, ctx).await;
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        Ok(match result {
-            Ok(data) => {
-                tracing::info!(tenant = tenant_id, func_id, adapter = %tenant.adapter, ms, "complete");
-                json!({"outcome": "complete", "crmData": data})
-            }
-            Err(failure) => {
-                tracing::info!(tenant = tenant_id, func_id, adapter = %tenant.adapter, ms, kind = %failure.kind, "failure: {}", failure.message);
-                json!({"outcome": "failure", "error": failure})
-            }
-        })
+        let started_at_ms = now_ms();
+        let started = Instant::now();
+        let scope = self.runtime.call_scope(call_id, &compiled, redactor.clone());
+        let mut result = self.runtime.invoke(&compiled, &tenant.crm_config, func_id, ctx, scope.clone()).await;
+        let elapsed = started.elapsed();
+        if let Err(f) = &mut result {
+            // An adapter may echo what the CRM said, and the CRM may echo credentials.
+            f.message = redactor.text(&f.message);
+            f.body_excerpt = f.body_excerpt.as_deref().map(|b| redactor.text(b));
+        }
+        let d = &compiled.description;
+        let (outcome, kind) = match &result {
+            Ok(_) => ("complete", ""),
+            Err(f) => ("failure", f.kind.as_str()),
+        };
+        let m = self.metrics();
+        m.calls.with_label_values(&[tenant_id, &d.name, func_id, outcome, kind]).inc();
+        m.call_seconds.with_label_values(&[&d.name, func_id]).observe(elapsed.as_secs_f64());
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        let digest_prefix = &compiled.digest[..compiled.digest.len().min(19)];
+        match &result {
+            Ok(_) => tracing::info!(call_id, tenant = tenant_id, adapter = %format!("{}@{}", d.name, d.version), digest = digest_prefix, func_id, outcome, ms, "call"),
+            Err(f) => tracing::info!(call_id, tenant = tenant_id, adapter = %format!("{}@{}", d.name, d.version), digest = digest_prefix, func_id, outcome, kind, ms, "call: {}", f.message),
+        }
+        let request_json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let trace = CallTrace {
+            call_id: call_id.to_string(),
+            tenant: tenant_id.to_string(),
+            func_id: func_id.to_string(),
+            adapter: d.name.clone(),
+            version: d.version.clone(),
+            digest: compiled.digest.clone(),
+            started_at_ms,
+            duration_ms: ms,
+            request: redactor.json(&request_json),
+            outbound: scope.exchanges(),
+            outcome: outcome.to_string(),
+            crm_data: result.as_ref().ok().map(|m| redactor.json(&Value::Object(m.clone()))),
+            error: result.as_ref().err().cloned(),
+        };
+        self.recorder.record(CallRecord {
+            call_id: call_id.to_string(),
+            tenant: tenant_id.to_string(),
+            func_id: func_id.to_string(),
+            adapter: d.name.clone(),
+            version: d.version.clone(),
+            digest: compiled.digest.clone(),
+            started_at_ms,
+            duration_us: elapsed.as_micros() as i64,
+            outcome: outcome.to_string(),
+            error_kind: result.as_ref().err().map(|f| f.kind.as_str().to_string()),
+            trace: serde_json::to_value(&trace).unwrap_or(Value::Null),
+        });
+        Ok(CallAnswer { result })
+    }
+
+    /// A tenant's most recent calls, newest first.
+    pub async fn calls(&self, tenant: &str, limit: u32) -> Result<Vec<CallRecord>, HostError> {
+        self.tenant_and_version(tenant)?;
+        self.recorder.flush().await;
+        Ok(self.store.calls(tenant, limit).await?)
+    }
+
+    pub async fn call_trace(&self, tenant: &str, call_id: &str) -> Result<CallRecord, HostError> {
+        self.tenant_and_version(tenant)?;
+        self.recorder.flush().await;
+        self.store
+            .call(tenant, call_id)
+            .await?
+            .ok_or_else(|| HostError::UnknownCall(format!("tenant '{tenant}' has no recorded call '{call_id}' (recent calls are kept, older ones are dropped)")))
     }
 }
 
-fn adapter_summary(r: &AdapterRecord) -> Value {
-    json!({"name": r.name, "version": r.version, "digest": r.digest, "operations": r.operations})
+async fn load_stored(runtime: &Runtime, store: &dyn Store, digest: &str) -> Result<Arc<Compiled>, HostError> {
+    let bytes = store
+        .blob(digest)
+        .await?
+        .ok_or_else(|| HostError::Internal(format!("the component bytes of {digest} are missing from the store")))?;
+    runtime.load(Bytes::from(bytes)).await
+}
+
+fn invalid_tenants_error(adapter: &str, digest: &str, tenants: Vec<InvalidTenant>) -> HostError {
+    let names: Vec<&str> = tenants.iter().map(|t| t.tenant.as_str()).collect();
+    HostError::InvalidTenants {
+        message: format!(
+            "version {digest} of '{adapter}' refuses the crmConfig of tenants {}: fix or pin them first, stage it \
+             (?stage=true), or force it (?force=true)",
+            names.join(", ")
+        ),
+        tenants,
+    }
+}
+
+/// What `describe` said, as stored with the version.
+fn manifest(c: &Compiled) -> Value {
+    let d = &c.description;
+    json!({
+        "name": d.name,
+        "version": d.version,
+        "operations": d.operations,
+        "configSchema": d.config_schema,
+        "secretFields": d.secret_fields,
+        "endpointFields": d.endpoint_fields,
+        "outboundHosts": d.outbound_hosts,
+    })
 }
 
 /// Names that appear in URL paths: letters, digits, `.`, `_`, `-`; 1-128 chars.
@@ -214,6 +737,6 @@ fn check_id(what: &str, id: &str) -> Result<(), HostError> {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -1,0 +1,257 @@
+//! The JSON HTTP API. Thin: identify the caller, check it may do this, hand bytes to
+//! [`Host`], turn records into the typed answers of [`model`], map errors to statuses.
+
+pub mod model;
+
+use crate::auth::Caller;
+use crate::error::HostError;
+use crate::service::{DeployOptions, Host};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use model::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Largest component upload.
+const MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// Largest JSON body (a chat with a long transcript).
+const MAX_JSON_BYTES: usize = 8 << 20;
+/// The header that carries a call's id, in answers and in logs.
+pub const CALL_ID_HEADER: &str = "x-call-id";
+
+impl IntoResponse for HostError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self.body())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+type Shared = State<Arc<Host>>;
+type ApiResult<T> = Result<T, HostError>;
+
+/// The caller, from `Authorization: Bearer ...`.
+struct Authed(Caller);
+
+impl FromRequestParts<Arc<Host>> for Authed {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, host: &Arc<Host>) -> Result<Self, Self::Rejection> {
+        let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        Ok(Authed(host.identify(authorization)))
+    }
+}
+
+impl Authed {
+    /// The admin's actor name, or the refusal.
+    fn admin(&self) -> ApiResult<String> {
+        self.0.require_admin()?;
+        Ok(self.0.actor())
+    }
+}
+
+pub fn router(host: Arc<Host>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(Health { status: "ok" }) }))
+        .route("/metrics", get(metrics))
+        .route("/v1/adapters", get(list_adapters))
+        .route(
+            "/v1/adapters/{name}",
+            put(deploy).get(get_adapter).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
+        )
+        .route("/v1/adapters/{name}/versions", get(versions))
+        .route("/v1/adapters/{name}/versions/{digest}", delete(delete_version))
+        .route("/v1/adapters/{name}/activate", post(activate))
+        .route("/v1/adapters/{name}/rollback", post(rollback))
+        .route("/v1/tenants/{tenant}", put(put_tenant).get(get_tenant).delete(delete_tenant))
+        .route("/v1/tenants/{tenant}/keys", post(create_key))
+        .route("/v1/tenants/{tenant}/keys/{key_id}", delete(revoke_key))
+        .route("/v1/tenants/{tenant}/crm/{func_id}", post(call))
+        .route("/v1/tenants/{tenant}/calls", get(calls))
+        .route("/v1/tenants/{tenant}/calls/{call_id}", get(call_trace))
+        .route("/v1/audit", get(audit))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .fallback(|uri: axum::http::Uri| async move {
+            let message = format!("no such endpoint: {uri} (see the README for the API)");
+            (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": {"kind": "not_found", "message": message}})))
+        })
+        .with_state(host)
+}
+
+async fn metrics(State(host): Shared) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], host.metrics().render()).into_response()
+}
+
+/// A boolean query flag: absent is false; `true`, `1`, `yes` or empty (`?stage`) is true.
+fn flag(q: &HashMap<String, String>, name: &str) -> ApiResult<bool> {
+    match q.get(name).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if matches!(v.as_str(), "" | "true" | "1" | "yes") => Ok(true),
+        Some(v) if matches!(v.as_str(), "false" | "0" | "no") => Ok(false),
+        Some(v) => Err(HostError::BadRequest(format!("query parameter {name}={v}: expected true or false"))),
+    }
+}
+
+fn number<T: std::str::FromStr>(q: &HashMap<String, String>, name: &str, default: T) -> ApiResult<T> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| HostError::BadRequest(format!("query parameter {name}={v}: expected a number"))),
+    }
+}
+
+async fn list_adapters(State(host): Shared, auth: Authed) -> ApiResult<Json<AdapterList>> {
+    auth.admin()?;
+    Ok(Json(AdapterList { adapters: host.list_adapters().iter().map(|c| AdapterSummary::of(c)).collect() }))
+}
+
+async fn deploy(
+    State(host): Shared,
+    auth: Authed,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let actor = auth.admin()?;
+    let opts = DeployOptions { stage: flag(&q, "stage")?, force: flag(&q, "force")? };
+    let deployed = host.deploy(&name, body, opts, &actor).await?;
+    Ok((StatusCode::CREATED, Json(DeployResponse::from(deployed))).into_response())
+}
+
+async fn get_adapter(State(host): Shared, auth: Authed, Path(name): Path<String>) -> ApiResult<Json<AdapterDetails>> {
+    auth.admin()?;
+    let (compiled, history) = host.adapter(&name)?;
+    let size = host.component_size(&compiled.digest).await?;
+    Ok(Json(AdapterDetails::new(&compiled, &history, size)))
+}
+
+async fn versions(State(host): Shared, auth: Authed, Path(name): Path<String>) -> ApiResult<Json<VersionList>> {
+    auth.admin()?;
+    Ok(Json(VersionList { versions: host.versions(&name)?.into_iter().map(VersionEntry::from).collect() }))
+}
+
+async fn delete_version(State(host): Shared, auth: Authed, Path((name, digest)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    let actor = auth.admin()?;
+    host.delete_version(&name, &digest, &actor).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivateBody {
+    digest: String,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn activate(
+    State(host): Shared,
+    auth: Authed,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> ApiResult<Json<DeployResponse>> {
+    let actor = auth.admin()?;
+    let b: ActivateBody = crate::chat::parse_json("activate body", &body).map_err(HostError::BadRequest)?;
+    let force = b.force || flag(&q, "force")?;
+    Ok(Json(host.activate(&name, &b.digest, force, &actor).await?.into()))
+}
+
+async fn rollback(State(host): Shared, auth: Authed, Path(name): Path<String>) -> ApiResult<Json<DeployResponse>> {
+    let actor = auth.admin()?;
+    Ok(Json(host.rollback(&name, &actor).await?.into()))
+}
+
+async fn put_tenant(State(host): Shared, auth: Authed, Path(tenant): Path<String>, body: Bytes) -> ApiResult<Json<TenantResponse>> {
+    let actor = auth.admin()?;
+    Ok(Json(host.put_tenant(&tenant, &body, &actor).await?.into()))
+}
+
+async fn get_tenant(State(host): Shared, auth: Authed, Path(tenant): Path<String>) -> ApiResult<Json<TenantResponse>> {
+    auth.admin()?;
+    Ok(Json(host.get_tenant(&tenant)?.into()))
+}
+
+async fn delete_tenant(State(host): Shared, auth: Authed, Path(tenant): Path<String>) -> ApiResult<StatusCode> {
+    let actor = auth.admin()?;
+    host.delete_tenant(&tenant, &actor).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_key(State(host): Shared, auth: Authed, Path(tenant): Path<String>) -> ApiResult<Response> {
+    let actor = auth.admin()?;
+    let (key_id, key) = host.create_key(&tenant, &actor).await?;
+    Ok((StatusCode::CREATED, Json(KeyCreated { key_id, key })).into_response())
+}
+
+async fn revoke_key(State(host): Shared, auth: Authed, Path((tenant, key_id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    let actor = auth.admin()?;
+    host.revoke_key(&tenant, &key_id, &actor).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn call(State(host): Shared, auth: Authed, Path((tenant, func_id)): Path<(String, String)>, body: Bytes) -> Response {
+    let call_id = new_call_id();
+    let answer = match auth.0.require_tenant(&tenant) {
+        Ok(()) => host.call(&tenant, &func_id, &body, &call_id).await.map(|a| Json(CallResponse::from(a.result)).into_response()),
+        Err(e) => Err(e),
+    };
+    let mut response = answer.unwrap_or_else(IntoResponse::into_response);
+    if let Ok(v) = HeaderValue::from_str(&call_id) {
+        response.headers_mut().insert(CALL_ID_HEADER, v);
+    }
+    response
+}
+
+async fn calls(
+    State(host): Shared,
+    auth: Authed,
+    Path(tenant): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<CallList>> {
+    auth.admin()?;
+    let limit = number(&q, "limit", 50u32)?.clamp(1, 1000);
+    Ok(Json(CallList { calls: host.calls(&tenant, limit).await?.into_iter().map(CallSummary::from).collect() }))
+}
+
+async fn call_trace(
+    State(host): Shared,
+    auth: Authed,
+    Path((tenant, call_id)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    auth.admin()?;
+    Ok(Json(host.call_trace(&tenant, &call_id).await?.trace))
+}
+
+async fn audit(State(host): Shared, auth: Authed, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<AuditList>> {
+    auth.admin()?;
+    let after = number(&q, "after", 0i64)?;
+    let limit = number(&q, "limit", 100u32)?.clamp(1, 1000);
+    let entries = host.audit_log(after, limit).await?;
+    let next = entries.last().map(|e| e.cursor).unwrap_or(after).to_string();
+    Ok(Json(AuditList { entries: entries.into_iter().map(AuditView::from).collect(), next }))
+}
+
+/// 128 random bits, hex: unique without coordination between hosts.
+fn new_call_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    crate::auth::hex(&b)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    host: Arc<Host>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(host)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,264 @@
+//! The JSON shapes of the HTTP API, one type per answer, built from the service's records.
+
+use crate::error::{CallFailure, InvalidTenant};
+use crate::runtime::Compiled;
+use crate::service::{Deployed, TenantView, VersionInfo, VersionState};
+use crate::store::{AuditEntry, CallRecord, VersionRecord};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterSummary {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub operations: Vec<String>,
+}
+
+impl AdapterSummary {
+    pub fn of(c: &Compiled) -> Self {
+        let d = &c.description;
+        AdapterSummary { name: d.name.clone(), version: d.version.clone(), digest: c.digest.clone(), operations: d.operations.clone() }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployResponse {
+    #[serde(flatten)]
+    pub adapter: AdapterSummary,
+    pub state: VersionState,
+    /// Tenants following the active version whose crmConfig this version refuses.
+    pub invalid_tenants: Vec<InvalidTenant>,
+}
+
+impl From<Deployed> for DeployResponse {
+    fn from(d: Deployed) -> Self {
+        DeployResponse { adapter: AdapterSummary::of(&d.compiled), state: d.state, invalid_tenants: d.invalid_tenants }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AdapterList {
+    pub adapters: Vec<AdapterSummary>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterDetails {
+    #[serde(flatten)]
+    pub adapter: AdapterSummary,
+    pub size_bytes: usize,
+    pub config_schema: Value,
+    pub secret_fields: Vec<String>,
+    pub endpoint_fields: Vec<String>,
+    pub outbound_hosts: Vec<String>,
+    /// Every stored version, oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub version: String,
+    pub digest: String,
+    pub deployed_at_ms: i64,
+}
+
+impl AdapterDetails {
+    pub fn new(c: &Compiled, history: &[VersionRecord], size_bytes: usize) -> Self {
+        let d = &c.description;
+        AdapterDetails {
+            adapter: AdapterSummary::of(c),
+            size_bytes,
+            config_schema: d.config_schema.clone(),
+            secret_fields: d.secret_fields.clone(),
+            endpoint_fields: d.endpoint_fields.clone(),
+            outbound_hosts: d.outbound_hosts.clone(),
+            history: history
+                .iter()
+                .map(|r| HistoryEntry { version: r.version.clone(), digest: r.digest.clone(), deployed_at_ms: r.deployed_at_ms })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct VersionList {
+    pub versions: Vec<VersionEntry>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionEntry {
+    pub version: String,
+    pub digest: String,
+    /// RFC 3339, UTC.
+    pub deployed_at: String,
+    pub deployed_by: String,
+    pub state: VersionState,
+    pub pinned_tenants: Vec<String>,
+}
+
+impl From<VersionInfo> for VersionEntry {
+    fn from(v: VersionInfo) -> Self {
+        VersionEntry {
+            version: v.record.version,
+            digest: v.record.digest,
+            deployed_at: rfc3339(v.record.deployed_at_ms),
+            deployed_by: v.record.deployed_by,
+            state: v.state,
+            pinned_tenants: v.pinned_tenants,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantResponse {
+    pub tenant: String,
+    pub adapter: String,
+    pub project_id: String,
+    pub crm_config: Map<String, Value>,
+    /// The digest this tenant stays on; null: it follows the active version.
+    pub pin: Option<String>,
+}
+
+impl From<TenantView> for TenantResponse {
+    fn from(t: TenantView) -> Self {
+        TenantResponse {
+            tenant: t.record.id.clone(),
+            adapter: t.record.adapter.clone(),
+            project_id: t.record.project_id.clone(),
+            crm_config: t.crm_config,
+            pin: t.record.pin.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyCreated {
+    pub key_id: String,
+    /// Shown once; only its hash is stored.
+    pub key: String,
+}
+
+/// Where the bot goes next: `on_complete` with crmData, or `on_failure` with the error.
+#[derive(Debug, Serialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum CallResponse {
+    Complete {
+        #[serde(rename = "crmData")]
+        crm_data: Map<String, Value>,
+    },
+    Failure {
+        error: CallFailure,
+    },
+}
+
+impl From<Result<Map<String, Value>, CallFailure>> for CallResponse {
+    fn from(r: Result<Map<String, Value>, CallFailure>) -> Self {
+        match r {
+            Ok(crm_data) => CallResponse::Complete { crm_data },
+            Err(error) => CallResponse::Failure { error },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CallList {
+    pub calls: Vec<CallSummary>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallSummary {
+    pub call_id: String,
+    pub func_id: String,
+    pub adapter: String,
+    pub version: String,
+    pub digest: String,
+    pub started_at: String,
+    pub duration_ms: f64,
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+}
+
+impl From<CallRecord> for CallSummary {
+    fn from(c: CallRecord) -> Self {
+        CallSummary {
+            call_id: c.call_id,
+            func_id: c.func_id,
+            adapter: c.adapter,
+            version: c.version,
+            digest: c.digest,
+            started_at: rfc3339(c.started_at_ms),
+            duration_ms: c.duration_us as f64 / 1000.0,
+            outcome: c.outcome,
+            error_kind: c.error_kind,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditList {
+    pub entries: Vec<AuditView>,
+    /// Pass as `after` to read on; the same cursor when nothing is new.
+    pub next: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditView {
+    pub cursor: String,
+    pub at: String,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+impl From<AuditEntry> for AuditView {
+    fn from(entry: AuditEntry) -> Self {
+        AuditView { cursor: entry.cursor.to_string(), at: rfc3339(entry.at_ms), entry }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// Unix milliseconds as RFC 3339 in UTC (`2026-11-22T10:00:00.000Z`).
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339(1_767_000_060_123), "2025-12-29T09:21:00.123Z");
+        assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

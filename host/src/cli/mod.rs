@@ -1,0 +1,176 @@
+//! The `crm-host` command line: `serve` runs the host; every other subcommand is a client
+//! of a running host's HTTP API ([`client`]).
+
+mod client;
+
+use crate::egress::Upstreams;
+use crate::store::sqlite::SqliteStore;
+use crate::{Host, HostOptions, Limits, OutboundConfig, RetryPolicy, Runtime};
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "crm-host", version, about = "Runs CRM adapter components for tenants over HTTP")]
+struct Cli {
+    #[command(flatten)]
+    conn: client::Conn,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the JSON API.
+    Serve(Box<Serve>),
+    #[command(flatten)]
+    Client(client::ClientCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Parser)]
+struct Serve {
+    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port; the bound
+    /// address is printed).
+    #[arg(long)]
+    listen: String,
+    /// Directory of the SQLite database and the compile cache (created if missing).
+    #[arg(long, default_value = "./crm-host-data")]
+    data_dir: PathBuf,
+    /// Bearer token for the admin API (deploys, tenants, keys, traces, audit). Without one
+    /// the host runs open and binds only to loopback.
+    #[arg(long, env = "CRM_HOST_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Deploy every *.wasm in this directory at start-up (under the name each component
+    /// declares; digests already stored are skipped), then watch it for new or changed files.
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+    /// HOST=URL: after the egress check, send requests for HOST to URL instead
+    /// (e.g. plando.co.il=http://127.0.0.1:9001). Repeatable.
+    #[arg(long = "upstream", value_name = "HOST=URL")]
+    upstreams: Vec<String>,
+    /// Refuse outbound requests that no --upstream routes (nothing leaves the machine).
+    #[arg(long)]
+    upstream_only: bool,
+    /// Memory cap of one call's instance, in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_mb: usize,
+    /// Deadline of one call (CPU and wall clock, outbound requests included), in ms.
+    #[arg(long, default_value_t = 15_000)]
+    deadline_ms: u64,
+    /// Timeout of one outbound request (connect, first byte, between chunks), in ms.
+    #[arg(long, default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// Largest outbound response body, in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_response_bytes: u64,
+    /// Attempts of an idempotent outbound request, the first included (1: no retries).
+    #[arg(long, default_value_t = 3)]
+    retry_attempts: u32,
+    /// Backoff before the first retry, in ms (doubles per attempt, at most 2 s, jittered).
+    #[arg(long, default_value_t = 100)]
+    retry_base_ms: u64,
+    /// Recorded calls kept per tenant.
+    #[arg(long, default_value_t = 1000)]
+    trace_retention: u32,
+    /// Log lines for people (human) or machines (json).
+    #[arg(long, value_enum, default_value = "human")]
+    log_format: LogFormat,
+}
+
+/// Runs the `crm-host` command line (the binary is a one-line wrapper, so tests can run the
+/// very same code as their own binary).
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Serve(args) => rt.block_on(serve(*args)),
+        Command::Client(c) => {
+            let code = rt.block_on(c.run(cli.conn));
+            drop(rt);
+            std::process::exit(code);
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn,sqlx=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
+}
+
+async fn serve(args: Serve) -> anyhow::Result<()> {
+    init_logs(args.log_format);
+    let admin_token = args.admin_token.filter(|t| !t.is_empty());
+
+    let mut upstreams = Upstreams::default();
+    for spec in &args.upstreams {
+        upstreams.add(spec).map_err(anyhow::Error::msg)?;
+    }
+    // Open mode is for a developer's machine: refuse to expose it before doing anything.
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&args.listen)
+        .await
+        .with_context(|| format!("--listen {}: not an address", args.listen))?
+        .collect();
+    if admin_token.is_none() && addrs.iter().any(|a| !a.ip().is_loopback()) {
+        anyhow::bail!(
+            "refusing to listen on {} without an admin token: anyone who reaches it could deploy code. \
+             Set --admin-token or CRM_HOST_ADMIN_TOKEN, or listen on a loopback address (127.0.0.1)",
+            args.listen
+        );
+    }
+    let limits = Limits {
+        memory_bytes: args.memory_mb << 20,
+        deadline: Duration::from_millis(args.deadline_ms),
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        max_response_bytes: args.max_response_bytes,
+    };
+    let retry = RetryPolicy { max_attempts: args.retry_attempts.max(1), base: Duration::from_millis(args.retry_base_ms), ..Default::default() };
+    let runtime = Runtime::new(limits, OutboundConfig { upstreams, upstream_only: args.upstream_only, retry })?
+        .with_compile_cache(args.data_dir.join("compiled"))
+        .with_context(|| format!("creating the compile cache in {}", args.data_dir.display()))?;
+    let store = SqliteStore::open(&args.data_dir)
+        .await
+        .with_context(|| format!("opening the database in {}", args.data_dir.display()))?;
+    let options = HostOptions { trace_retention: args.trace_retention, admin_token };
+    let host = Arc::new(Host::open(runtime, Arc::new(store), options).await?);
+    tracing::info!(data_dir = %args.data_dir.display(), adapters = host.list_adapters().len(), "state restored");
+
+    if let Some(dir) = &args.plugins {
+        let failures = host.deploy_dir(dir, "plugins-dir").await.with_context(|| format!("reading --plugins {}", dir.display()))?;
+        for (path, e) in &failures {
+            tracing::error!("not deployed: {path}: {} ({})", e, e.kind());
+        }
+        crate::watch::spawn(host.clone(), dir.clone());
+    }
+
+    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("crm-host listening on http://{addr}");
+    std::io::stdout().flush()?;
+    if host.is_open() {
+        tracing::warn!("no admin token configured: the API is open to anyone who can reach {addr}");
+    }
+
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    crate::api::serve(listener, host, shutdown).await?;
+    Ok(())
+}

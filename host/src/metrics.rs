@@ -1,0 +1,101 @@
+//! Prometheus metrics, served as text on `GET /metrics`. Labels never carry secrets: tenant
+//! ids, adapter names, func_ids, outcomes, failure kinds, CRM host names and statuses.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    pub calls: IntCounterVec,
+    pub call_seconds: HistogramVec,
+    pub outbound: IntCounterVec,
+    pub outbound_seconds: HistogramVec,
+    pub outbound_retries: IntCounterVec,
+    pub deploys: IntCounterVec,
+    pub instances_in_flight: IntGauge,
+    pub compile_cache: IntCounterVec,
+    pub traces_dropped: prometheus::IntCounter,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("metric registered once");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)
+                .expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("metric registered once");
+            h
+        };
+        let calls = counter(
+            "crm_calls_total",
+            "Adapter calls by tenant, adapter, func_id, outcome and failure kind",
+            &["tenant", "adapter", "func_id", "outcome", "kind"],
+        );
+        let call_seconds = histogram("crm_call_duration_seconds", "Call latency inside the host", &["adapter", "func_id"]);
+        let outbound = counter(
+            "crm_outbound_requests_total",
+            "Outbound request attempts by adapter, CRM host and status (or error)",
+            &["adapter", "host", "status"],
+        );
+        let outbound_seconds = histogram("crm_outbound_duration_seconds", "Outbound request attempt latency", &["adapter", "host"]);
+        let outbound_retries =
+            counter("crm_outbound_retries_total", "Outbound requests retried, by reason", &["adapter", "host", "reason"]);
+        let deploys = counter("crm_deploys_total", "Deploys by adapter and result", &["adapter", "result"]);
+        let compile_cache = counter("crm_compile_cache_total", "On-disk compile cache lookups by result", &["result"]);
+        let instances_in_flight = IntGauge::new("crm_instances_in_flight", "Wasm instances running now").expect("valid metric");
+        registry.register(Box::new(instances_in_flight.clone())).expect("metric registered once");
+        let traces_dropped = prometheus::IntCounter::new(
+            "crm_call_traces_dropped_total",
+            "Call traces not recorded because the recorder was behind",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(traces_dropped.clone())).expect("metric registered once");
+        Metrics {
+            registry,
+            calls,
+            call_seconds,
+            outbound,
+            outbound_seconds,
+            outbound_retries,
+            deploys,
+            instances_in_flight,
+            compile_cache,
+            traces_dropped,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counts an instance as running for as long as it lives.
+pub struct InFlight<'a>(&'a IntGauge);
+
+impl<'a> InFlight<'a> {
+    pub fn enter(g: &'a IntGauge) -> Self {
+        g.inc();
+        InFlight(g)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

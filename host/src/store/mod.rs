@@ -1,0 +1,208 @@
+//! Durable state: component blobs, adapter versions and which one is active, tenants and
+//! pins, API keys, the audit log and recorded calls. One trait, async and fallible; SQLite is
+//! the embedded default ([`sqlite::SqliteStore`]); a shared PostgreSQL store implements the
+//! same trait. Every method that changes something is one transaction and writes its audit
+//! entry in that same transaction, so a crash leaves either the old state or the new one.
+//!
+//! The store holds records only. The host keeps an in-memory view (tenants, active digests,
+//! compiled components) built from [`Store::snapshot`] and updated after each committed write.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A write that the store refused for a reason of the data, not of the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("adapter '{adapter}' has no stored version {digest}")]
+    UnknownVersion { adapter: String, digest: String },
+    #[error("adapter '{0}' has no previously active version to roll back to")]
+    NoPreviousVersion(String),
+    #[error("{0}")]
+    VersionInUse(String),
+    #[error("storage failed: {0}")]
+    Db(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One stored version of an adapter (the blob is fetched separately, by digest).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionRecord {
+    pub adapter: String,
+    pub digest: String,
+    pub version: String,
+    /// What `describe` returned when it was deployed.
+    pub manifest: Value,
+    pub deployed_at_ms: i64,
+    pub deployed_by: String,
+    pub staged: bool,
+}
+
+/// Which version serves an adapter's unpinned tenants, and which served before.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AdapterState {
+    pub name: String,
+    pub active: Option<String>,
+    pub previous: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantRecord {
+    pub id: String,
+    pub adapter: String,
+    pub project_id: String,
+    pub crm_config: Map<String, Value>,
+    /// A digest of `adapter` this tenant stays on, whatever is active.
+    pub pin: Option<String>,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub tenant: String,
+    /// Hex SHA-256 of the whole key.
+    pub key_hash: String,
+    pub created_at_ms: i64,
+    pub created_by: String,
+}
+
+/// A change, as the audit log shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    #[serde(skip)]
+    pub cursor: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: AuditAction,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    Deploy,
+    Stage,
+    Activate,
+    Rollback,
+    DeleteVersion,
+    Pin,
+    TenantPut,
+    TenantDelete,
+    KeyIssued,
+    KeyRevoked,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Deploy => "deploy",
+            AuditAction::Stage => "stage",
+            AuditAction::Activate => "activate",
+            AuditAction::Rollback => "rollback",
+            AuditAction::DeleteVersion => "delete_version",
+            AuditAction::Pin => "pin",
+            AuditAction::TenantPut => "tenant_put",
+            AuditAction::TenantDelete => "tenant_delete",
+            AuditAction::KeyIssued => "key_issued",
+            AuditAction::KeyRevoked => "key_revoked",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(Value::String(s.to_string())).ok()
+    }
+}
+
+/// Who did what, written with the change it describes.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: AuditAction,
+    pub adapter: Option<String>,
+    pub tenant: Option<String>,
+    pub digest: Option<String>,
+    pub detail: Option<Value>,
+}
+
+/// One recorded call: the summary columns and the whole trace (already redacted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    pub call_id: String,
+    pub tenant: String,
+    pub func_id: String,
+    pub adapter: String,
+    pub version: String,
+    pub digest: String,
+    pub started_at_ms: i64,
+    pub duration_us: i64,
+    pub outcome: String,
+    pub error_kind: Option<String>,
+    pub trace: Value,
+}
+
+/// Everything the host needs in memory to serve, read once at start-up.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub adapters: Vec<AdapterState>,
+    pub versions: Vec<VersionRecord>,
+    pub tenants: Vec<TenantRecord>,
+    pub keys: Vec<KeyRecord>,
+}
+
+/// What a version deploy does to the adapter's active version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployMode {
+    Activate,
+    Stage,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn snapshot(&self) -> StoreResult<Snapshot>;
+    async fn blob(&self, digest: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Stores the blob (once per digest) and the version (kept as it was if already stored),
+    /// and with [`DeployMode::Activate`] makes it active. Returns the adapter's new state.
+    async fn put_version(&self, v: &VersionRecord, bytes: &[u8], mode: DeployMode, audit: &Audit) -> StoreResult<AdapterState>;
+    /// Makes a stored version active; the one it replaces becomes the previous.
+    async fn activate(&self, adapter: &str, digest: &str, audit: &Audit) -> StoreResult<AdapterState>;
+    /// Re-activates the previous version (it and the current one swap places).
+    async fn rollback(&self, adapter: &str, audit: &Audit) -> StoreResult<AdapterState>;
+    /// Deletes a version that is neither active nor pinned, and its blob once unused.
+    async fn delete_version(&self, adapter: &str, digest: &str, audit: &Audit) -> StoreResult<AdapterState>;
+
+    async fn put_tenant(&self, t: &TenantRecord, audit: &Audit) -> StoreResult<()>;
+    /// Deletes the tenant, its keys and its recorded calls. `false` if it did not exist.
+    async fn delete_tenant(&self, id: &str, audit: &Audit) -> StoreResult<bool>;
+
+    async fn put_key(&self, k: &KeyRecord, audit: &Audit) -> StoreResult<()>;
+    async fn delete_key(&self, tenant: &str, key_id: &str, audit: &Audit) -> StoreResult<bool>;
+
+    /// Audit entries after `cursor`, oldest first.
+    async fn audit_after(&self, cursor: i64, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Stores recorded calls and keeps at most `keep_per_tenant` of each of their tenants.
+    async fn record_calls(&self, calls: &[CallRecord], keep_per_tenant: u32) -> StoreResult<()>;
+    /// A tenant's most recent calls, newest first.
+    async fn calls(&self, tenant: &str, limit: u32) -> StoreResult<Vec<CallRecord>>;
+    async fn call(&self, tenant: &str, call_id: &str) -> StoreResult<Option<CallRecord>>;
+}

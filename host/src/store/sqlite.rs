@@ -1,0 +1,509 @@
+//! The embedded default store: one SQLite database (WAL) in the data directory.
+
+use super::*;
+use futures::future::BoxFuture;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Duration;
+
+/// Versioned schema migrations, compiled into the binary and applied at start-up.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql"))];
+
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(v, d, sql)| Migration::new(*v, Cow::Borrowed(*d), MigrationType::Simple, Cow::Borrowed(*sql), false))
+                .collect())
+        })
+    }
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "crm-host.db";
+
+impl SqliteStore {
+    /// Opens (creating if missing) `DIR/crm-host.db` and brings its schema up to date.
+    pub async fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join(DB_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed change (an inbound event, a deploy) survives power loss too.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        Migrator::new(Embedded).await?.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// A write transaction that takes the write lock up front, so a read-modify-write
+    /// cannot fail half-way on a lock upgrade.
+    async fn write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, a: &Audit) -> StoreResult<()> {
+    sqlx::query("INSERT INTO audit (at_ms, actor, action, adapter, tenant, digest, detail) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind(a.at_ms)
+        .bind(&a.actor)
+        .bind(a.action.as_str())
+        .bind(&a.adapter)
+        .bind(&a.tenant)
+        .bind(&a.digest)
+        .bind(a.detail.as_ref().map(Value::to_string))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn adapter_state(tx: &mut Transaction<'static, Sqlite>, name: &str) -> StoreResult<AdapterState> {
+    let row = sqlx::query("SELECT active_digest, previous_digest FROM adapters WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(match row {
+        Some(r) => AdapterState { name: name.to_string(), active: r.try_get(0)?, previous: r.try_get(1)? },
+        None => AdapterState { name: name.to_string(), ..Default::default() },
+    })
+}
+
+async fn version_exists(tx: &mut Transaction<'static, Sqlite>, adapter: &str, digest: &str) -> StoreResult<bool> {
+    Ok(sqlx::query("SELECT 1 FROM adapter_versions WHERE adapter = ? AND digest = ?")
+        .bind(adapter)
+        .bind(digest)
+        .fetch_optional(&mut **tx)
+        .await?
+        .is_some())
+}
+
+/// Sets the active version; the one replaced (if another) becomes the previous.
+async fn set_active(tx: &mut Transaction<'static, Sqlite>, adapter: &str, digest: &str) -> StoreResult<AdapterState> {
+    let mut state = adapter_state(tx, adapter).await?;
+    if state.active.as_deref() != Some(digest) {
+        state.previous = state.active.take();
+        state.active = Some(digest.to_string());
+    }
+    save_state(tx, &state).await?;
+    sqlx::query("UPDATE adapter_versions SET staged = 0 WHERE adapter = ? AND digest = ?")
+        .bind(adapter)
+        .bind(digest)
+        .execute(&mut **tx)
+        .await?;
+    Ok(state)
+}
+
+async fn save_state(tx: &mut Transaction<'static, Sqlite>, s: &AdapterState) -> StoreResult<()> {
+    sqlx::query("UPDATE adapters SET active_digest = ?, previous_digest = ? WHERE name = ?")
+        .bind(&s.active)
+        .bind(&s.previous)
+        .bind(&s.name)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn json_col(row: &SqliteRow, col: &str) -> StoreResult<Value> {
+    let text: String = row.try_get(col)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Db(format!("column {col} holds invalid JSON: {e}")))
+}
+
+fn version_row(r: &SqliteRow) -> StoreResult<VersionRecord> {
+    Ok(VersionRecord {
+        adapter: r.try_get("adapter")?,
+        digest: r.try_get("digest")?,
+        version: r.try_get("version")?,
+        manifest: json_col(r, "manifest")?,
+        deployed_at_ms: r.try_get("deployed_at_ms")?,
+        deployed_by: r.try_get("deployed_by")?,
+        staged: r.try_get("staged")?,
+    })
+}
+
+fn tenant_row(r: &SqliteRow) -> StoreResult<TenantRecord> {
+    let crm_config = match json_col(r, "crm_config")? {
+        Value::Object(m) => m,
+        _ => return Err(StoreError::Db("tenants.crm_config is not a JSON object".into())),
+    };
+    Ok(TenantRecord {
+        id: r.try_get("id")?,
+        adapter: r.try_get("adapter")?,
+        project_id: r.try_get("project_id")?,
+        crm_config,
+        pin: r.try_get("pin")?,
+        updated_at_ms: r.try_get("updated_at_ms")?,
+    })
+}
+
+fn call_row(r: &SqliteRow) -> StoreResult<CallRecord> {
+    Ok(CallRecord {
+        call_id: r.try_get("call_id")?,
+        tenant: r.try_get("tenant")?,
+        func_id: r.try_get("func_id")?,
+        adapter: r.try_get("adapter")?,
+        version: r.try_get("version")?,
+        digest: r.try_get("digest")?,
+        started_at_ms: r.try_get("started_at_ms")?,
+        duration_us: r.try_get("duration_us")?,
+        outcome: r.try_get("outcome")?,
+        error_kind: r.try_get("error_kind")?,
+        trace: json_col(r, "trace")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn snapshot(&self) -> StoreResult<Snapshot> {
+        let mut conn = self.pool.acquire().await?;
+        let adapters = sqlx::query("SELECT name, active_digest, previous_digest FROM adapters ORDER BY name")
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| Ok(AdapterState { name: r.try_get(0)?, active: r.try_get(1)?, previous: r.try_get(2)? }))
+            .collect::<StoreResult<_>>()?;
+        let versions = sqlx::query("SELECT * FROM adapter_versions ORDER BY adapter, deployed_at_ms, rowid")
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(version_row)
+            .collect::<StoreResult<_>>()?;
+        let tenants = sqlx::query("SELECT * FROM tenants ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(tenant_row)
+            .collect::<StoreResult<_>>()?;
+        let keys = sqlx::query("SELECT key_id, tenant, key_hash, created_at_ms, created_by FROM api_keys")
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(KeyRecord {
+                    key_id: r.try_get(0)?,
+                    tenant: r.try_get(1)?,
+                    key_hash: r.try_get(2)?,
+                    created_at_ms: r.try_get(3)?,
+                    created_by: r.try_get(4)?,
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Snapshot { adapters, versions, tenants, keys })
+    }
+
+    async fn blob(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT bytes FROM blobs WHERE digest = ?").bind(digest).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
+    }
+
+    async fn put_version(&self, v: &VersionRecord, bytes: &[u8], mode: DeployMode, audit: &Audit) -> StoreResult<AdapterState> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO blobs (digest, bytes, size_bytes) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING")
+            .bind(&v.digest)
+            .bind(bytes)
+            .bind(bytes.len() as i64)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO adapters (name) VALUES (?) ON CONFLICT (name) DO NOTHING")
+            .bind(&v.adapter)
+            .execute(&mut *tx)
+            .await?;
+        let staged = mode == DeployMode::Stage;
+        sqlx::query(
+            "INSERT INTO adapter_versions (adapter, digest, version, manifest, deployed_at_ms, deployed_by, staged)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (adapter, digest) DO NOTHING",
+        )
+        .bind(&v.adapter)
+        .bind(&v.digest)
+        .bind(&v.version)
+        .bind(v.manifest.to_string())
+        .bind(v.deployed_at_ms)
+        .bind(&v.deployed_by)
+        .bind(staged)
+        .execute(&mut *tx)
+        .await?;
+        let state = match mode {
+            DeployMode::Activate => set_active(&mut tx, &v.adapter, &v.digest).await?,
+            DeployMode::Stage => adapter_state(&mut tx, &v.adapter).await?,
+        };
+        insert_audit(&mut tx, audit).await?;
+        crate::failpoint::hit("deploy-commit").await;
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    async fn activate(&self, adapter: &str, digest: &str, audit: &Audit) -> StoreResult<AdapterState> {
+        let mut tx = self.write().await?;
+        if !version_exists(&mut tx, adapter, digest).await? {
+            return Err(StoreError::UnknownVersion { adapter: adapter.into(), digest: digest.into() });
+        }
+        let state = set_active(&mut tx, adapter, digest).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    async fn rollback(&self, adapter: &str, audit: &Audit) -> StoreResult<AdapterState> {
+        let mut tx = self.write().await?;
+        let state = adapter_state(&mut tx, adapter).await?;
+        let previous = match state.previous {
+            Some(p) if version_exists(&mut tx, adapter, &p).await? => p,
+            _ => return Err(StoreError::NoPreviousVersion(adapter.to_string())),
+        };
+        let state = set_active(&mut tx, adapter, &previous).await?;
+        let mut audit = audit.clone();
+        audit.digest = Some(previous);
+        insert_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    async fn delete_version(&self, adapter: &str, digest: &str, audit: &Audit) -> StoreResult<AdapterState> {
+        let mut tx = self.write().await?;
+        if !version_exists(&mut tx, adapter, digest).await? {
+            return Err(StoreError::UnknownVersion { adapter: adapter.into(), digest: digest.into() });
+        }
+        let mut state = adapter_state(&mut tx, adapter).await?;
+        if state.active.as_deref() == Some(digest) {
+            return Err(StoreError::VersionInUse(format!("{digest} is the active version of '{adapter}': activate another first")));
+        }
+        let pinned: Vec<String> = sqlx::query_scalar("SELECT id FROM tenants WHERE adapter = ? AND pin = ? ORDER BY id")
+            .bind(adapter)
+            .bind(digest)
+            .fetch_all(&mut *tx)
+            .await?;
+        if !pinned.is_empty() {
+            return Err(StoreError::VersionInUse(format!("{digest} is pinned by tenants {}", pinned.join(", "))));
+        }
+        sqlx::query("DELETE FROM adapter_versions WHERE adapter = ? AND digest = ?")
+            .bind(adapter)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM blobs WHERE digest = ? AND NOT EXISTS (SELECT 1 FROM adapter_versions WHERE digest = ?)")
+            .bind(digest)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?;
+        if state.previous.as_deref() == Some(digest) {
+            state.previous = None;
+            save_state(&mut tx, &state).await?;
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    async fn put_tenant(&self, t: &TenantRecord, audit: &Audit) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO tenants (id, adapter, project_id, crm_config, pin, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET adapter = excluded.adapter, project_id = excluded.project_id,
+               crm_config = excluded.crm_config, pin = excluded.pin, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(&t.id)
+        .bind(&t.adapter)
+        .bind(&t.project_id)
+        .bind(Value::Object(t.crm_config.clone()).to_string())
+        .bind(&t.pin)
+        .bind(t.updated_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_tenant(&self, id: &str, audit: &Audit) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        sqlx::query("DELETE FROM calls WHERE tenant = ?").bind(id).execute(&mut *tx).await?;
+        let deleted = sqlx::query("DELETE FROM tenants WHERE id = ?").bind(id).execute(&mut *tx).await?.rows_affected() > 0;
+        if deleted {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn put_key(&self, k: &KeyRecord, audit: &Audit) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO api_keys (key_id, tenant, key_hash, created_at_ms, created_by) VALUES (?, ?, ?, ?, ?)")
+            .bind(&k.key_id)
+            .bind(&k.tenant)
+            .bind(&k.key_hash)
+            .bind(k.created_at_ms)
+            .bind(&k.created_by)
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_key(&self, tenant: &str, key_id: &str, audit: &Audit) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        let deleted = sqlx::query("DELETE FROM api_keys WHERE tenant = ? AND key_id = ?")
+            .bind(tenant)
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if deleted {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn audit_after(&self, cursor: i64, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        let rows = sqlx::query("SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(cursor)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let action: String = r.try_get("action")?;
+                let detail: Option<String> = r.try_get("detail")?;
+                Ok(AuditEntry {
+                    cursor: r.try_get("seq")?,
+                    at_ms: r.try_get("at_ms")?,
+                    actor: r.try_get("actor")?,
+                    action: AuditAction::parse(&action).ok_or_else(|| StoreError::Db(format!("unknown audit action {action}")))?,
+                    adapter: r.try_get("adapter")?,
+                    tenant: r.try_get("tenant")?,
+                    digest: r.try_get("digest")?,
+                    detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+                })
+            })
+            .collect()
+    }
+
+    async fn record_calls(&self, calls: &[CallRecord], keep_per_tenant: u32) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        let mut tenants: Vec<&str> = Vec::new();
+        for c in calls {
+            sqlx::query(
+                "INSERT INTO calls (call_id, tenant, func_id, adapter, version, digest, started_at_ms, duration_us, outcome, error_kind, trace)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&c.call_id)
+            .bind(&c.tenant)
+            .bind(&c.func_id)
+            .bind(&c.adapter)
+            .bind(&c.version)
+            .bind(&c.digest)
+            .bind(c.started_at_ms)
+            .bind(c.duration_us)
+            .bind(&c.outcome)
+            .bind(&c.error_kind)
+            .bind(c.trace.to_string())
+            .execute(&mut *tx)
+            .await?;
+            if !tenants.contains(&c.tenant.as_str()) {
+                tenants.push(&c.tenant);
+            }
+        }
+        for t in tenants {
+            sqlx::query(
+                "DELETE FROM calls WHERE tenant = ? AND seq <= (SELECT seq FROM calls WHERE tenant = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            )
+            .bind(t)
+            .bind(t)
+            .bind(keep_per_tenant)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn calls(&self, tenant: &str, limit: u32) -> StoreResult<Vec<CallRecord>> {
+        sqlx::query("SELECT * FROM calls WHERE tenant = ? ORDER BY seq DESC LIMIT ?")
+            .bind(tenant)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(call_row)
+            .collect()
+    }
+
+    async fn call(&self, tenant: &str, call_id: &str) -> StoreResult<Option<CallRecord>> {
+        sqlx::query("SELECT * FROM calls WHERE tenant = ? AND call_id = ?")
+            .bind(tenant)
+            .bind(call_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(call_row)
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audit(action: AuditAction) -> Audit {
+        Audit { at_ms: 1, actor: "test".into(), action, adapter: Some("a".into()), tenant: None, digest: None, detail: None }
+    }
+
+    fn version(digest: &str) -> VersionRecord {
+        VersionRecord {
+            adapter: "a".into(),
+            digest: digest.into(),
+            version: "1".into(),
+            manifest: serde_json::json!({"name": "a"}),
+            deployed_at_ms: 1,
+            deployed_by: "test".into(),
+            staged: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn activate_rollback_delete_and_reopen() {
+        let dir = std::env::temp_dir().join(format!("crm-store-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = SqliteStore::open(&dir).await.unwrap();
+        s.put_version(&version("d1"), b"one", DeployMode::Activate, &audit(AuditAction::Deploy)).await.unwrap();
+        let st = s.put_version(&version("d2"), b"two", DeployMode::Activate, &audit(AuditAction::Deploy)).await.unwrap();
+        assert_eq!((st.active.as_deref(), st.previous.as_deref()), (Some("d2"), Some("d1")));
+        let st = s.put_version(&version("d3"), b"two", DeployMode::Stage, &audit(AuditAction::Stage)).await.unwrap();
+        assert_eq!(st.active.as_deref(), Some("d2"), "staging does not activate");
+        let st = s.rollback("a", &audit(AuditAction::Rollback)).await.unwrap();
+        assert_eq!((st.active.as_deref(), st.previous.as_deref()), (Some("d1"), Some("d2")));
+        assert!(matches!(s.delete_version("a", "d1", &audit(AuditAction::DeleteVersion)).await, Err(StoreError::VersionInUse(_))));
+        let st = s.delete_version("a", "d2", &audit(AuditAction::DeleteVersion)).await.unwrap();
+        assert_eq!(st.previous, None);
+        assert!(matches!(s.rollback("a", &audit(AuditAction::Rollback)).await, Err(StoreError::NoPreviousVersion(_))));
+        assert_eq!(s.blob("d2").await.unwrap(), None, "an unused blob goes with its last version");
+        assert_eq!(s.blob("d3").await.unwrap().as_deref(), Some(&b"two"[..]));
+        drop(s);
+
+        let s = SqliteStore::open(&dir).await.unwrap();
+        let snap = s.snapshot().await.unwrap();
+        assert_eq!(snap.adapters[0].active.as_deref(), Some("d1"));
+        let staged: Vec<_> = snap.versions.iter().filter(|v| v.staged).map(|v| v.digest.as_str()).collect();
+        assert_eq!(staged, ["d3"]);
+        assert_eq!(s.audit_after(0, 100).await.unwrap().len(), 5);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
