@@ -239,13 +239,9 @@ impl Runtime {
         match self.execute(&adapter.pre, EgressPolicy::default(), scope, Op::Validate(json)).await {
             Ok(OpResult::Validate(Ok(()))) => Ok(()),
             Ok(OpResult::Validate(Err(e))) => {
+                // A config error's message already names the field (`crmConfig.token: ...`).
                 let f = failure_from_wit(e);
-                let field = f.field.filter(|s| !s.is_empty());
-                let message = match &field {
-                    Some(name) => format!("crmConfig.{name}: {}", f.message),
-                    None => f.message,
-                };
-                Err(HostError::InvalidConfig { field, message })
+                Err(HostError::InvalidConfig { field: f.field.filter(|s| !s.is_empty()), message: f.message })
             }
             Ok(_) => unreachable!("validate answers validate"),
             Err(f) => Err(HostError::InvalidConfig {

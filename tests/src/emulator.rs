@@ -55,6 +55,10 @@ pub enum Fault {
     Flood(usize),
     /// Answer normally after a delay.
     Delay(Duration),
+    /// Answer this status, headers and body.
+    StatusHeaders(u16, Vec<(String, String)>, String),
+    /// The inner fault for the next N requests, then normal answers again.
+    Times(u32, Box<Fault>),
 }
 
 /// What an emulator's normal behaviour returns.
@@ -143,9 +147,27 @@ async fn respond<S>(
     let fault = {
         let mut inner = shared.lock().unwrap();
         inner.requests.push(rec.clone());
-        inner.faults.get(&rec.path).cloned()
+        match inner.faults.get_mut(&rec.path) {
+            Some(Fault::Times(0, _)) => None,
+            Some(Fault::Times(n, f)) => {
+                *n -= 1;
+                Some((**f).clone())
+            }
+            other => other.cloned(),
+        }
     };
     match fault {
+        Some(Fault::StatusHeaders(status, headers, body)) => {
+            let mut r = (StatusCode::from_u16(status).unwrap(), body).into_response();
+            for (k, v) in headers {
+                r.headers_mut().insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    axum::http::HeaderValue::from_str(&v).unwrap(),
+                );
+            }
+            return r;
+        }
+        Some(Fault::Times(..)) => unreachable!("nested Times"),
         Some(Fault::Status(status, body)) => return (StatusCode::from_u16(status).unwrap(), body).into_response(),
         Some(Fault::Garbage) => return (StatusCode::OK, "<html><body>502 Bad Gateway</body></html>").into_response(),
         Some(Fault::Hang) => {

@@ -6,12 +6,40 @@ pub mod emulator;
 pub mod plando;
 
 use crm_host::egress::Upstreams;
-use crm_host::registry::Registry;
-use crm_host::{Host, Limits, OutboundConfig, Runtime};
+use crm_host::store::sqlite::SqliteStore;
+use crm_host::{Host, HostOptions, Limits, OutboundConfig, RetryPolicy, Runtime};
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A directory under the system's temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "crm-{label}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// Where `cargo xtask plugins` puts components.
 pub fn plugins_dir() -> PathBuf {
@@ -55,26 +83,75 @@ pub fn test_limits() -> Limits {
     }
 }
 
-/// The real host, in process, serving HTTP on loopback.
+/// How to start a [`TestHost`].
+#[derive(Clone)]
+pub struct TestHostConfig {
+    pub limits: Limits,
+    /// `(host, url)` routes; everything else is refused (`--upstream-only`).
+    pub routes: Vec<(String, String)>,
+    pub admin_token: Option<String>,
+    /// Fast by default, so retry tests do not wait.
+    pub retry: RetryPolicy,
+    pub trace_retention: u32,
+}
+
+impl Default for TestHostConfig {
+    fn default() -> Self {
+        TestHostConfig {
+            limits: test_limits(),
+            routes: Vec::new(),
+            admin_token: None,
+            retry: RetryPolicy { max_attempts: 3, base: Duration::from_millis(20), max_backoff: Duration::from_millis(200) },
+            trace_retention: 1000,
+        }
+    }
+}
+
+impl TestHostConfig {
+    pub fn routes(mut self, routes: &[(&str, &str)]) -> Self {
+        self.routes = routes.iter().map(|(h, u)| (h.to_string(), u.to_string())).collect();
+        self
+    }
+}
+
+/// The real host, in process, serving HTTP on loopback, with its own data directory.
 pub struct TestHost {
     pub url: String,
     client: reqwest::Client,
+    /// Sent as `Authorization: Bearer` unless a request says otherwise.
+    pub token: Option<String>,
+    pub data_dir: Arc<TempDir>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 impl TestHost {
     /// A host whose outbound requests may only go to the given `(host, url)` routes.
     pub async fn start(routes: &[(&str, &str)]) -> TestHost {
-        Self::start_with(test_limits(), routes).await
+        Self::start_config(TestHostConfig::default().routes(routes)).await
     }
 
     pub async fn start_with(limits: Limits, routes: &[(&str, &str)]) -> TestHost {
+        Self::start_config(TestHostConfig { limits, ..TestHostConfig::default().routes(routes) }).await
+    }
+
+    pub async fn start_config(config: TestHostConfig) -> TestHost {
+        Self::start_in(config, Arc::new(TempDir::new("host"))).await
+    }
+
+    /// A host on an existing data directory (a restart).
+    pub async fn start_in(config: TestHostConfig, data_dir: Arc<TempDir>) -> TestHost {
         let mut upstreams = Upstreams::default();
-        for (host, url) in routes {
+        for (host, url) in &config.routes {
             upstreams.add(&format!("{host}={url}")).expect("valid upstream");
         }
-        let runtime = Runtime::new(limits, OutboundConfig { upstreams, upstream_only: true }).expect("runtime");
-        let host = Arc::new(Host::new(runtime, Registry::new()));
+        let outbound = OutboundConfig { upstreams, upstream_only: true, retry: config.retry.clone() };
+        let runtime = Runtime::new(config.limits.clone(), outbound)
+            .expect("runtime")
+            .with_compile_cache(data_dir.path().join("compiled"))
+            .expect("compile cache");
+        let store = SqliteStore::open(data_dir.path()).await.expect("open store");
+        let options = HostOptions { trace_retention: config.trace_retention, admin_token: config.admin_token.clone() };
+        let host = Arc::new(Host::open(runtime, Arc::new(store), options).await.expect("host"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind host");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -85,10 +162,30 @@ impl TestHost {
             .await
             .expect("host server");
         });
-        TestHost { url, client: reqwest::Client::new(), _shutdown: tx }
+        TestHost { url, client: reqwest::Client::new(), token: config.admin_token, data_dir, _shutdown: tx }
+    }
+
+    /// Sends a request with `token` (or none) instead of the host's admin token.
+    pub async fn request_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        let mut req = self.client.request(method.parse().unwrap(), format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        Self::read(req).await
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        Self::read(req).await
+    }
+
+    async fn read(req: reqwest::RequestBuilder) -> (u16, Value) {
         let resp = req.send().await.expect("host answers");
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.expect("host body");
@@ -115,6 +212,10 @@ impl TestHost {
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
         self.send(self.client.post(format!("{}{path}", self.url)).body(body)).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post_raw(path, body.to_string().into_bytes()).await
     }
 
     /// Deploys a component built by `cargo xtask plugins`; asserts 201.

@@ -29,8 +29,11 @@ async fn serve_prints_its_address_and_serves_plugins_through_upstreams() {
         std::fs::write(dir.join(file), crm_tests::component(name)).unwrap();
     }
     std::fs::write(dir.join("broken.wasm"), b"not wasm").unwrap();
+    let data = crm_tests::TempDir::new("cli-data");
     let mut child = Command::new(host_bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--upstream-only"])
+        .arg("--data-dir")
+        .arg(data.path())
         .arg("--plugins")
         .arg(&dir)
         .arg("--upstream")

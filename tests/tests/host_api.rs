@@ -27,9 +27,12 @@ async fn deploy_answers_201_with_name_version_digest_operations() {
     assert_eq!(body["version"], "0.1.0");
     assert!(body["digest"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(body["operations"], json!(["getCustomerDetails", "newOpportunity", "openTicket", "closeTicket"]));
+    assert_eq!(body["state"], "active");
+    assert_eq!(body["invalidTenants"], json!([]));
     let (status, list) = host.get("/v1/adapters").await;
     assert_eq!(status, 200);
-    assert_eq!(list["adapters"], json!([body]));
+    let summary: Value = ["name", "version", "digest", "operations"].iter().map(|k| (k.to_string(), body[k].clone())).collect::<serde_json::Map<_, _>>().into();
+    assert_eq!(list["adapters"], json!([summary]));
 }
 
 #[tokio::test]
@@ -144,7 +147,7 @@ async fn tenant_put_get_redacts_secrets_and_delete_removes() {
     assert_eq!(status, 200);
     assert_eq!(
         got,
-        json!({"tenant": "acme", "adapter": "plando", "projectId": "acme",
+        json!({"tenant": "acme", "adapter": "plando", "projectId": "acme", "pin": null,
                "crmConfig": {"token": "[redacted]", "chat": "77", "defaultEmail": "a@example.com"}})
     );
     assert!(!put.to_string().contains("s3cret"));
@@ -225,4 +228,16 @@ async fn unknown_paths_are_json_404s() {
     let (status, body) = host.get("/v2/nothing").await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["kind"], "not_found");
+}
+
+#[tokio::test]
+async fn an_invalid_crm_config_is_422_with_the_documented_message() {
+    let host = host_with_plando().await;
+    let (status, body) = host.put_tenant("acme", json!({"adapter": "plando", "crmConfig": {"chat": "1"}})).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        body,
+        json!({"error": {"kind": "invalid_config", "field": "token", "message": "crmConfig.token: is required"}})
+    );
+    assert_eq!(host.get("/v1/tenants/acme").await.0, 404, "a refused tenant is not stored");
 }

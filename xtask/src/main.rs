@@ -3,7 +3,8 @@
 //! - `setup`    install what the wasm build needs (Debian's rustc-web + std source) if absent
 //! - `plugins`  build every adapter in plugins/ into a component at target/plugins/<name>.wasm
 //! - `test`     setup + plugins + every test (adapter unit tests, host, integration)
-//! - `demo`     setup + plugins + host, then run the end-to-end demo against a Plando emulator
+//! - `demo`     setup + plugins + host, then the end-to-end demo against CRM emulators; it keeps
+//!              serving until Ctrl-C (`cargo xtask demo --once` exits after the walk-through)
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ fn main() -> Result<()> {
         Some("setup") => setup().map(drop),
         Some("plugins") => plugins(&root).map(drop),
         Some("test") => test(&root, &args[1..]),
-        Some("demo") => demo(&root),
+        Some("demo") => demo(&root, &args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <setup|plugins|test|demo>");
             std::process::exit(2);
@@ -105,6 +106,34 @@ fn plugins(root: &Path) -> Result<Vec<PathBuf>> {
         bail!("no package in plugins/ declares [package.metadata.crm-adapter]");
     }
 
+    eprintln!(
+        "xtask: building {} adapter(s) for {WASM_TARGET} ({})",
+        adapters.len(),
+        adapters.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    let packages: Vec<&str> = adapters.iter().map(|a| a.package.as_str()).collect();
+    run(&mut wasm_build(&toolchain, &manifest, &packages, &[])).context("building adapters for wasm")?;
+
+    let mut written = Vec::new();
+    for a in &adapters {
+        written.push(encode(root, a, &a.name)?);
+    }
+    // Feature variants (test fixtures: one adapter, several versions) build after the
+    // defaults are encoded, since they overwrite the same core module.
+    for a in &adapters {
+        for (variant, features) in &a.variants {
+            eprintln!("xtask: building {} variant {variant} (features {})", a.name, features.join(","));
+            run(&mut wasm_build(&toolchain, &manifest, &[&a.package], features))
+                .with_context(|| format!("building {} variant {variant}", a.name))?;
+            written.push(encode(root, a, &format!("{}-{variant}", a.name))?);
+        }
+    }
+    Ok(written)
+}
+
+/// `cargo build --release --target wasm32-unknown-unknown` of `packages`, with the
+/// toolchain's settings.
+fn wasm_build(toolchain: &Toolchain, manifest: &Path, packages: &[&str], features: &[String]) -> Command {
     let mut cmd = match toolchain {
         Toolchain::Rustup => Command::new("cargo"),
         Toolchain::Debian => {
@@ -122,33 +151,35 @@ fn plugins(root: &Path) -> Result<Vec<PathBuf>> {
     if matches!(toolchain, Toolchain::Rustup) {
         cmd.env_remove("RUSTC");
     }
-    cmd.arg("build").arg("--release").arg("--target").arg(WASM_TARGET).arg("--manifest-path").arg(&manifest);
+    cmd.arg("build").arg("--release").arg("--target").arg(WASM_TARGET).arg("--manifest-path").arg(manifest);
     if matches!(toolchain, Toolchain::Debian) {
         cmd.arg("-Zbuild-std=std,panic_abort");
     }
-    for a in &adapters {
-        cmd.arg("-p").arg(&a.package);
+    for p in packages {
+        cmd.arg("-p").arg(p);
     }
-    run(&mut cmd).context("building adapters for wasm")?;
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.iter().map(|f| format!("{}/{f}", packages[0])).collect::<Vec<_>>().join(","));
+    }
+    cmd
+}
 
-    let mut written = Vec::new();
-    for Adapter { package, name, test_only } in &adapters {
-        let out_dir = if *test_only { root.join("target/plugins/testing") } else { root.join("target/plugins") };
-        std::fs::create_dir_all(&out_dir)?;
-        let core = root.join("plugins/target").join(WASM_TARGET).join("release").join(format!("{}.wasm", package.replace('-', "_")));
-        let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
-        let component = wit_component::ComponentEncoder::default()
-            .module(&module)
-            .with_context(|| format!("{package}: reading the component type embedded by wit-bindgen"))?
-            .validate(true)
-            .encode()
-            .with_context(|| format!("{package}: encoding the component"))?;
-        let out = out_dir.join(format!("{name}.wasm"));
-        std::fs::write(&out, &component)?;
-        eprintln!("xtask: {name}: {} ({} KiB)", out.display(), component.len() / 1024);
-        written.push(out);
-    }
-    Ok(written)
+/// Turns an adapter's freshly built core module into a component named `file_name`.
+fn encode(root: &Path, a: &Adapter, file_name: &str) -> Result<PathBuf> {
+    let out_dir = if a.test_only { root.join("target/plugins/testing") } else { root.join("target/plugins") };
+    std::fs::create_dir_all(&out_dir)?;
+    let core = root.join("plugins/target").join(WASM_TARGET).join("release").join(format!("{}.wasm", a.package.replace('-', "_")));
+    let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .with_context(|| format!("{}: reading the component type embedded by wit-bindgen", a.package))?
+        .validate(true)
+        .encode()
+        .with_context(|| format!("{}: encoding the component", a.package))?;
+    let out = out_dir.join(format!("{file_name}.wasm"));
+    std::fs::write(&out, &component)?;
+    eprintln!("xtask: {file_name}: {} ({} KiB)", out.display(), component.len() / 1024);
+    Ok(out)
 }
 
 struct Adapter {
@@ -157,6 +188,8 @@ struct Adapter {
     /// Registry name.
     name: String,
     test_only: bool,
+    /// `variants = { v2 = ["feature", ...] }`: also built with these features.
+    variants: Vec<(String, Vec<String>)>,
 }
 
 fn adapter_packages(manifest: &Path) -> Result<Vec<Adapter>> {
@@ -181,6 +214,15 @@ fn parse_adapters(metadata: &[u8]) -> Result<Vec<Adapter>> {
                 package: p["name"].as_str().context("package without name")?.to_string(),
                 name: name.to_string(),
                 test_only: meta["test-only"].as_bool().unwrap_or(false),
+                variants: meta["variants"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(v, f)| {
+                        let features = f.as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_string)).collect();
+                        (v.clone(), features)
+                    })
+                    .collect(),
             });
         }
     }
@@ -191,7 +233,10 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     let components = plugins(root)?;
     eprintln!("xtask: adapter unit tests (native)");
     run(Command::new("cargo").arg("test").arg("--manifest-path").arg(root.join("plugins/Cargo.toml")).args(["--workspace", "--all-features"]))?;
-    eprintln!("xtask: host and integration tests ({} components)", components.len());
+    eprintln!(
+        "xtask: host and integration tests ({} components; a cold build compiles wasmtime: about 10 minutes on 2 cores)",
+        components.len()
+    );
     run(Command::new("cargo")
         .current_dir(root)
         .args(["test", "--workspace"])
@@ -199,12 +244,15 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .env("CRM_PLUGINS_DIR", root.join("target/plugins")))
 }
 
-fn demo(root: &Path) -> Result<()> {
+fn demo(root: &Path, extra: &[String]) -> Result<()> {
     plugins(root)?;
+    eprintln!("xtask: building crm-host and the demo (a cold build compiles wasmtime: about 10 minutes on 2 cores)");
     run(Command::new("cargo").current_dir(root).args(["build", "--package", "crm-host", "--bin", "crm-host"]))?;
-    run(Command::new("cargo")
+    run(Command::new("cargo").current_dir(root).args(["build", "--package", "crm-tests", "--bin", "demo"]))?;
+    eprintln!("xtask: starting the demo");
+    run(Command::new(root.join("target/debug/demo"))
         .current_dir(root)
-        .args(["run", "--quiet", "--package", "crm-tests", "--bin", "demo"])
+        .args(extra)
         .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
         .env("CRM_HOST_BIN", root.join("target/debug/crm-host")))
 }

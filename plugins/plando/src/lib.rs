@@ -91,7 +91,8 @@ fn get_customer_details(call: &Call, http: &dyn Transport) -> Result<CrmData, Cr
         .push("phone", phone.as_str())
         .push("attr", attr.join(","))
         .push("search_options", Value::Object(search_options).to_string());
-    let body = post(http, "/contact_details", &form)?;
+    // A search: safe for the host to retry.
+    let body = post(http, Request::post(format!("{BASE}/contact_details")).idempotent(), &form)?;
 
     let contacts: Vec<&Map<String, Value>> = match body.get("contacts") {
         None | Some(Value::Null) => Vec::new(),
@@ -237,7 +238,8 @@ fn new_opportunity(call: &Call, http: &dyn Transport) -> Result<CrmData, CrmErro
         form.push(sent_as, form_value(value));
     }
 
-    let body = post(http, "/contacts/lead_form1", &form)?;
+    // Creates a lead: never retried.
+    let body = post(http, Request::post(format!("{BASE}/contacts/lead_form1")), &form)?;
     let contact_id = body
         .get("contact_id")
         .filter(|v| scalar_text(v).is_some_and(|s| !s.is_empty()))
@@ -312,8 +314,8 @@ fn push_transcript(call: &Call, http: &dyn Transport) -> Result<CrmData, CrmErro
 }
 
 /// Posts a form and reads Plando's `{"err": "0", ...}` envelope; any other err is a failure.
-fn post(http: &dyn Transport, path: &str, form: &Form) -> Result<Value, CrmError> {
-    let resp = Request::post(format!("{BASE}{path}")).form(form).send(http)?.error_for_status()?;
+fn post(http: &dyn Transport, request: Request, form: &Form) -> Result<Value, CrmError> {
+    let resp = request.form(form).send(http)?.error_for_status()?;
     let body: Value = resp.json()?;
     if !body.is_object() {
         return Err(CrmError::upstream(resp.status, "Plando answered with JSON that is not an object", &resp.body));

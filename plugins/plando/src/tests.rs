@@ -31,6 +31,7 @@ fn lookup_builds_attr_and_search_options() {
     run("getCustomerDetails", &c, &http).unwrap();
     let req = http.single();
     assert_eq!(req.url, "https://plando.co.il/contact_details");
+    assert!(req.idempotent, "a lookup may be retried by the host");
     let f = form_of(&req);
     assert_eq!(f.get("phone"), Some("0501"));
     assert_eq!(f.get("attr"), Some("category_1,id,category_9,category_2"));
@@ -78,6 +79,7 @@ fn new_opportunity_maps_params() {
         json!({"contact_first_name": "Dana", "tags": "a,b", "is_org": true, "updateContact": 1, "id": "55"}),
     );
     assert_eq!(run("newOpportunity", &c, &http).unwrap()["id"], "55");
+    assert!(!http.single().idempotent, "a create is never retried");
     let f = form_of(&http.single());
     let pairs: Vec<(&str, &str)> = f.pairs().iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(

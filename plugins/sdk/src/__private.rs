@@ -153,6 +153,9 @@ fn to_wit(e: CrmError) -> WitError {
 const WRITE_CHUNK: usize = 4096;
 const READ_CHUNK: u64 = 64 * 1024;
 
+/// Must match `crm_host::outbound::IDEMPOTENT_HEADER`.
+const IDEMPOTENT_HEADER: &str = "x-crm-idempotent";
+
 /// Sends requests through `wasi:http/outgoing-handler`; the host applies egress policy,
 /// timeouts and its own size caps.
 struct WasiTransport;
@@ -181,6 +184,10 @@ impl Transport for WasiTransport {
             headers
                 .append(&k.to_ascii_lowercase(), &v.as_bytes().to_vec())
                 .map_err(|e| CrmError::Internal(format!("header {k}: {e:?}")))?;
+        }
+        if req.idempotent {
+            // Read (and removed) by the host, which decides about retries.
+            headers.append(IDEMPOTENT_HEADER, b"1").map_err(|e| CrmError::Internal(format!("{IDEMPOTENT_HEADER}: {e:?}")))?;
         }
         if !req.body.is_empty() {
             headers

@@ -40,6 +40,10 @@ pub struct Request {
     pub body: Vec<u8>,
     /// The response body is refused beyond this many bytes.
     pub max_response_bytes: usize,
+    /// Safe to send again: the host may retry it on connection errors, 429, 502, 503 and
+    /// 504. GET and HEAD are idempotent by default; mark a POST that only reads (a search)
+    /// with [`Request::idempotent`]. Never mark a create.
+    pub idempotent: bool,
 }
 
 impl Request {
@@ -50,6 +54,7 @@ impl Request {
             headers: Vec::new(),
             body: Vec::new(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            idempotent: matches!(method, Method::Get),
         }
     }
 
@@ -92,6 +97,12 @@ impl Request {
         let mut r = self.header("content-type", "application/json");
         r.body = value.to_string().into_bytes();
         r
+    }
+
+    /// Marks the request as safe to retry (see [`Request::idempotent`](Request#structfield.idempotent)).
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
     }
 
     pub fn max_response_bytes(mut self, n: usize) -> Self {

@@ -1,0 +1,387 @@
+//! `crm-host` as a real process: `kill -9` in the middle of a deploy, the --plugins
+//! watcher, the client subcommands end to end, logs (JSON, no secrets) and the refusal to
+//! run open on a non-loopback address.
+
+use crm_tests::emulator::{Emulator, Recorded, Reply};
+use crm_tests::{component, plando, TempDir};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "process-admin-token";
+
+fn host_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_crm-host-under-test"))
+}
+
+/// A running `crm-host serve`; killed (SIGKILL) on drop. Its stderr goes to a file.
+struct Proc {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
+        let log = data.with_file_name(format!(
+            "{}-{}.log",
+            data.file_name().unwrap().to_string_lossy(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        let mut child = Command::new(host_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--upstream-only", "--admin-token", ADMIN])
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .expect("start crm-host");
+        let (_, url) = crm_tests::read_listen_url(child.stdout.take().unwrap()).expect("listen line");
+        assert!(url.starts_with("http://127.0.0.1:"), "no listen line; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        Proc { child, url, log }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.logs()
+    }
+
+    async fn req(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        let mut r = reqwest::Client::new().request(method.parse().unwrap(), format!("{}{path}", self.url)).bearer_auth(ADMIN);
+        if let Some(b) = body {
+            r = r.body(b);
+        }
+        let resp = r.send().await.expect("host answers");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn active(&self, adapter: &str) -> Option<Value> {
+        let (s, v) = self.req("GET", &format!("/v1/adapters/{adapter}/versions"), None).await;
+        if s != 200 {
+            return None;
+        }
+        v["versions"].as_array().unwrap().iter().find(|x| x["state"] == "active").cloned()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+async fn whoami_version(p: &Proc, tenant: &str) -> Value {
+    let body = json!({"chat": {"id": "c", "phone": "1"}}).to_string().into_bytes();
+    let (s, out) = p.req("POST", &format!("/v1/tenants/{tenant}/crm/whoami"), Some(body)).await;
+    assert_eq!(s, 200, "{out}");
+    out["crmData"]["version"].clone()
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn kill_9_inside_the_deploy_transaction_leaves_the_previous_state() {
+    let data = TempDir::new("kill9");
+    let p = Proc::start(data.path(), &[], &[]);
+    assert_eq!(p.req("PUT", "/v1/adapters/whoami", Some(component("whoami"))).await.0, 201);
+    let tenant = json!({"adapter": "whoami", "crmConfig": {"region": "eu"}}).to_string().into_bytes();
+    assert_eq!(p.req("PUT", "/v1/tenants/acme", Some(tenant)).await.0, 200);
+    let v1 = p.active("whoami").await.unwrap();
+    p.kill9();
+
+    // This time the deploy stops inside its transaction, after every write, before commit.
+    let p = Proc::start(data.path(), &[], &[("CRM_HOST_FAILPOINT", "deploy-commit")]);
+    let url = p.url.clone();
+    let upload = tokio::spawn(async move {
+        reqwest::Client::new().put(format!("{url}/v1/adapters/whoami")).bearer_auth(ADMIN).body(component("whoami-v2")).send().await
+    });
+    wait_for("the failpoint", Duration::from_secs(30), async || p.logs().contains("failpoint deploy-commit")).await;
+    p.kill9();
+    assert!(upload.await.unwrap().is_err(), "the deploy never answered");
+
+    let p = Proc::start(data.path(), &[], &[]);
+    assert_eq!(p.active("whoami").await.unwrap()["digest"], v1["digest"], "the old version is active");
+    let (_, list) = p.req("GET", "/v1/adapters/whoami/versions", None).await;
+    assert_eq!(list["versions"].as_array().unwrap().len(), 1, "no half-stored version: {list}");
+    assert_eq!(whoami_version(&p, "acme").await, "1.0.0");
+    let (_, audit) = p.req("GET", "/v1/audit", None).await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 2, "no audit entry for the lost deploy: {audit}");
+    // And the host takes the same deploy afterwards.
+    let (s, out) = p.req("PUT", "/v1/adapters/whoami", Some(component("whoami-v2"))).await;
+    assert_eq!(s, 201, "{out}");
+    assert_eq!(whoami_version(&p, "acme").await, "2.0.0");
+}
+
+#[tokio::test]
+async fn kill_9_at_any_moment_of_a_deploy_leaves_old_or_new_never_half() {
+    let data = TempDir::new("kill9-random");
+    let p = Proc::start(data.path(), &[], &[]);
+    p.req("PUT", "/v1/adapters/whoami", Some(component("whoami"))).await;
+    let tenant = json!({"adapter": "whoami", "crmConfig": {"region": "eu"}}).to_string().into_bytes();
+    p.req("PUT", "/v1/tenants/acme", Some(tenant)).await;
+    p.kill9();
+    let files = ["whoami-v2", "whoami"];
+    let mut outcomes = Vec::new();
+    for i in 0..6u64 {
+        let p = Proc::start(data.path(), &[], &[]);
+        let before = p.active("whoami").await.unwrap();
+        let next = if before["version"] == "1.0.0" { files[0] } else { files[1] };
+        let url = p.url.clone();
+        let upload = tokio::spawn(async move {
+            reqwest::Client::new().put(format!("{url}/v1/adapters/whoami?force=true")).bearer_auth(ADMIN).body(component(next)).send().await
+        });
+        // From "before the request arrives" to "after it committed".
+        tokio::time::sleep(Duration::from_millis(i * 40)).await;
+        p.kill9();
+        let _ = upload.await;
+
+        let p = Proc::start(data.path(), &[], &[]);
+        let after = p.active("whoami").await.expect("an active version after the restart");
+        let (_, list) = p.req("GET", "/v1/adapters/whoami/versions", None).await;
+        let stored: Vec<&Value> = list["versions"].as_array().unwrap().iter().map(|v| &v["digest"]).collect();
+        assert!(stored.contains(&&after["digest"]), "the active version is stored whole");
+        assert_eq!(whoami_version(&p, "acme").await, after["version"], "and serves");
+        outcomes.push(if after["digest"] == before["digest"] { "old" } else { "new" });
+        p.kill9();
+    }
+    eprintln!("outcomes: {outcomes:?}");
+}
+
+#[tokio::test]
+async fn the_plugins_directory_is_watched() {
+    let data = TempDir::new("watch-data");
+    let dir = TempDir::new("watch-plugins");
+    std::fs::write(dir.path().join("whoami.wasm"), component("whoami")).unwrap();
+    let p = Proc::start(data.path(), &["--plugins", dir.path().to_str().unwrap()], &[]);
+    assert_eq!(p.active("whoami").await.unwrap()["version"], "1.0.0");
+
+    // A new file.
+    std::fs::write(dir.path().join("plando.wasm"), component("plando")).unwrap();
+    let started = Instant::now();
+    wait_for("plando deployed", Duration::from_secs(10), async || p.active("plando").await.is_some()).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "deployed within 2 s (plus the compile): {:?}", started.elapsed());
+    // A changed file.
+    std::fs::write(dir.path().join("whoami.wasm"), component("whoami-v2")).unwrap();
+    wait_for("whoami 2.0.0 active", Duration::from_secs(10), async || {
+        p.active("whoami").await.is_some_and(|v| v["version"] == "2.0.0")
+    })
+    .await;
+    let (_, audit) = p.req("GET", "/v1/audit", None).await;
+    assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["actor"] == "watcher"), "{audit}");
+    // A broken file: logged, and the serving version stays.
+    std::fs::write(dir.path().join("whoami.wasm"), b"\0asm broken").unwrap();
+    wait_for("the broken file logged", Duration::from_secs(10), async || p.logs().contains("watcher: not deployed")).await;
+    assert!(p.logs().contains("not WebAssembly") || p.logs().contains("invalid_component"), "{}", p.logs());
+    assert_eq!(p.active("whoami").await.unwrap()["version"], "2.0.0");
+}
+
+/// Runs the client side of the CLI against `server`; returns (exit code, stdout, stderr).
+fn cli(server: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(host_bin());
+    cmd.arg("--server").arg(server).args(args).env_remove("CRM_HOST_TOKEN");
+    if let Some(t) = token {
+        cmd.env("CRM_HOST_TOKEN", t);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_drives_a_running_host_end_to_end() {
+    let crm = plando::start("cli-secret-token").await;
+    crm.with_state(|s| s.add_contact(json!({"id": "8", "first_name": "Cli", "phone": "972501234567"})));
+    let data = TempDir::new("cli-e2e");
+    let files = TempDir::new("cli-files");
+    let p = Proc::start(data.path(), &["--upstream", &format!("plando.co.il={}", crm.url)], &[]);
+    let plando_file = files.path().join("plando-0.1.0.wasm");
+    std::fs::write(&plando_file, component("plando")).unwrap();
+    let whoami_file = files.path().join("whoami.wasm");
+    std::fs::write(&whoami_file, component("whoami")).unwrap();
+    let v2_file = files.path().join("whoami-2.wasm");
+    std::fs::write(&v2_file, component("whoami-v2")).unwrap();
+    let url = p.url.as_str();
+    let run = |token: Option<&str>, args: &[&str]| cli(url, token, args);
+    let admin = Some(ADMIN);
+
+    let (code, _, err) = run(None, &["adapters"]);
+    assert_eq!(code, 1, "no token: refused");
+    assert!(err.contains("401"), "{err}");
+
+    let (code, out, err) = run(admin, &["deploy", plando_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("plando 0.1.0 sha256:") && out.contains("(active)"), "{out}");
+    let (code, out, _) = run(admin, &["--json", "deploy", whoami_file.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let v1: Value = serde_json::from_str(&out).unwrap();
+    let (code, out, _) = run(admin, &["deploy", v2_file.to_str().unwrap(), "--name", "whoami", "--stage"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("(staged)"), "{out}");
+
+    let (code, out, _) = run(admin, &["adapters"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("plando") && out.contains("whoami"), "{out}");
+    let (_, out, _) = run(admin, &["--json", "versions", "whoami"]);
+    let versions: Value = serde_json::from_str(&out).unwrap();
+    let v2_digest = versions["versions"][0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(versions["versions"][0]["state"], "staged");
+
+    let config = r#"{"token": "cli-secret-token", "chat": "1"}"#;
+    let (code, out, err) = run(admin, &["tenant", "put", "acme", "--adapter", "plando", "--config", config, "--project", "acme"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("[redacted]") && !out.contains("cli-secret-token"), "{out}");
+    let cfg_file = files.path().join("who.json");
+    std::fs::write(&cfg_file, r#"{"region": "eu"}"#).unwrap();
+    let (code, _, err) = run(admin, &["tenant", "put", "who", "--adapter", "whoami", "--config", cfg_file.to_str().unwrap(), "--pin", v1["digest"].as_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(admin, &["--json", "tenant", "get", "who"]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["pin"], v1["digest"]);
+
+    let (code, out, _) = run(admin, &["--json", "keys", "create", "acme"]);
+    assert_eq!(code, 0);
+    let key: Value = serde_json::from_str(&out).unwrap();
+    let tenant_key = key["key"].as_str().unwrap();
+
+    let chat = r#"{"id": "c", "phone": "972501234567"}"#;
+    let (code, out, err) = run(Some(tenant_key), &["invoke", "acme", "getCustomerDetails", "--chat", chat]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("complete") && out.contains("\"contact_id\": \"8\""), "{out}");
+    let (code, out, _) = run(Some(tenant_key), &["invoke", "acme", "sendInvoice", "--chat", chat, "--params", "{}"]);
+    assert_eq!(code, 3, "on_failure has its own exit code: {out}");
+    assert!(out.contains("failure: unsupported"), "{out}");
+    let (code, _, err) = run(Some(tenant_key), &["invoke", "who", "whoami", "--chat", chat]);
+    assert_eq!(code, 1, "another tenant's call: {err}");
+    assert!(err.contains("403"), "{err}");
+
+    let (code, out, _) = run(admin, &["calls", "acme"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let call_id = out.lines().last().unwrap().split_whitespace().next().unwrap().to_string();
+    let (code, out, _) = run(admin, &["calls", "acme", "--id", &call_id]);
+    assert_eq!(code, 0);
+    let trace: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(trace["funcId"], "getCustomerDetails");
+    assert!(!out.contains("cli-secret-token"), "{out}");
+
+    let (code, out, _) = run(admin, &["activate", "whoami", &v2_digest]);
+    assert_eq!(code, 0);
+    assert!(out.contains("2.0.0"), "{out}");
+    let (code, out, _) = run(admin, &["rollback", "whoami"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("1.0.0"), "{out}");
+    let (code, _, err) = run(admin, &["delete-version", "whoami", v1["digest"].as_str().unwrap()]);
+    assert_eq!(code, 1, "active and pinned");
+    assert!(err.contains("409"), "{err}");
+
+    let (code, _, _) = run(admin, &["keys", "revoke", "acme", key["keyId"].as_str().unwrap()]);
+    assert_eq!(code, 0);
+    let (code, _, _) = run(Some(tenant_key), &["invoke", "acme", "getCustomerDetails", "--chat", chat]);
+    assert_eq!(code, 1, "revoked");
+    let (code, out, _) = run(admin, &["audit"]);
+    assert_eq!(code, 0);
+    for action in ["deploy", "stage", "tenant_put", "pin", "key_issued", "activate", "rollback", "key_revoked"] {
+        assert!(out.contains(action), "{action} missing from:\n{out}");
+    }
+    let (code, _, _) = run(admin, &["tenant", "delete", "who"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = run(admin, &["tenant", "get", "who"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown_tenant"), "{err}");
+    let (code, _, _) = run(admin, &["tenant", "put", "x", "--adapter", "plando", "--config", "{not json"]);
+    assert_eq!(code, 2, "bad usage");
+}
+
+#[tokio::test]
+async fn json_logs_describe_calls_and_outbound_requests_without_secrets() {
+    fn echo(_: &mut (), r: &Recorded) -> Reply {
+        // A CRM that echoes what it got, credentials included.
+        (200, json!({"echo": String::from_utf8_lossy(&r.body), "auth": r.header("authorization")}))
+    }
+    let crm: Emulator<()> = Emulator::start((), echo).await;
+    let data = TempDir::new("logs");
+    let p = Proc::start(data.path(), &["--log-format", "json", "--upstream", &format!("crm.test={}", crm.url)], &[]);
+    p.req("PUT", "/v1/adapters/whoami", Some(component("whoami"))).await;
+    let secret = "log-SECRET-value-42";
+    let tenant = json!({"adapter": "whoami", "crmConfig": {"url": "http://crm.test", "token": secret}});
+    let (_, t) = p.req("PUT", "/v1/tenants/acme", Some(tenant.to_string().into_bytes())).await;
+    let body = json!({"chat": {"id": "c", "phone": "1"}, "params": {"note": secret}}).to_string().into_bytes();
+    let (s, out) = p.req("POST", "/v1/tenants/acme/crm/lookup", Some(body.clone())).await;
+    assert_eq!(s, 200);
+    let (_, failed) = p.req("POST", "/v1/tenants/acme/crm/nope", Some(body)).await;
+    let (_, calls) = p.req("GET", "/v1/tenants/acme/calls", None).await;
+    let call_id = calls["calls"][1]["callId"].as_str().unwrap().to_string();
+    let (_, trace) = p.req("GET", &format!("/v1/tenants/acme/calls/{call_id}"), None).await;
+    let (_, audit) = p.req("GET", "/v1/audit", None).await;
+    let (_, tenant_view) = p.req("GET", "/v1/tenants/acme", None).await;
+    let metrics = reqwest::get(format!("{}/metrics", p.url)).await.unwrap().text().await.unwrap();
+    assert!(out["crmData"]["body"].as_str().unwrap().contains(secret), "the CRM did echo it to the adapter: {out}");
+    let logs = p.logs();
+
+    let lines: Vec<Value> = logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let call = lines.iter().find(|l| l["message"] == "call" && l["func_id"] == "lookup").expect("a call line");
+    assert_eq!(call["tenant"], "acme");
+    assert_eq!(call["adapter"], "whoami@1.0.0");
+    assert_eq!(call["outcome"], "complete");
+    assert_eq!(call["call_id"], call_id.as_str());
+    assert!(call["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(call["ms"].as_f64().is_some());
+    let outbound = lines.iter().find(|l| l["message"] == "outbound").expect("an outbound line");
+    assert_eq!((outbound["method"].clone(), outbound["host"].clone(), outbound["path"].clone()), (json!("POST"), json!("crm.test"), json!("/lookup")));
+    assert_eq!(outbound["status"], "200");
+    assert!(lines.iter().any(|l| l["message"].as_str().unwrap_or("").starts_with("call:") && l["kind"] == "unsupported"));
+
+    // The secret went to the CRM and back, and appears nowhere the host shows.
+    for (what, text) in [
+        ("logs", logs),
+        ("tenant put", t.to_string()),
+        ("tenant get", tenant_view.to_string()),
+        ("failure answer", failed.to_string()),
+        ("calls", calls.to_string()),
+        ("trace", trace.to_string()),
+        ("audit", audit.to_string()),
+        ("metrics", metrics),
+    ] {
+        assert!(!text.contains(secret), "the secret leaked into {what}:\n{text}");
+    }
+    assert!(trace.to_string().contains("[redacted]"));
+}
+
+#[test]
+fn open_mode_refuses_a_non_loopback_address() {
+    let data = TempDir::new("open");
+    let out = Command::new(host_bin())
+        .args(["serve", "--listen", "0.0.0.0:0", "--upstream-only"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("CRM_HOST_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without an admin token") && err.contains("CRM_HOST_ADMIN_TOKEN"), "{err}");
+}
