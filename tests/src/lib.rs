@@ -62,6 +62,19 @@ pub fn component(name: &str) -> Vec<u8> {
     })
 }
 
+/// Appends a custom section: a different, equally valid component, as a rebuild of the
+/// same code would be (a new digest, the same behaviour).
+pub fn with_custom_section(mut bytes: Vec<u8>, tag: &str) -> Vec<u8> {
+    let name = b"build-tag";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    bytes.push(0);
+    bytes.push(payload.len() as u8);
+    bytes.extend(payload);
+    bytes
+}
+
 /// Reads the line `crm-host serve` prints first (`crm-host listening on http://ADDR`) and
 /// returns the line and the URL in it.
 pub fn read_listen_url(stdout: std::process::ChildStdout) -> std::io::Result<(String, String)> {

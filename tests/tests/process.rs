@@ -212,7 +212,8 @@ fn cli(server: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String
     )
 }
 
-#[tokio::test]
+// Multi-threaded: the CLI runs as a blocking child process while the emulator answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_a_running_host_end_to_end() {
     let crm = plando::start("cli-secret-token").await;
     crm.with_state(|s| s.add_contact(json!({"id": "8", "first_name": "Cli", "phone": "972501234567"})));
@@ -269,7 +270,7 @@ async fn the_cli_drives_a_running_host_end_to_end() {
 
     let chat = r#"{"id": "c", "phone": "972501234567"}"#;
     let (code, out, err) = run(Some(tenant_key), &["invoke", "acme", "getCustomerDetails", "--chat", chat]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 0, "{out} {err}");
     assert!(out.starts_with("complete") && out.contains("\"contact_id\": \"8\""), "{out}");
     let (code, out, _) = run(Some(tenant_key), &["invoke", "acme", "sendInvoice", "--chat", chat, "--params", "{}"]);
     assert_eq!(code, 3, "on_failure has its own exit code: {out}");
@@ -384,4 +385,22 @@ fn open_mode_refuses_a_non_loopback_address() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("without an admin token") && err.contains("CRM_HOST_ADMIN_TOKEN"), "{err}");
+}
+
+/// The README's first command, as the tests run it: the whole walk-through, then exit.
+#[test]
+fn the_demo_walks_every_flow_and_exits_with_once() {
+    let data = TempDir::new("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_demo"))
+        .args(["--once", "--data-dir"])
+        .arg(data.path())
+        .env("CRM_HOST_BIN", host_bin())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("EMULATED Plando"), "{stdout}");
+    assert!(stdout.contains(", 0 failed"), "{stdout}");
+    assert!(stdout.contains("demo complete"), "{stdout}");
+    assert!(!stdout.contains("demo-token\""), "the tenant's token is never shown");
 }
