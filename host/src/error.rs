@@ -26,6 +26,8 @@ pub enum HostError {
     UnknownKey(String),
     #[error("{0}")]
     UnknownCall(String),
+    #[error("no such endpoint: {0} (see the README for the API)")]
+    NoSuchEndpoint(String),
     #[error("{message}")]
     InvalidConfig { field: Option<String>, message: String },
     #[error("{0}")]
@@ -69,7 +71,8 @@ impl HostError {
             | HostError::UnknownVersion(_)
             | HostError::UnknownTenant(_)
             | HostError::UnknownKey(_)
-            | HostError::UnknownCall(_) => 404,
+            | HostError::UnknownCall(_)
+            | HostError::NoSuchEndpoint(_) => 404,
             HostError::InvalidTenants { .. } | HostError::NoPreviousVersion(_) | HostError::VersionInUse(_) => 409,
             HostError::InvalidConfig { .. } | HostError::InvalidPin(_) => 422,
             HostError::Storage(_) => 503,
@@ -89,6 +92,7 @@ impl HostError {
             HostError::UnknownTenant(_) => "unknown_tenant",
             HostError::UnknownKey(_) => "unknown_key",
             HostError::UnknownCall(_) => "unknown_call",
+            HostError::NoSuchEndpoint(_) => "not_found",
             HostError::InvalidConfig { .. } => "invalid_config",
             HostError::InvalidPin(_) => "invalid_pin",
             HostError::InvalidTenants { .. } => "invalid_tenants",

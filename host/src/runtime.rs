@@ -49,8 +49,9 @@ impl Default for Limits {
     }
 }
 
-/// What an adapter says about itself, checked.
-#[derive(Debug, Clone)]
+/// What an adapter says about itself, checked. Stored with each version as its manifest.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Description {
     pub name: String,
     pub version: String,
@@ -59,6 +60,7 @@ pub struct Description {
     pub secret_fields: Vec<String>,
     pub endpoint_fields: Vec<String>,
     pub outbound_hosts: Vec<String>,
+    #[serde(skip)]
     outbound: Vec<OriginRule>,
 }
 

@@ -222,18 +222,26 @@ impl Host {
     /// refuses existing (unpinned) tenants is refused unless forced or staged.
     pub async fn deploy(&self, name: &str, bytes: Bytes, opts: DeployOptions, actor: &str) -> Result<Deployed, HostError> {
         check_id("adapter name", name)?;
-        let result = self.deploy_inner(name, bytes, opts, actor).await;
-        let label = match &result {
-            Ok(_) => "ok",
-            Err(_) => "refused",
-        };
-        self.metrics().deploys.with_label_values(&[name, label]).inc();
+        let result = self.deploy_inner(name, bytes, None, opts, actor).await;
+        self.count_deploy(name, &result);
         result
     }
 
-    async fn deploy_inner(&self, name: &str, bytes: Bytes, opts: DeployOptions, actor: &str) -> Result<Deployed, HostError> {
+    fn count_deploy(&self, name: &str, result: &Result<Deployed, HostError>) {
+        self.metrics().deploys.with_label_values(&[name, if result.is_ok() { "ok" } else { "refused" }]).inc();
+    }
+
+    /// `compiled`: the component, when the caller has already loaded it.
+    async fn deploy_inner(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        compiled: Option<Arc<Compiled>>,
+        opts: DeployOptions,
+        actor: &str,
+    ) -> Result<Deployed, HostError> {
         let digest = Runtime::digest(&bytes);
-        let existing = self.read().compiled.get(&digest).cloned();
+        let existing = compiled.or_else(|| self.read().compiled.get(&digest).cloned());
         let compiled = match existing {
             Some(c) => c,
             None => self.runtime.load(bytes.clone()).await?,
@@ -254,7 +262,7 @@ impl Host {
             adapter: name.to_string(),
             digest: digest.clone(),
             version: d.version.clone(),
-            manifest: manifest(&compiled),
+            manifest: serde_json::to_value(&compiled.description).unwrap_or(Value::Null),
             deployed_at_ms: now_ms(),
             deployed_by: actor.to_string(),
             staged: opts.stage,
@@ -267,13 +275,9 @@ impl Host {
         let mut view = self.write();
         let versions = view.versions.entry(name.to_string()).or_default();
         match versions.iter_mut().find(|v| v.digest == digest) {
-            Some(v) => v.staged = v.staged && opts.stage,
+            // Stored already: activating it clears its staged mark; staging it changes nothing.
+            Some(v) => v.staged &= opts.stage,
             None => versions.push(record),
-        }
-        if !opts.stage {
-            for v in versions.iter_mut().filter(|v| v.digest == digest) {
-                v.staged = false;
-            }
         }
         view.adapters.insert(name.to_string(), state);
         view.compiled.insert(digest.clone(), compiled.clone());
@@ -331,14 +335,8 @@ impl Host {
         }
         let compiled = self.runtime.load(bytes.clone()).await?;
         let name = compiled.description.name.clone();
-        {
-            // Reuse the compilation deploy would otherwise repeat.
-            self.write().compiled.entry(digest.clone()).or_insert(compiled);
-        }
-        let result = self.deploy(&name, bytes.clone(), DeployOptions::default(), actor).await;
-        if result.is_err() {
-            self.write().prune();
-        }
+        let result = self.deploy_inner(&name, bytes.clone(), Some(compiled), DeployOptions::default(), actor).await;
+        self.count_deploy(&name, &result);
         result.map(Some)
     }
 
@@ -372,6 +370,9 @@ impl Host {
 
     /// Re-activates the previously active version.
     pub async fn rollback(&self, adapter: &str, actor: &str) -> Result<Deployed, HostError> {
+        // Held from reading the previous version to applying it, so that what was loaded is
+        // what the store activates.
+        let _w = self.writes.lock().await;
         let previous = {
             let view = self.read();
             let state = view.adapters.get(adapter).ok_or_else(|| HostError::UnknownAdapter(adapter.to_string()))?;
@@ -381,7 +382,6 @@ impl Host {
             return Err(HostError::NoPreviousVersion(format!("adapter '{adapter}' has no previously active version to roll back to")));
         };
         let compiled = self.compiled_version(adapter, &previous).await?;
-        let _w = self.writes.lock().await;
         let audit = self.audit(actor, AuditAction::Rollback, Some(adapter), None, Some(&previous), None);
         let state = self.store.rollback(adapter, &audit).await?;
         let active = state.active.clone();
@@ -391,13 +391,12 @@ impl Host {
     }
 
     fn apply_activation(&self, adapter: &str, state: AdapterState, compiled: Arc<Compiled>) {
+        debug_assert_eq!(state.active.as_deref(), Some(compiled.digest.as_str()));
         let mut view = self.write();
-        if let Some(active) = &state.active {
-            for v in view.versions.entry(adapter.to_string()).or_default().iter_mut().filter(|v| &v.digest == active) {
-                v.staged = false;
-            }
-            view.compiled.insert(active.clone(), compiled);
+        for v in view.versions.entry(adapter.to_string()).or_default().iter_mut().filter(|v| v.digest == compiled.digest) {
+            v.staged = false;
         }
+        view.compiled.insert(compiled.digest.clone(), compiled);
         view.adapters.insert(adapter.to_string(), state);
         view.prune();
     }
@@ -711,20 +710,6 @@ fn invalid_tenants_error(adapter: &str, digest: &str, tenants: Vec<InvalidTenant
         ),
         tenants,
     }
-}
-
-/// What `describe` said, as stored with the version.
-fn manifest(c: &Compiled) -> Value {
-    let d = &c.description;
-    json!({
-        "name": d.name,
-        "version": d.version,
-        "operations": d.operations,
-        "configSchema": d.config_schema,
-        "secretFields": d.secret_fields,
-        "endpointFields": d.endpoint_fields,
-        "outboundHosts": d.outbound_hosts,
-    })
 }
 
 /// Names that appear in URL paths: letters, digits, `.`, `_`, `-`; 1-128 chars.

@@ -3,8 +3,8 @@
 //! - `setup`    install what the wasm build needs (Debian's rustc-web + std source) if absent
 //! - `plugins`  build every adapter in plugins/ into a component at target/plugins/<name>.wasm
 //! - `test`     setup + plugins + every test (adapter unit tests, host, integration)
-//! - `demo`     setup + plugins + host, then the end-to-end demo against CRM emulators; it keeps
-//!              serving until Ctrl-C (`cargo xtask demo --once` exits after the walk-through)
+//! - `demo`     setup + plugins + host, then the end-to-end demo against CRM emulators; it
+//!   keeps serving until Ctrl-C (`cargo xtask demo --once` exits after the walk-through)
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};

@@ -79,10 +79,7 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/tenants/{tenant}/calls/{call_id}", get(call_trace))
         .route("/v1/audit", get(audit))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
-        .fallback(|uri: axum::http::Uri| async move {
-            let message = format!("no such endpoint: {uri} (see the README for the API)");
-            (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": {"kind": "not_found", "message": message}})))
-        })
+        .fallback(|uri: axum::http::Uri| async move { HostError::NoSuchEndpoint(uri.to_string()) })
         .with_state(host)
 }
 

@@ -181,7 +181,7 @@ async fn walk(url: &str, crm: &plando::PlandoEmulator) -> anyhow::Result<()> {
     for id in [&call_ids[0], &call_ids[3]] {
         let (s, trace) = api.send("GET", &format!("/v1/tenants/acme/calls/{id}"), ADMIN_TOKEN, None).await?;
         anyhow::ensure!(s == 200, "no trace for call {id}: {trace}");
-        println!("$ {} calls acme --id {id}", "crm-host");
+        println!("$ crm-host calls acme --id {id}");
         println!("{} {}@{} -> {} {}", trace["funcId"], trace["adapter"], trace["version"], trace["outcome"], trace["error"]["kind"]);
         for e in trace["outbound"].as_array().into_iter().flatten() {
             println!("  attempt {}: {} {} -> {} in {:.1} ms", e["attempt"], e["method"], e["url"], e["status"], e["durationMs"].as_f64().unwrap_or(0.0));
