@@ -352,6 +352,11 @@ async fn calls_are_traced_with_every_exchange_and_secrets_redacted() {
     assert_eq!(answer["outcome"], "complete", "{answer}");
     let sent = crm.requests_to("/lookup");
     assert_eq!(sent[0].header("authorization"), Some("Bearer tok-SECRET-123"), "the CRM did get the secret");
+    assert!(
+        sent[0].headers.iter().all(|(k, v)| !k.contains("trace") && !k.contains("call-id") && !v.contains(&call_id)),
+        "the call id stays inside the platform: {:?}",
+        sent[0].headers
+    );
 
     let (s, trace) = host.get(&format!("/v1/tenants/acme/calls/{call_id}")).await;
     assert_eq!(s, 200, "{trace}");
