@@ -118,10 +118,14 @@ impl EgressPolicy {
     }
 }
 
-/// `--upstream HOST=URL` routes: where requests for HOST really go.
+/// `--upstream HOST=URL` routes: where requests for HOST really go. HOST may be
+/// `*.domain` for every subdomain (CRMs like Planfix give each customer one); an exact host
+/// wins over a wildcard, a longer wildcard over a shorter one.
 #[derive(Debug, Clone, Default)]
 pub struct Upstreams {
     routes: HashMap<String, url::Url>,
+    /// `(".planfix.com", url)`, longest suffix first.
+    wildcards: Vec<(String, url::Url)>,
 }
 
 impl Upstreams {
@@ -131,19 +135,33 @@ impl Upstreams {
             .split_once('=')
             .ok_or_else(|| format!("--upstream '{spec}': expected HOST=URL, e.g. plando.co.il=http://127.0.0.1:8081"))?;
         let host = host.trim().to_ascii_lowercase();
-        if host.is_empty() || host.contains(['/', ':']) {
-            return Err(format!("--upstream '{spec}': HOST must be a bare host name like plando.co.il"));
+        let (wildcard, name) = match host.strip_prefix("*.") {
+            Some(domain) => (true, domain),
+            None => (false, host.as_str()),
+        };
+        if name.is_empty() || name.contains(['/', ':', '*']) {
+            return Err(format!(
+                "--upstream '{spec}': HOST must be a bare host name like plando.co.il, or *.domain for its subdomains"
+            ));
         }
         let url = url::Url::parse(target.trim()).map_err(|e| format!("--upstream '{spec}': bad URL: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(format!("--upstream '{spec}': URL must be http(s) with a host"));
         }
-        self.routes.insert(host, url);
+        if wildcard {
+            self.wildcards.push((format!(".{name}"), url));
+            self.wildcards.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+        } else {
+            self.routes.insert(host, url);
+        }
         Ok(())
     }
 
     pub fn route(&self, host: &str) -> Option<&url::Url> {
-        self.routes.get(&host.to_ascii_lowercase())
+        let host = host.to_ascii_lowercase();
+        self.routes.get(&host).or_else(|| {
+            self.wildcards.iter().find(|(suffix, _)| host.ends_with(suffix.as_str()) && host.len() > suffix.len()).map(|(_, u)| u)
+        })
     }
 }
 
@@ -231,6 +249,21 @@ mod tests {
         assert!(u.add("plando.co.il").is_err());
         assert!(u.add("https://x=http://127.0.0.1").is_err());
         assert!(u.add("x=ftp://127.0.0.1").is_err());
+        assert!(u.add("*.=http://127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn wildcard_upstreams_route_subdomains_only() {
+        let mut u = Upstreams::default();
+        u.add("*.planfix.com=http://127.0.0.1:9001").unwrap();
+        u.add("*.eu.planfix.com=http://127.0.0.1:9002").unwrap();
+        u.add("special.planfix.com=http://127.0.0.1:9003").unwrap();
+        let port = |h: &str| u.route(h).and_then(|x| x.port());
+        assert_eq!(port("acme.planfix.com"), Some(9001));
+        assert_eq!(port("ACME.eu.planfix.com"), Some(9002), "the longer wildcard wins");
+        assert_eq!(port("special.planfix.com"), Some(9003), "an exact host wins");
+        assert_eq!(port("planfix.com"), None, "subdomains only");
+        assert_eq!(port("evilplanfix.com"), None);
     }
 
     #[test]

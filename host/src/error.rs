@@ -28,6 +28,12 @@ pub enum HostError {
     UnknownCall(String),
     #[error("no such endpoint: {0} (see the README for the API)")]
     NoSuchEndpoint(String),
+    #[error("{0}")]
+    WebhooksUnsupported(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    AdapterFailed(String),
     #[error("{message}")]
     InvalidConfig { field: Option<String>, message: String },
     #[error("{0}")]
@@ -72,7 +78,10 @@ impl HostError {
             | HostError::UnknownTenant(_)
             | HostError::UnknownKey(_)
             | HostError::UnknownCall(_)
-            | HostError::NoSuchEndpoint(_) => 404,
+            | HostError::NoSuchEndpoint(_)
+            | HostError::WebhooksUnsupported(_) => 404,
+            HostError::PayloadTooLarge(_) => 413,
+            HostError::AdapterFailed(_) => 502,
             HostError::InvalidTenants { .. } | HostError::NoPreviousVersion(_) | HostError::VersionInUse(_) => 409,
             HostError::InvalidConfig { .. } | HostError::InvalidPin(_) => 422,
             HostError::Storage(_) => 503,
@@ -93,6 +102,9 @@ impl HostError {
             HostError::UnknownKey(_) => "unknown_key",
             HostError::UnknownCall(_) => "unknown_call",
             HostError::NoSuchEndpoint(_) => "not_found",
+            HostError::WebhooksUnsupported(_) => "webhooks_unsupported",
+            HostError::PayloadTooLarge(_) => "payload_too_large",
+            HostError::AdapterFailed(_) => "adapter_failed",
             HostError::InvalidConfig { .. } => "invalid_config",
             HostError::InvalidPin(_) => "invalid_pin",
             HostError::InvalidTenants { .. } => "invalid_tenants",

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub instances_in_flight: IntGauge,
     pub compile_cache: IntCounterVec,
     pub traces_dropped: prometheus::IntCounter,
+    pub webhooks: IntCounterVec,
+    pub inbound_events: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -47,6 +49,9 @@ impl Metrics {
         let outbound_retries =
             counter("crm_outbound_retries_total", "Outbound requests retried, by reason", &["adapter", "host", "reason"]);
         let deploys = counter("crm_deploys_total", "Deploys by adapter and result", &["adapter", "result"]);
+        let webhooks = counter("crm_webhooks_total", "Webhook requests by tenant, adapter and answered status", &["tenant", "adapter", "status"]);
+        let inbound_events =
+            counter("crm_inbound_events_total", "Inbound messages by tenant: stored, or dropped as duplicates", &["tenant", "result"]);
         let compile_cache = counter("crm_compile_cache_total", "On-disk compile cache lookups by result", &["result"]);
         let instances_in_flight = IntGauge::new("crm_instances_in_flight", "Wasm instances running now").expect("valid metric");
         registry.register(Box::new(instances_in_flight.clone())).expect("metric registered once");
@@ -67,6 +72,8 @@ impl Metrics {
             instances_in_flight,
             compile_cache,
             traces_dropped,
+            webhooks,
+            inbound_events,
         }
     }
 

@@ -17,8 +17,9 @@ use wasmtime_wasi_http::types::{
 };
 use wasmtime_wasi_http::HttpResult;
 
-/// The header through which the SDK marks a request as safe to retry (`Request::idempotent`).
-/// The host removes it: it never reaches the CRM.
+/// The header through which the SDK says whether a request is safe to retry (`1` or `0`;
+/// `Request::idempotent`, `Request::not_idempotent`). The host removes it: it never reaches
+/// the CRM.
 pub const IDEMPOTENT_HEADER: &str = "x-crm-idempotent";
 
 /// Largest request body an adapter may send (buffered: retries resend it).
@@ -137,13 +138,15 @@ impl CallOutbound {
             }
         };
         let headers = request.headers_mut();
-        let marked = headers.remove(IDEMPOTENT_HEADER).is_some();
+        let marked = headers.remove(IDEMPOTENT_HEADER).map(|v| v.as_bytes() == b"1");
         // The guest may not set Host; the CRM (or its emulator) still needs to see it.
         if let Ok(v) = http::HeaderValue::from_str(&authority) {
             headers.insert(http::header::HOST, v);
         }
         let method = request.method().clone();
-        let idempotent = marked || matches!(method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS);
+        // The adapter's word (`1`/`0`, through the SDK) wins; otherwise safe methods only.
+        let idempotent =
+            marked.unwrap_or_else(|| matches!(method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS));
         let cap = self.request_timeout;
         let timeouts = Timeouts {
             connect: config.connect_timeout.min(cap),

@@ -281,6 +281,63 @@ impl Runtime {
         }
     }
 
+    /// Hands a request the CRM sent to the platform to the tenant's adapter
+    /// (`handle-webhook`): the answer for the CRM and the messages it carried.
+    pub(crate) async fn handle_webhook(
+        &self,
+        adapter: &Compiled,
+        project_id: &str,
+        crm_config: &Map<String, Value>,
+        request: WebhookRequest,
+        scope: Arc<CallScope>,
+    ) -> Result<WebhookOutcome, CallFailure> {
+        let policy = adapter.egress_policy(crm_config);
+        let request = wit::WebhookRequest {
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request.headers,
+            body: request.body,
+        };
+        let op = Op::Webhook(project_id.to_string(), Value::Object(crm_config.clone()).to_string(), Box::new(request));
+        match self.execute(&adapter.pre, policy, scope, op).await? {
+            OpResult::Webhook(Ok(out)) => {
+                let messages = out
+                    .messages
+                    .into_iter()
+                    .map(|m| {
+                        let extra = match serde_json::from_str::<Value>(&m.extra) {
+                            Ok(Value::Object(extra)) => extra,
+                            _ if m.extra.trim().is_empty() => Map::new(),
+                            _ => {
+                                return Err(CallFailure::new(
+                                    FailureKind::InvalidOutput,
+                                    "the adapter returned an inbound message whose extra is not a JSON object",
+                                ))
+                            }
+                        };
+                        Ok(InboundMessage {
+                            chat_id: m.chat_id,
+                            phone: m.phone,
+                            text: m.text,
+                            author: m.author,
+                            media: m
+                                .media
+                                .into_iter()
+                                .map(|x| crate::chat::MediaJson { url: x.url, file_name: x.file_name, mime_type: x.mime_type })
+                                .collect(),
+                            extra,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                let r = out.response;
+                Ok(WebhookOutcome { status: r.status, headers: r.headers, body: r.body, messages })
+            }
+            OpResult::Webhook(Err(e)) => Err(failure_from_wit(e)),
+            _ => unreachable!("webhook answers webhook"),
+        }
+    }
+
     fn new_store(&self, policy: EgressPolicy, scope: Arc<CallScope>) -> Store<HostState> {
         let state = HostState {
             // Nothing granted: no env, args or preopens; stdin closed; stdout/stderr discarded.
@@ -329,6 +386,7 @@ impl Runtime {
                 Op::Describe => OpResult::Describe(crm.call_describe(&mut store).await?),
                 Op::Validate(c) => OpResult::Validate(crm.call_validate_config(&mut store, &c).await?),
                 Op::Invoke(f, ctx) => OpResult::Invoke(crm.call_invoke(&mut store, &f, &ctx).await?),
+                Op::Webhook(p, c, r) => OpResult::Webhook(crm.call_handle_webhook(&mut store, &p, &c, &r).await?),
             })
         };
         let outcome = tokio::time::timeout(self.limits.deadline, run).await;
@@ -365,12 +423,47 @@ enum Op {
     Describe,
     Validate(String),
     Invoke(String, Box<wit::CallContext>),
+    /// project id, crmConfig JSON, the request
+    Webhook(String, String, Box<wit::WebhookRequest>),
 }
 
 enum OpResult {
     Describe(wit::Description),
     Validate(Result<(), wit::CrmError>),
     Invoke(Result<String, wit::CrmError>),
+    Webhook(Result<wit::WebhookOutcome, wit::CrmError>),
+}
+
+/// A request a CRM sent to the platform, as the host hands it to the adapter.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// Names lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What the adapter made of a webhook: the answer for the CRM, and the messages it carried.
+#[derive(Debug, Clone)]
+pub struct WebhookOutcome {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub messages: Vec<InboundMessage>,
+}
+
+/// A message a CRM pushed towards a chat.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundMessage {
+    pub chat_id: Option<String>,
+    pub phone: Option<String>,
+    pub text: String,
+    pub author: Option<String>,
+    pub media: Vec<crate::chat::MediaJson>,
+    pub extra: Map<String, Value>,
 }
 
 fn trap_summary(e: &anyhow::Error) -> String {

@@ -10,9 +10,10 @@
 use crate::auth::{self, Auth, Caller};
 use crate::chat::{parse_json, CallRequest};
 use crate::error::{CallFailure, HostError, InvalidTenant};
-use crate::runtime::{Compiled, Runtime};
+use crate::runtime::{Compiled, InboundMessage, Runtime, WebhookRequest};
 use crate::store::{
-    AdapterState, Audit, AuditAction, AuditEntry, CallRecord, DeployMode, KeyRecord, Store, TenantRecord, VersionRecord,
+    AdapterState, Audit, AuditAction, AuditEntry, CallRecord, DeployMode, EventRecord, KeyRecord, NewEvent, Store,
+    TenantRecord, VersionRecord,
 };
 use crate::trace::{CallTrace, Recorder, Redactor, REDACTED};
 use bytes::Bytes;
@@ -23,6 +24,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// A delivery without the CRM's message id is a duplicate of an identical message (same
+/// chat, phone, text, author and attachments) stored less than this long ago.
+pub const EVENT_DEDUP_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// The answer a webhook gets, and what was stored.
+pub struct WebhookAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
 
 /// Host-wide settings that are not the runtime's.
 #[derive(Debug, Clone)]
@@ -675,6 +687,53 @@ impl Host {
         Ok(CallAnswer { result })
     }
 
+    /// A request the tenant's CRM sent to the platform: the adapter checks it (the CRM's
+    /// own token) and turns it into an answer and messages; the messages are committed
+    /// before the CRM gets a 2xx, so a message the CRM was told was received is never lost.
+    pub async fn webhook(&self, tenant_id: &str, request: WebhookRequest) -> Result<WebhookAnswer, HostError> {
+        let (tenant, compiled) = self.tenant_and_version(tenant_id)?;
+        let d = &compiled.description;
+        let redactor = Redactor::new(&d.secret_fields, &tenant.crm_config);
+        let scope = self.runtime.call_scope("webhook", &compiled, redactor.clone());
+        let started = Instant::now();
+        let outcome = self.runtime.handle_webhook(&compiled, &tenant.project_id, &tenant.crm_config, request, scope).await;
+        let out = match outcome {
+            Ok(o) if (100..600).contains(&o.status) => o,
+            Ok(o) => return Err(HostError::AdapterFailed(format!("the adapter answered the webhook with HTTP status {}", o.status))),
+            Err(f) if f.kind == crate::FailureKind::Unsupported => {
+                return Err(HostError::WebhooksUnsupported(format!("adapter '{}' does not receive webhooks", d.name)))
+            }
+            Err(f) => {
+                let message = redactor.text(&f.message);
+                tracing::warn!(tenant = tenant_id, adapter = %d.name, kind = %f.kind, "webhook failed: {message}");
+                return Err(HostError::AdapterFailed(format!("the adapter failed handling the webhook ({}): {message}", f.kind)));
+            }
+        };
+        let accepted = (200..300).contains(&out.status);
+        let (mut stored, received) = (0, out.messages.len());
+        if accepted && received > 0 {
+            let events: Vec<NewEvent> = out.messages.iter().map(new_event).collect();
+            stored = self.store.append_events(tenant_id, &events, now_ms(), EVENT_DEDUP_WINDOW_MS).await?;
+            let m = self.metrics();
+            m.inbound_events.with_label_values(&[tenant_id, "stored"]).inc_by(stored as u64);
+            m.inbound_events.with_label_values(&[tenant_id, "duplicate"]).inc_by((received - stored) as u64);
+        }
+        self.metrics().webhooks.with_label_values(&[tenant_id, &d.name, &out.status.to_string()]).inc();
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(tenant = tenant_id, adapter = %d.name, status = out.status, received, stored, ms, "webhook");
+        // Only what describes the body goes back; the rest is the host's business.
+        let headers = out.headers.into_iter().filter(|(k, _)| k.eq_ignore_ascii_case("content-type")).collect();
+        Ok(WebhookAnswer { status: out.status, headers, body: out.body })
+    }
+
+    /// A tenant's inbound events after `cursor`, oldest first.
+    pub async fn events(&self, tenant: &str, after: i64, limit: u32) -> Result<Vec<EventRecord>, HostError> {
+        if !self.read().tenants.contains_key(tenant) {
+            return Err(HostError::UnknownTenant(tenant.to_string()));
+        }
+        Ok(self.store.events_after(tenant, after, limit).await?)
+    }
+
     /// A tenant's most recent calls, newest first.
     pub async fn calls(&self, tenant: &str, limit: u32) -> Result<Vec<CallRecord>, HostError> {
         self.tenant_and_version(tenant)?;
@@ -689,6 +748,18 @@ impl Host {
             .call(tenant, call_id)
             .await?
             .ok_or_else(|| HostError::UnknownCall(format!("tenant '{tenant}' has no recorded call '{call_id}' (recent calls are kept, older ones are dropped)")))
+    }
+}
+
+/// The stored form of an inbound message, and what identifies a second delivery of it.
+fn new_event(m: &InboundMessage) -> NewEvent {
+    use sha2::Digest;
+    let event = serde_json::to_value(m).unwrap_or(Value::Null);
+    let content = json!([m.chat_id, m.phone, m.text, m.author, m.media]);
+    NewEvent {
+        message_id: m.extra.get("messageId").and_then(crate::store::scalar_id),
+        content_hash: format!("{:x}", sha2::Sha256::digest(content.to_string().as_bytes())),
+        event,
     }
 }
 

@@ -61,7 +61,8 @@ pub enum Fault {
     Times(u32, Box<Fault>),
 }
 
-/// What an emulator's normal behaviour returns.
+/// What an emulator's normal behaviour returns: a status and a JSON body (a JSON string is
+/// sent as plain text).
 pub type Reply = (u16, Value);
 
 /// Shared state of one emulator: its recordings and faults, plus the CRM's own state `S`.
@@ -185,5 +186,9 @@ async fn respond<S>(
         None => {}
     }
     let (status, value) = handle(&mut shared.lock().unwrap().state, &rec);
-    (StatusCode::from_u16(status).unwrap(), axum::Json(value)).into_response()
+    match value {
+        // A string is answered as plain text (Planfix's `OK`), anything else as JSON.
+        Value::String(text) => (StatusCode::from_u16(status).unwrap(), text).into_response(),
+        other => (StatusCode::from_u16(status).unwrap(), axum::Json(other)).into_response(),
+    }
 }

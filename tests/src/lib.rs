@@ -3,6 +3,8 @@
 //! `cargo xtask plugins`.
 
 pub mod emulator;
+pub mod leadim;
+pub mod planfix;
 pub mod plando;
 
 use crm_host::egress::Upstreams;

@@ -1,7 +1,8 @@
 //! `cargo xtask <command>`: the project's build entry points.
 //!
 //! - `setup`    install what the wasm build needs (Debian's rustc-web + std source) if absent
-//! - `plugins`  build every adapter in plugins/ into a component at target/plugins/<name>.wasm
+//! - `plugins`  build every adapter in plugins/ (or `-p NAME` only) into a component at
+//!   target/plugins/<name>.wasm
 //! - `test`     setup + plugins + every test (adapter unit tests, host, integration)
 //! - `demo`     setup + plugins + host, then the end-to-end demo against CRM emulators; it
 //!   keeps serving until Ctrl-C (`cargo xtask demo --once` exits after the walk-through)
@@ -23,7 +24,7 @@ fn main() -> Result<()> {
     let root = root();
     match args.first().map(String::as_str) {
         Some("setup") => setup().map(drop),
-        Some("plugins") => plugins(&root).map(drop),
+        Some("plugins") => plugins_cmd(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
         Some("demo") => demo(&root, &args[1..]),
         _ => {
@@ -99,11 +100,35 @@ fn setup() -> Result<Toolchain> {
 /// `test-only = true`, at `target/plugins/testing/<name>.wasm`, so that deploying the
 /// directory never deploys them). Returns the written paths.
 fn plugins(root: &Path) -> Result<Vec<PathBuf>> {
+    build_adapters(root, &[])
+}
+
+/// `cargo xtask plugins [-p NAME]...`: NAME is an adapter's registry name or package name.
+fn plugins_cmd(root: &Path, args: &[String]) -> Result<()> {
+    let mut only = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-p" | "--package" => only.push(it.next().context("-p needs an adapter name")?.clone()),
+            other => bail!("unknown argument {other}: usage: cargo xtask plugins [-p NAME]..."),
+        }
+    }
+    build_adapters(root, &only).map(drop)
+}
+
+fn build_adapters(root: &Path, only: &[String]) -> Result<Vec<PathBuf>> {
     let toolchain = setup()?;
     let manifest = root.join("plugins/Cargo.toml");
-    let adapters = adapter_packages(&manifest)?;
+    let mut adapters = adapter_packages(&manifest)?;
     if adapters.is_empty() {
         bail!("no package in plugins/ declares [package.metadata.crm-adapter]");
+    }
+    if !only.is_empty() {
+        let known: Vec<String> = adapters.iter().map(|a| a.name.clone()).collect();
+        adapters.retain(|a| only.iter().any(|o| *o == a.name || *o == a.package));
+        if adapters.len() != only.len() {
+            bail!("unknown adapter in {}: the adapters are {}", only.join(", "), known.join(", "));
+        }
     }
 
     eprintln!(

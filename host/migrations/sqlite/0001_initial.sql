@@ -76,12 +76,18 @@ CREATE TABLE calls (
 );
 CREATE INDEX calls_by_tenant ON calls (tenant, seq);
 
--- Messages CRMs push to the platform (webhooks), stored before the CRM gets its answer.
+-- Messages CRMs push to the platform (webhooks), committed before the CRM gets its answer;
+-- seq is the cursor of GET /v1/tenants/{t}/events. A delivery is a duplicate when it carries
+-- the CRM's id of a message already stored, or (without one) the same content as a message
+-- stored within the dedup window.
 CREATE TABLE inbound_events (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant          TEXT NOT NULL,
-    dedup_key       TEXT NOT NULL,
+    message_id      TEXT,
+    content_hash    TEXT NOT NULL,
     received_at_ms  INTEGER NOT NULL,
-    event           TEXT NOT NULL,
-    UNIQUE (tenant, dedup_key)
+    event           TEXT NOT NULL
 );
+CREATE UNIQUE INDEX inbound_events_by_message ON inbound_events (tenant, message_id) WHERE message_id IS NOT NULL;
+CREATE INDEX inbound_events_by_content ON inbound_events (tenant, content_hash, received_at_ms);
+CREATE INDEX inbound_events_by_tenant ON inbound_events (tenant, seq);

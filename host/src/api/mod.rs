@@ -21,6 +21,8 @@ use std::sync::Arc;
 const MAX_COMPONENT_BYTES: usize = 64 << 20;
 /// Largest JSON body (a chat with a long transcript).
 const MAX_JSON_BYTES: usize = 8 << 20;
+/// Largest webhook body: CRM notifications are small forms.
+const MAX_WEBHOOK_BYTES: usize = 1 << 20;
 /// The header that carries a call's id, in answers and in logs.
 pub const CALL_ID_HEADER: &str = "x-call-id";
 
@@ -75,6 +77,8 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/tenants/{tenant}/keys", post(create_key))
         .route("/v1/tenants/{tenant}/keys/{key_id}", delete(revoke_key))
         .route("/v1/tenants/{tenant}/crm/{func_id}", post(call))
+        .route("/v1/tenants/{tenant}/webhook", post(webhook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)))
+        .route("/v1/tenants/{tenant}/events", get(events))
         .route("/v1/tenants/{tenant}/calls", get(calls))
         .route("/v1/tenants/{tenant}/calls/{call_id}", get(call_trace))
         .route("/v1/audit", get(audit))
@@ -205,6 +209,55 @@ async fn call(State(host): Shared, auth: Authed, Path((tenant, func_id)): Path<(
         response.headers_mut().insert(CALL_ID_HEADER, v);
     }
     response
+}
+
+/// Authenticated by the CRM's own token, which the adapter checks; not by the admin token.
+async fn webhook(
+    State(host): Shared,
+    Path(tenant): Path<String>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            HostError::PayloadTooLarge(format!("a webhook body may hold at most {MAX_WEBHOOK_BYTES} bytes"))
+        }
+        _ => HostError::BadRequest(format!("cannot read the webhook body: {e}")),
+    })?;
+    let request = crate::runtime::WebhookRequest {
+        method: method.to_string(),
+        path: String::new(),
+        query: uri.query().unwrap_or_default().to_string(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body: body.to_vec(),
+    };
+    let answer = host.webhook(&tenant, request).await?;
+    let mut response = (StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY), answer.body).into_response();
+    for (k, v) in answer.headers {
+        if let (Ok(k), Ok(v)) = (header::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+            response.headers_mut().insert(k, v);
+        }
+    }
+    Ok(response)
+}
+
+async fn events(
+    State(host): Shared,
+    auth: Authed,
+    Path(tenant): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<EventList>> {
+    auth.0.require_tenant(&tenant)?;
+    let after = number(&q, "after", 0i64)?;
+    let limit = number(&q, "limit", 100u32)?.clamp(1, 1000);
+    let events = host.events(&tenant, after, limit).await?;
+    let next = events.last().map(|e| e.cursor).unwrap_or(after).to_string();
+    Ok(Json(EventList { events: events.into_iter().map(EventView::from).collect(), next }))
 }
 
 async fn calls(

@@ -3,7 +3,7 @@
 use crate::error::{CallFailure, InvalidTenant};
 use crate::runtime::Compiled;
 use crate::service::{Deployed, TenantView, VersionInfo, VersionState};
-use crate::store::{AuditEntry, CallRecord, VersionRecord};
+use crate::store::{AuditEntry, CallRecord, EventRecord, VersionRecord};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -222,6 +222,34 @@ pub struct AuditView {
 impl From<AuditEntry> for AuditView {
     fn from(entry: AuditEntry) -> Self {
         AuditView { cursor: entry.cursor.to_string(), at: rfc3339(entry.at_ms), entry }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventList {
+    pub events: Vec<EventView>,
+    /// Pass as `after` to read on; the same cursor when nothing is new.
+    pub next: String,
+}
+
+/// An inbound message: `cursor`, `receivedAt`, then `chatId`, `phone`, `text`, `author`,
+/// `media`, `extra` as stored.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub cursor: String,
+    pub received_at: String,
+    #[serde(flatten)]
+    pub event: Map<String, Value>,
+}
+
+impl From<EventRecord> for EventView {
+    fn from(e: EventRecord) -> Self {
+        let event = match e.event {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        EventView { cursor: e.cursor.to_string(), received_at: rfc3339(e.received_at_ms), event }
     }
 }
 

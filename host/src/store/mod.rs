@@ -159,6 +159,32 @@ pub struct CallRecord {
     pub trace: Value,
 }
 
+/// An inbound event to store (see [`Store::append_events`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The CRM's own id of the message, when it gives one: stored once per tenant.
+    pub message_id: Option<String>,
+    /// A digest of the content: a second delivery within the window is a duplicate.
+    pub content_hash: String,
+    pub event: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub cursor: i64,
+    pub received_at_ms: i64,
+    pub event: Value,
+}
+
+/// A message id as text, from a string or a number; blank is none.
+pub fn scalar_id(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// Everything the host needs in memory to serve, read once at start-up.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -191,7 +217,7 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_version(&self, adapter: &str, digest: &str, audit: &Audit) -> StoreResult<AdapterState>;
 
     async fn put_tenant(&self, t: &TenantRecord, audit: &Audit) -> StoreResult<()>;
-    /// Deletes the tenant, its keys and its recorded calls. `false` if it did not exist.
+    /// Deletes the tenant, its keys, its recorded calls and its inbound events. `false` if it did not exist.
     async fn delete_tenant(&self, id: &str, audit: &Audit) -> StoreResult<bool>;
 
     async fn put_key(&self, k: &KeyRecord, audit: &Audit) -> StoreResult<()>;
@@ -199,6 +225,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Audit entries after `cursor`, oldest first.
     async fn audit_after(&self, cursor: i64, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Stores a webhook's events in one transaction, skipping duplicates (same message id
+    /// ever, or same content hash within `dedup_window_ms`). Returns how many were new.
+    async fn append_events(&self, tenant: &str, events: &[NewEvent], received_at_ms: i64, dedup_window_ms: i64) -> StoreResult<usize>;
+    /// A tenant's events after `cursor`, oldest first.
+    async fn events_after(&self, tenant: &str, cursor: i64, limit: u32) -> StoreResult<Vec<EventRecord>>;
 
     /// Stores recorded calls and keeps at most `keep_per_tenant` of each of their tenants.
     async fn record_calls(&self, calls: &[CallRecord], keep_per_tenant: u32) -> StoreResult<()>;

@@ -333,6 +333,7 @@ impl Store for SqliteStore {
     async fn delete_tenant(&self, id: &str, audit: &Audit) -> StoreResult<bool> {
         let mut tx = self.write().await?;
         sqlx::query("DELETE FROM calls WHERE tenant = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM inbound_events WHERE tenant = ?").bind(id).execute(&mut *tx).await?;
         let deleted = sqlx::query("DELETE FROM tenants WHERE id = ?").bind(id).execute(&mut *tx).await?.rows_affected() > 0;
         if deleted {
             insert_audit(&mut tx, audit).await?;
@@ -393,6 +394,56 @@ impl Store for SqliteStore {
                     detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
                 })
             })
+            .collect()
+    }
+
+    async fn append_events(&self, tenant: &str, events: &[NewEvent], received_at_ms: i64, dedup_window_ms: i64) -> StoreResult<usize> {
+        let mut tx = self.write().await?;
+        let mut stored = 0;
+        for e in events {
+            let seen = match &e.message_id {
+                Some(id) => sqlx::query("SELECT 1 FROM inbound_events WHERE tenant = ? AND message_id = ?")
+                    .bind(tenant)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some(),
+                None => sqlx::query(
+                    "SELECT 1 FROM inbound_events WHERE tenant = ? AND content_hash = ? AND received_at_ms > ? LIMIT 1",
+                )
+                .bind(tenant)
+                .bind(&e.content_hash)
+                .bind(received_at_ms - dedup_window_ms)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some(),
+            };
+            if seen {
+                continue;
+            }
+            sqlx::query("INSERT INTO inbound_events (tenant, message_id, content_hash, received_at_ms, event) VALUES (?, ?, ?, ?, ?)")
+                .bind(tenant)
+                .bind(&e.message_id)
+                .bind(&e.content_hash)
+                .bind(received_at_ms)
+                .bind(e.event.to_string())
+                .execute(&mut *tx)
+                .await?;
+            stored += 1;
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn events_after(&self, tenant: &str, cursor: i64, limit: u32) -> StoreResult<Vec<EventRecord>> {
+        sqlx::query("SELECT seq, received_at_ms, event FROM inbound_events WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?")
+            .bind(tenant)
+            .bind(cursor)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok(EventRecord { cursor: r.try_get(0)?, received_at_ms: r.try_get(1)?, event: json_col(r, "event")? }))
             .collect()
     }
 

@@ -235,7 +235,7 @@ fn new_opportunity(call: &Call, http: &dyn Transport) -> Result<CrmData, CrmErro
                 _ => k.to_string(),
             },
         };
-        form.push(sent_as, form_value(value));
+        form.push_value(sent_as, value);
     }
 
     // Creates a lead: never retried.
@@ -247,15 +247,6 @@ fn new_opportunity(call: &Call, http: &dyn Transport) -> Result<CrmData, CrmErro
     let mut data = CrmData::new();
     data.insert("id".into(), contact_id.clone());
     Ok(data)
-}
-
-/// Form text for a param value: flags as Plando's 1/0, structures as JSON text.
-fn form_value(v: &Value) -> String {
-    match v {
-        Value::Bool(b) => if *b { "1" } else { "0" }.into(),
-        Value::Array(_) | Value::Object(_) => v.to_string(),
-        other => scalar_text(other).unwrap_or_default(),
-    }
 }
 
 /// `POST /contacts/parse_whatsapp_session`: push the chat's transcript (openTicket/closeTicket).
@@ -283,10 +274,10 @@ fn push_transcript(call: &Call, http: &dyn Transport) -> Result<CrmData, CrmErro
     let phone = non_empty_digits(&chat.phone).ok_or_else(|| CrmError::invalid_params("chat.phone", "has no digits"))?;
     let max = cfg.uint("closeTicketMaxMessagesCount", DEFAULT_MAX_MESSAGES)? as usize;
 
-    let mut messages: Vec<_> = chat.messages.iter().collect();
-    messages.sort_by_key(|m| m.timestamp); // stable: equal timestamps keep the platform's order
-    let recent = &messages[messages.len().saturating_sub(max)..];
-    let msg: Vec<Value> = recent
+    let msg: Vec<Value> = chat
+        .transcript()
+        .newest(max)
+        .messages()
         .iter()
         .map(|m| {
             json!({

@@ -185,10 +185,9 @@ impl Transport for WasiTransport {
                 .append(&k.to_ascii_lowercase(), &v.as_bytes().to_vec())
                 .map_err(|e| CrmError::Internal(format!("header {k}: {e:?}")))?;
         }
-        if req.idempotent {
-            // Read (and removed) by the host, which decides about retries.
-            headers.append(IDEMPOTENT_HEADER, b"1").map_err(|e| CrmError::Internal(format!("{IDEMPOTENT_HEADER}: {e:?}")))?;
-        }
+        // Read (and removed) by the host, which decides about retries.
+        let flag: &[u8] = if req.idempotent { b"1" } else { b"0" };
+        headers.append(IDEMPOTENT_HEADER, &flag.to_vec()).map_err(|e| CrmError::Internal(format!("{IDEMPOTENT_HEADER}: {e:?}")))?;
         if !req.body.is_empty() {
             headers
                 .append("content-length", &req.body.len().to_string().into_bytes())

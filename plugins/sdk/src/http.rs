@@ -105,6 +105,27 @@ impl Request {
         self
     }
 
+    /// Marks the request as unsafe to retry: a GET that creates something.
+    pub fn not_idempotent(mut self) -> Self {
+        self.idempotent = false;
+        self
+    }
+
+    /// The URL's query, decoded, in order.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        url::Url::parse(&self.url).map(|u| u.query_pairs().into_owned().collect()).unwrap_or_default()
+    }
+
+    /// The body as a decoded form, in order.
+    pub fn form_pairs(&self) -> Vec<(String, String)> {
+        Form::decode(&self.body).pairs
+    }
+
+    /// A header's value (names compare case-insensitively).
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
     pub fn max_response_bytes(mut self, n: usize) -> Self {
         self.max_response_bytes = n;
         self
@@ -198,6 +219,40 @@ impl Form {
         self
     }
 
+    /// Appends a JSON value as form text (see [`form_text`](crate::form_text)).
+    pub fn push_value(&mut self, key: impl Into<String>, value: &serde_json::Value) -> &mut Self {
+        self.push(key, crate::form_text(value))
+    }
+
+    /// Sets `key` to `value`: the first pair with that key keeps its place and takes the
+    /// value, later pairs with the key go; a new key is appended.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+        let value = value.into();
+        match self.pairs.iter().position(|(k, _)| k == key) {
+            Some(i) => {
+                self.pairs[i].1 = value;
+                let mut seen = 0;
+                self.pairs.retain(|(k, _)| k != key || {
+                    seen += 1;
+                    seen == 1
+                });
+            }
+            None => self.pairs.push((key.to_string(), value)),
+        }
+        self
+    }
+
+    /// Appends every pair, in order.
+    pub fn extend<K: Into<String>, V: Into<String>>(&mut self, pairs: impl IntoIterator<Item = (K, V)>) -> &mut Self {
+        self.pairs.extend(pairs.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Every value of `key`, in order.
+    pub fn get_all(&self, key: &str) -> Vec<&str> {
+        self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+    }
+
     pub fn pairs(&self) -> &[(String, String)] {
         &self.pairs
     }
@@ -219,6 +274,30 @@ impl Form {
     }
 }
 
+/// `base` with `path` appended below its own path (`https://a.test/crm` + `webchat/api` ->
+/// `https://a.test/crm/webchat/api`), the way a tenant's endpoint field is meant; the query
+/// and fragment of `base` are dropped. `Url::join` would replace the last segment instead.
+pub fn join_path(base: &url::Url, path: &str) -> url::Url {
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    let joined = format!("{}/{}", url.path().trim_end_matches('/'), path.trim_start_matches('/'));
+    url.set_path(&joined);
+    url
+}
+
+/// Compares secrets (webhook tokens) in time that does not depend on where they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
 /// Strips everything but ASCII digits: `+972-50-123 4567` -> `972501234567`.
 pub fn digits_only(phone: &str) -> String {
     phone.chars().filter(char::is_ascii_digit).collect()
@@ -238,6 +317,43 @@ mod tests {
             "contact%5Bfirst_name%5D=%D7%93%D7%A0%D7%94&attachments%5Bname%5D=a+b.pdf&attachments%5Bname%5D=c%26d"
         );
         assert_eq!(Form::decode(enc.as_bytes()), f);
+    }
+
+    #[test]
+    fn form_set_replaces_in_place_and_extend_appends() {
+        let mut f = Form::new();
+        f.push("a", "1").push("b", "2").push("a", "3");
+        f.set("a", "x").set("c", "4").extend([("d", "5"), ("d", "6")]);
+        let pairs: Vec<(&str, &str)> = f.pairs().iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(pairs, [("a", "x"), ("b", "2"), ("c", "4"), ("d", "5"), ("d", "6")]);
+        assert_eq!(f.get_all("d"), ["5", "6"]);
+    }
+
+    #[test]
+    fn join_path_appends_below_the_base_path() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        assert_eq!(join_path(&u("https://acme.planfix.com"), "webchat/api").as_str(), "https://acme.planfix.com/webchat/api");
+        assert_eq!(join_path(&u("https://a.test/crm/?x=1"), "/webchat/api").as_str(), "https://a.test/crm/webchat/api");
+        assert_eq!(join_path(&u("https://a.test:8443/crm"), "task/7").as_str(), "https://a.test:8443/crm/task/7");
+    }
+
+    #[test]
+    fn recorded_requests_decode_their_query_and_form() {
+        let mut f = Form::new();
+        f.push("שם", "דנה כהן");
+        let r = Request::post("https://x.test/a?by_phone=%2B972&q=a+b").form(&f);
+        assert_eq!(r.query_pairs(), [("by_phone".to_string(), "+972".to_string()), ("q".into(), "a b".into())]);
+        assert_eq!(r.form_pairs(), [("שם".to_string(), "דנה כהן".to_string())]);
+        assert_eq!(r.header_value("Content-Type"), Some("application/x-www-form-urlencoded"));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_strings() {
+        assert!(constant_time_eq("s3cret", "s3cret"));
+        assert!(!constant_time_eq("s3cret", "s3creT"));
+        assert!(!constant_time_eq("s3cret", "s3cret!"));
+        assert!(!constant_time_eq("", "x"));
+        assert!(constant_time_eq("", ""));
     }
 
     #[test]

@@ -22,14 +22,16 @@ pub mod testing;
 #[doc(hidden)]
 pub mod __private;
 
-pub use chat::{Agent, Call, Chat, Direction, Media, Message};
+pub use chat::{Agent, Call, Chat, Direction, Media, Message, Transcript};
 pub use error::{excerpt, CrmError, BODY_EXCERPT_BYTES};
-pub use http::{digits_only, Form, Method, Request, Response, Transport, DEFAULT_MAX_RESPONSE_BYTES};
+pub use http::{constant_time_eq, digits_only, join_path, Form, Method, Request, Response, Transport, DEFAULT_MAX_RESPONSE_BYTES};
 pub use spec::{AdapterSpec, ConfigField, FieldKind};
-pub use values::{scalar_text, split_list, truthy, Config, Origin, Params, Values};
+pub use values::{form_text, scalar_text, split_list, truthy, Config, Origin, Params, Values};
 pub use webhook::{InboundMessage, WebhookOutcome, WebhookRequest, WebhookResponse};
 
 pub use serde_json::{self, json, Map, Value};
+/// What URL helpers take and return ([`Values::url`], [`join_path`]).
+pub use url::Url;
 
 /// crmData: the JSON object a successful function returns.
 pub type CrmData = Map<String, Value>;

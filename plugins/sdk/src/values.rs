@@ -186,6 +186,18 @@ pub fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
+/// A param value as form or query text: strings as they are, numbers printed, booleans
+/// `1`/`0` (what form-based CRM APIs expect), null empty, arrays and objects as JSON text.
+pub fn form_text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::Bool(b) => if *b { "1" } else { "0" }.into(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(_) | Value::Object(_) => v.to_string(),
+    }
+}
+
 /// Platform-style truthiness for flags given as booleans, numbers or text.
 pub fn truthy(v: &Value) -> Option<bool> {
     match v {
