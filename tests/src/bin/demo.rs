@@ -8,6 +8,7 @@
 //! 127.0.0.1:8080, or a free port if that one is taken).
 
 use crm_tests::plando::{self, CONTACT_DETAILS, LEAD_FORM, WHATSAPP_SESSION};
+use crm_tests::{leadim, planfix};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -45,22 +46,36 @@ async fn main() -> anyhow::Result<()> {
                              "email": "dana@example.com", "category_1": "gold", "category_2": "active"}))
     });
     println!("== EMULATED Plando CRM on {} (stands in for https://plando.co.il; nothing leaves this machine)", crm.url);
+    let lead_im = leadim::start("leadim-auth", "form-1", "form-key").await;
+    lead_im.with_state(|s| s.add_lead(json!({"aid": leadim::ACCOUNT, "lid": "123", "phone": "972501234567", "שם": "דנה לוי", "מטפל": "אבי"})));
+    println!("== EMULATED Lead.IM on {} (stands in for api.lead.im and the account's lookup URL)", lead_im.url);
+    let plan_fix = planfix::start("planfix-token", "texter").await;
+    println!("== EMULATED Planfix on {} (stands in for https://*.planfix.com)", plan_fix.url);
 
     let bin = std::env::var("CRM_HOST_BIN").unwrap_or_else(|_| "target/debug/crm-host".into());
     let plugins = crm_tests::plugins_dir();
     let upstream = format!("plando.co.il={}", crm.url);
+    let routes = [
+        upstream.clone(),
+        format!("proxy.leadim.xyz={}", lead_im.url),
+        format!("api.lead.im={}", lead_im.url),
+        format!("*.planfix.com={}", plan_fix.url),
+    ];
     let listen = match &args.listen {
         Some(l) => l.clone(),
         None if !args.once && std::net::TcpListener::bind("127.0.0.1:8080").is_ok() => "127.0.0.1:8080".into(),
         None => "127.0.0.1:0".into(),
     };
+    let route_flags: Vec<String> = routes.iter().flat_map(|r| ["--upstream".to_string(), r.clone()]).collect();
     println!(
-        "== {bin} serve --listen {listen} --data-dir {} --plugins {} --upstream {upstream} --upstream-only",
+        "== {bin} serve --listen {listen} --data-dir {} --plugins {} {} --upstream-only",
         args.data_dir,
-        plugins.display()
+        plugins.display(),
+        route_flags.join(" ")
     );
     let mut child = Command::new(&bin)
-        .args(["serve", "--listen", &listen, "--upstream-only", "--upstream", &upstream, "--data-dir", &args.data_dir])
+        .args(["serve", "--listen", &listen, "--upstream-only", "--data-dir", &args.data_dir])
+        .args(&route_flags)
         .arg("--plugins")
         .arg(&plugins)
         .env("CRM_HOST_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -70,13 +85,20 @@ async fn main() -> anyhow::Result<()> {
     let (line, url) = crm_tests::read_listen_url(child.stdout.take().expect("piped"))?;
     println!("   {line}  (admin token: {ADMIN_TOKEN}; state in {}/)", args.data_dir);
 
-    let result = walk(&url, &crm).await;
+    let result = async {
+        walk(&url, &crm).await?;
+        walk_leadim(&url, &lead_im).await?;
+        walk_planfix(&url, &plan_fix).await
+    }
+    .await;
     if result.is_ok() && !args.once {
         println!("\n== demo complete: every call behaved as documented. The host keeps serving; try:\n");
         println!("export CRM_HOST_SERVER={url} CRM_HOST_TOKEN={ADMIN_TOKEN}");
         println!("{bin} adapters");
         println!("{bin} versions plando");
         println!("{bin} invoke acme getCustomerDetails --chat '{{\"id\": \"c1\", \"phone\": \"972501234567\"}}'");
+        println!("{bin} invoke leadco getCustomerDetails --chat '{{\"id\": \"c1\", \"phone\": \"972501234567\"}}'");
+        println!("curl -H \"Authorization: Bearer {ADMIN_TOKEN}\" {url}/v1/tenants/planco/events");
         println!("{bin} calls acme          # then: {bin} calls acme --id <callId>");
         println!("{bin} deploy target/plugins/plando.wasm --stage   # or drop a new .wasm into {}", plugins.display());
         println!("curl {url}/metrics");
@@ -241,5 +263,60 @@ async fn walk(url: &str, crm: &plando::PlandoEmulator) -> anyhow::Result<()> {
             println!("POST {path} x{} (Host: {}), first one:\n    {}", requests.len(), r.header("host").unwrap_or("-"), form.join("\n    "));
         }
     }
+    Ok(())
+}
+
+/// Lead.IM: look a lead up by phone (Hebrew fields), then create one.
+async fn walk_leadim(url: &str, crm: &leadim::LeadImEmulator) -> anyhow::Result<()> {
+    let api = Api { url: url.to_string(), http: reqwest::Client::new() };
+    println!("\n== 8. Lead.IM: a tenant, a lookup by phone, a new lead");
+    let tenant = json!({"adapter": "leadim", "projectId": "leadco", "crmConfig": {
+        "lm_form": "form-1", "lm_key": "form-key", "token": "leadim-auth", "getCustomerDetailsUrl": leadim::LOOKUP_URL}});
+    let (s, _) = api.show("configure tenant leadco (Lead.IM)", "PUT", "/v1/tenants/leadco", Some(&tenant)).await?;
+    anyhow::ensure!(s == 200, "Lead.IM tenant not configured");
+    let chat = json!({"id": "chat-2", "phone": "972501234567", "title": "Dana Levi",
+        "nodes": {"lead_get_email": "dana@example.com"},
+        "messages": [{"id": "m1", "direction": "outgoing", "text": "שלום! איך אפשר לעזור?", "timestamp": 1767000000000u64, "from": "a", "to": "b"}]});
+    let (s, out) = api.show("getCustomerDetails -> on_complete", "POST", "/v1/tenants/leadco/crm/getCustomerDetails", Some(&json!({"chat": chat}))).await?;
+    anyhow::ensure!(s == 200 && out["outcome"] == "complete", "Lead.IM lookup: {out}");
+    let (s, out) = api.show("openTicket (create lead) -> on_complete", "POST", "/v1/tenants/leadco/crm/openTicket", Some(&json!({"chat": chat}))).await?;
+    anyhow::ensure!(s == 200 && out["outcome"] == "complete", "Lead.IM create: {out}");
+    for r in crm.requests() {
+        println!("Lead.IM received: {} {}?{}", r.method, r.path, r.query.replace("form-key", "***"));
+    }
+    Ok(())
+}
+
+/// Planfix: open a ticket (a task), look it up, then Planfix answers through the webhook
+/// and the platform reads the message.
+async fn walk_planfix(url: &str, crm: &planfix::PlanfixEmulator) -> anyhow::Result<()> {
+    let api = Api { url: url.to_string(), http: reqwest::Client::new() };
+    println!("\n== 9. Planfix: a ticket becomes a task; Planfix's reply comes back through the webhook");
+    let tenant = json!({"adapter": "planfix", "projectId": "planco", "crmConfig": {
+        "planfixUrl": "https://planco.planfix.com", "token": "planfix-token", "providerId": "texter", "chatToken": "from-planfix"}});
+    let (s, _) = api.show("configure tenant planco (Planfix)", "PUT", "/v1/tenants/planco", Some(&tenant)).await?;
+    anyhow::ensure!(s == 200, "Planfix tenant not configured");
+    let chat = json!({"id": "chat-3", "phone": "972501234567", "title": "Dana Levi",
+        "messages": [{"id": "m1", "direction": "incoming", "text": "My order is late", "timestamp": 1767000000000u64, "from": "a", "to": "b"}]});
+    for func in ["openTicket", "getCustomerDetails"] {
+        let (s, out) = api.show(&format!("{func} -> on_complete"), "POST", &format!("/v1/tenants/planco/crm/{func}"), Some(&json!({"chat": chat}))).await?;
+        anyhow::ensure!(s == 200 && out["outcome"] == "complete", "Planfix {func}: {out}");
+    }
+    let task = crm.with_state(|s| s.tasks.first().map(|t| (t.number, t.title.clone())));
+    println!("Planfix now has task {task:?}");
+
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [("cmd", "newMessage"), ("providerId", "texter"), ("chatId", "chat-3"), ("token", "from-planfix"),
+                   ("message", "We are on it, sorry for the wait"), ("userName", "Peter"), ("userLastName", "Peterson")] {
+        form.append_pair(k, v);
+    }
+    let resp = api.http.post(format!("{url}/v1/tenants/planco/webhook"))
+        .header("content-type", "application/x-www-form-urlencoded").body(form.finish()).send().await?;
+    let status = resp.status().as_u16();
+    println!("\n# Planfix posts its reply (as Planfix would)\n$ curl -X POST {url}/v1/tenants/planco/webhook -d cmd=newMessage -d chatId=chat-3 -d token=… -d message=…");
+    println!("{status} {}", resp.text().await?);
+    anyhow::ensure!(status == 200, "webhook refused");
+    let (s, events) = api.show("the platform reads it (stored before Planfix got its 200)", "GET", "/v1/tenants/planco/events", None).await?;
+    anyhow::ensure!(s == 200 && events["events"].as_array().is_some_and(|e| !e.is_empty()), "events: {events}");
     Ok(())
 }
