@@ -26,9 +26,12 @@ impl Recorded {
         form_urlencoded::parse(&self.body).into_owned().collect()
     }
 
-    /// The first value of a form field.
+    /// The value of a form field that must appear at most once (a duplicated or leaked
+    /// field fails the test instead of passing on its first copy).
     pub fn field(&self, name: &str) -> Option<String> {
-        self.form().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        let mut values: Vec<String> = self.form().into_iter().filter(|(k, _)| k == name).map(|(_, v)| v).collect();
+        assert!(values.len() <= 1, "form field {name} appears {} times: {:?}", values.len(), self.form());
+        values.pop()
     }
 
     /// A form field that holds JSON text, parsed.
@@ -51,8 +54,10 @@ pub enum Fault {
     Garbage,
     /// Never answer.
     Hang,
-    /// Answer 200 with this many bytes of JSON-looking filler.
+    /// Answer 200 with this many bytes of JSON-looking filler (with a Content-Length).
     Flood(usize),
+    /// The same, streamed in 16 KiB chunks without a Content-Length.
+    FloodChunked(usize),
     /// Answer normally after a delay.
     Delay(Duration),
     /// Answer this status, headers and body.
@@ -182,6 +187,13 @@ async fn respond<S>(
             body.push_str("\"}");
             return (StatusCode::OK, Body::from(body)).into_response();
         }
+        Some(Fault::FloodChunked(n)) => {
+            let chunks = (0..n.div_ceil(16 << 10)).map(move |i| {
+                let len = (16usize << 10).min(n - i * (16 << 10));
+                Ok::<_, std::convert::Infallible>(Bytes::from(vec![b'x'; len]))
+            });
+            return (StatusCode::OK, Body::from_stream(futures::stream::iter(chunks))).into_response();
+        }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         None => {}
     }
@@ -192,3 +204,4 @@ async fn respond<S>(
         other => (StatusCode::from_u16(status).unwrap(), axum::Json(other)).into_response(),
     }
 }
+
