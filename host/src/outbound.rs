@@ -146,7 +146,7 @@ impl CallOutbound {
         let method = request.method().clone();
         // The adapter's word (`1`/`0`, through the SDK) wins; otherwise safe methods only.
         let idempotent =
-            marked.unwrap_or_else(|| matches!(method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS));
+            marked.unwrap_or(matches!(method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS));
         let cap = self.request_timeout;
         let timeouts = Timeouts {
             connect: config.connect_timeout.min(cap),
