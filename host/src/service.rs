@@ -671,19 +671,7 @@ impl Host {
             crm_data: result.as_ref().ok().map(|m| redactor.json(&Value::Object(m.clone()))),
             error: result.as_ref().err().cloned(),
         };
-        self.recorder.record(CallRecord {
-            call_id: call_id.to_string(),
-            tenant: tenant_id.to_string(),
-            func_id: func_id.to_string(),
-            adapter: d.name.clone(),
-            version: d.version.clone(),
-            digest: compiled.digest.clone(),
-            started_at_ms,
-            duration_us: elapsed.as_micros() as i64,
-            outcome: outcome.to_string(),
-            error_kind: result.as_ref().err().map(|f| f.kind.as_str().to_string()),
-            trace: serde_json::to_value(&trace).unwrap_or(Value::Null),
-        });
+        self.recorder.record(trace.into_record(elapsed));
         Ok(CallAnswer { result })
     }
 

@@ -152,6 +152,25 @@ pub struct CallTrace {
     pub error: Option<crate::error::CallFailure>,
 }
 
+impl CallTrace {
+    /// The row that stores this trace: its summary columns and the whole of it.
+    pub fn into_record(self, elapsed: Duration) -> CallRecord {
+        CallRecord {
+            call_id: self.call_id.clone(),
+            tenant: self.tenant.clone(),
+            func_id: self.func_id.clone(),
+            adapter: self.adapter.clone(),
+            version: self.version.clone(),
+            digest: self.digest.clone(),
+            started_at_ms: self.started_at_ms,
+            duration_us: elapsed.as_micros() as i64,
+            outcome: self.outcome.clone(),
+            error_kind: self.error.as_ref().map(|f| f.kind.as_str().to_string()),
+            trace: serde_json::to_value(&self).unwrap_or(Value::Null),
+        }
+    }
+}
+
 /// What one execution (a call, or a deploy's describe) shares with its outbound requests.
 pub struct CallScope {
     pub call_id: String,

@@ -244,6 +244,18 @@ impl TestHost {
         self.put_raw(&format!("/v1/tenants/{tenant}"), body.to_string().into_bytes()).await
     }
 
+    /// Calls and returns the answer with its `x-call-id`.
+    pub async fn call_with_id(&self, tenant: &str, func_id: &str, body: Value) -> (u16, Value, String) {
+        let mut req = self.client.post(format!("{}/v1/tenants/{tenant}/crm/{func_id}", self.url)).json(&body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("host answers");
+        let call_id = resp.headers().get("x-call-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null), call_id)
+    }
+
     pub async fn call(&self, tenant: &str, func_id: &str, body: Value) -> (u16, Value) {
         self.post_raw(&format!("/v1/tenants/{tenant}/crm/{func_id}"), body.to_string().into_bytes()).await
     }

@@ -340,15 +340,8 @@ async fn calls_are_traced_with_every_exchange_and_secrets_redacted() {
     deploy(&host, "whoami", "").await;
     whoami_tenant(&host, "acme", json!({})).await;
 
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/tenants/acme/crm/lookup", host.url))
-        .bearer_auth(ADMIN)
-        .json(&json!({"chat": {"id": "c-1", "phone": "972501234567"}, "params": {"q": "tok-SECRET-123"}}))
-        .send()
-        .await
-        .unwrap();
-    let call_id = resp.headers()["x-call-id"].to_str().unwrap().to_string();
-    let answer: Value = resp.json().await.unwrap();
+    let body = json!({"chat": {"id": "c-1", "phone": "972501234567"}, "params": {"q": "tok-SECRET-123"}});
+    let (_, answer, call_id) = host.call_with_id("acme", "lookup", body).await;
     assert_eq!(answer["outcome"], "complete", "{answer}");
     let sent = crm.requests_to("/lookup");
     assert_eq!(sent[0].header("authorization"), Some("Bearer tok-SECRET-123"), "the CRM did get the secret");
@@ -401,15 +394,7 @@ async fn idempotent_requests_are_retried_on_5xx_and_connection_errors_until_they
     let chat = json!({"chat": {"id": "c", "phone": "1"}});
 
     crm.fault("/lookup", Fault::Times(2, Box::new(Fault::Status(503, "busy".into()))));
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/tenants/acme/crm/lookup", host.url))
-        .bearer_auth(ADMIN)
-        .json(&chat)
-        .send()
-        .await
-        .unwrap();
-    let call_id = resp.headers()["x-call-id"].to_str().unwrap().to_string();
-    let out: Value = resp.json().await.unwrap();
+    let (_, out, call_id) = host.call_with_id("acme", "lookup", chat.clone()).await;
     assert_eq!(out["outcome"], "complete", "{out}");
     assert_eq!(crm.requests_to("/lookup").len(), 3, "two 503s, then success");
     let (_, trace) = host.get(&format!("/v1/tenants/acme/calls/{call_id}")).await;
@@ -437,15 +422,7 @@ async fn idempotent_requests_are_retried_on_5xx_and_connection_errors_until_they
     .await;
     deploy(&dead_host, "whoami", "").await;
     whoami_tenant(&dead_host, "acme", json!({})).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/tenants/acme/crm/whoami", dead_host.url))
-        .bearer_auth(ADMIN)
-        .json(&chat)
-        .send()
-        .await
-        .unwrap();
-    let call_id = resp.headers()["x-call-id"].to_str().unwrap().to_string();
-    let out: Value = resp.json().await.unwrap();
+    let (_, out, call_id) = dead_host.call_with_id("acme", "whoami", chat.clone()).await;
     assert_eq!(out["error"]["kind"], "transport", "{out}");
     let (_, trace) = dead_host.get(&format!("/v1/tenants/acme/calls/{call_id}")).await;
     let errors: Vec<&str> = trace["outbound"].as_array().unwrap().iter().map(|e| e["error"].as_str().unwrap()).collect();
