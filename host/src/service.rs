@@ -722,16 +722,21 @@ impl Host {
         Ok(self.store.events_after(tenant, after, limit).await?)
     }
 
+    /// Waits until every call answered so far has its trace stored.
+    pub async fn flush_traces(&self) {
+        self.recorder.flush().await;
+    }
+
     /// A tenant's most recent calls, newest first.
     pub async fn calls(&self, tenant: &str, limit: u32) -> Result<Vec<CallRecord>, HostError> {
         self.tenant_and_version(tenant)?;
-        self.recorder.flush().await;
+        self.flush_traces().await;
         Ok(self.store.calls(tenant, limit).await?)
     }
 
     pub async fn call_trace(&self, tenant: &str, call_id: &str) -> Result<CallRecord, HostError> {
         self.tenant_and_version(tenant)?;
-        self.recorder.flush().await;
+        self.flush_traces().await;
         self.store
             .call(tenant, call_id)
             .await?

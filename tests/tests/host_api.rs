@@ -196,3 +196,22 @@ async fn an_invalid_crm_config_is_422_with_the_documented_message() {
     );
     assert_eq!(host.get("/v1/tenants/acme").await.0, 404, "a refused tenant is not stored");
 }
+
+#[tokio::test]
+async fn every_error_is_json_even_the_ones_axum_makes() {
+    let host = host_with_plando().await;
+    host.put_tenant("acme", json!({"adapter": "plando", "crmConfig": {"token": "k", "chat": "1"}})).await;
+    // A call body over the 8 MiB limit.
+    let (status, body) = host.post_raw("/v1/tenants/acme/crm/getCustomerDetails", vec![b' '; (8 << 20) + 1]).await;
+    assert_eq!((status, body["error"]["kind"].clone()), (413, json!("payload_too_large")), "{body}");
+    // A method the path does not take.
+    let (status, body) = host.delete("/v1/adapters").await;
+    assert_eq!((status, body["error"]["kind"].clone()), (405, json!("method_not_allowed")), "{body}");
+    // A malformed query.
+    let (status, body) = host.get("/v1/audit?after=%ZZ").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["kind"], "bad_request");
+    let (status, body) = host.get("/v1/audit?after=yesterday").await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("after=yesterday"), "{body}");
+}

@@ -84,7 +84,39 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/audit", get(audit))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .fallback(|uri: axum::http::Uri| async move { HostError::NoSuchEndpoint(uri.to_string()) })
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(host)
+}
+
+/// Rejections axum makes itself (a body over the limit, a malformed query, a method the path
+/// does not take) come as plain text; the API answers every error in its JSON envelope.
+/// Webhook answers are the adapter's and pass untouched.
+async fn json_errors(uri: axum::http::Uri, response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json || uri.path().ends_with("/webhook") {
+        return response;
+    }
+    let (kind, default) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is larger than this endpoint accepts"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this endpoint does not take that method (see the README for the API)"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "unsupported content type"),
+        s if s.is_server_error() => ("internal", "the host failed"),
+        _ => ("bad_request", "the request is malformed"),
+    };
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let bytes = axum::body::to_bytes(response.into_body(), 64 << 10).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let message = if text.is_empty() { default.to_string() } else { format!("{default}: {text}") };
+    let body = serde_json::json!({"error": {"kind": kind, "message": message}});
+    let mut out = (status, Json(body)).into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
 }
 
 async fn metrics(State(host): Shared) -> Response {

@@ -171,6 +171,8 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    crate::api::serve(listener, host, shutdown).await?;
+    crate::api::serve(listener, host.clone(), shutdown).await?;
+    // Calls answered before the shutdown keep their traces.
+    host.flush_traces().await;
     Ok(())
 }
