@@ -181,6 +181,7 @@ pub enum FailureKind {
     MemoryLimitExceeded,
     Trap,
     InvalidOutput,
+    OutboundLimitExceeded,
 }
 
 impl FailureKind {
@@ -202,6 +203,7 @@ impl FailureKind {
             FailureKind::MemoryLimitExceeded => "memory_limit_exceeded",
             FailureKind::Trap => "trap",
             FailureKind::InvalidOutput => "invalid_output",
+            FailureKind::OutboundLimitExceeded => "outbound_limit_exceeded",
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod compile_cache;
 pub mod egress;
 pub mod error;
+pub mod limits;
 mod failpoint;
 pub mod metrics;
 pub mod outbound;

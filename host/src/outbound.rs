@@ -71,6 +71,8 @@ pub(crate) struct CallOutbound {
     pub config: Arc<OutboundConfig>,
     pub request_timeout: Duration,
     pub max_response_bytes: u64,
+    /// Outbound requests (attempts) the call may make.
+    pub max_requests: u32,
     pub scope: Arc<CallScope>,
 }
 
@@ -111,6 +113,9 @@ impl CallOutbound {
         };
         if let Err(why) = self.policy.check(scheme, &host, port) {
             return deny(why);
+        }
+        if !scope.take_request(self.max_requests) {
+            return deny(format!("the call's {} outbound requests are spent", self.max_requests));
         }
         let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.clone());
         let (uri, routed, use_tls) = match self.config.upstreams.route(&host) {
@@ -166,7 +171,7 @@ impl CallOutbound {
         };
         let body = request.into_body();
         let retry = self.config.retry.clone();
-        let max_body = self.max_response_bytes;
+        let caps = (self.max_response_bytes, self.max_requests);
         let handle = wasmtime_wasi::runtime::spawn(async move {
             if !prepared.routed {
                 if let Err(why) = resolves_publicly(&prepared.host, prepared.port).await {
@@ -179,7 +184,7 @@ impl CallOutbound {
                 Ok(b) => b.to_bytes(),
                 Err(_) => return Ok(Err(ErrorCode::HttpRequestBodySize(Some(MAX_REQUEST_BODY as u64)))),
             };
-            Ok(send_with_retries(&prepared, body, timeouts, &retry, max_body, &scope).await)
+            Ok(send_with_retries(&prepared, body, timeouts, &retry, caps, &scope).await)
         });
         Ok(HostFutureIncomingResponse::pending(handle))
     }
@@ -197,7 +202,7 @@ async fn send_with_retries(
     body: Bytes,
     t: Timeouts,
     retry: &RetryPolicy,
-    max_body: u64,
+    (max_body, max_requests): (u64, u32),
     scope: &CallScope,
 ) -> Result<IncomingResponse, ErrorCode> {
     let mut attempt = 1;
@@ -215,6 +220,9 @@ async fn send_with_retries(
         let Some(reason) = reason.filter(|_| p.idempotent && attempt < retry.max_attempts) else {
             return result.map(|(_, resp, _)| resp);
         };
+        if !scope.take_request(max_requests) {
+            return result.map(|(_, resp, _)| resp);
+        }
         let mut wait = retry.backoff(attempt);
         if let Ok((_, resp, _)) = &result {
             if let Some(after) = resp.resp.headers().get(http::header::RETRY_AFTER).and_then(|v| parse_retry_after(v.to_str().ok()?)) {

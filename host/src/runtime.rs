@@ -8,6 +8,8 @@ use crate::bindings::{wit, AdapterPre};
 use crate::compile_cache::CompileCache;
 use crate::egress::{EgressPolicy, OriginRule};
 use crate::error::{CallFailure, FailureKind, HostError};
+pub use crate::limits::Limits;
+use crate::limits::MemoryCap;
 use crate::metrics::{InFlight, Metrics};
 use crate::outbound::{CallOutbound, OutboundConfig};
 use crate::trace::{CallScope, Redactor};
@@ -17,37 +19,13 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, HasData, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::types::{HostFutureIncomingResponse, OutgoingRequestConfig};
 use wasmtime_wasi_http::{HttpResult, WasiHttpCtx, WasiHttpView};
 
 /// How often the engine's epoch advances; the CPU deadline's resolution.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// Per-call limits. Defaults suit CRM mapping code: small heaps, a few round trips.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Linear memory of one instance, all memories together.
-    pub memory_bytes: usize,
-    /// Wall-clock budget of one call, outbound requests included; also the CPU deadline.
-    pub deadline: Duration,
-    /// Budget of one outbound request (connect, first byte, and between body chunks).
-    pub request_timeout: Duration,
-    /// Largest outbound response body.
-    pub max_response_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory_bytes: 64 << 20,
-            deadline: Duration::from_secs(15),
-            request_timeout: Duration::from_secs(10),
-            max_response_bytes: 4 << 20,
-        }
-    }
-}
 
 /// What an adapter says about itself, checked. Stored with each version as its manifest.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -269,6 +247,14 @@ impl Runtime {
     ) -> Result<Map<String, Value>, CallFailure> {
         let policy = adapter.egress_policy(crm_config);
         match self.execute(&adapter.pre, policy, scope, Op::Invoke(func_id.to_string(), Box::new(ctx))).await? {
+            OpResult::Invoke(Ok(json)) if json.len() > self.limits.max_crm_data_bytes => Err(CallFailure::new(
+                FailureKind::InvalidOutput,
+                format!(
+                    "the adapter returned {} bytes of crmData, more than the {} bytes allowed (--max-crm-data-bytes)",
+                    json.len(),
+                    self.limits.max_crm_data_bytes
+                ),
+            )),
             OpResult::Invoke(Ok(json)) => match serde_json::from_str::<Value>(&json) {
                 Ok(Value::Object(data)) => Ok(data),
                 _ => Err(CallFailure::new(
@@ -344,12 +330,13 @@ impl Runtime {
             wasi: WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            memory: MemoryCap { max: self.limits.memory_bytes, used: 0, hit: false },
+            memory: MemoryCap::new(self.limits.memory_bytes),
             outbound: CallOutbound {
                 policy,
                 config: self.outbound.clone(),
                 request_timeout: self.limits.request_timeout,
                 max_response_bytes: self.limits.max_response_bytes,
+                max_requests: self.limits.max_outbound_requests,
                 scope,
             },
         };
@@ -396,6 +383,10 @@ impl Runtime {
                 format!("the adapter did not finish within the {} ms call deadline", self.limits.deadline.as_millis()),
             )
         };
+        if let Some(why) = scope.limit_hit() {
+            // Whatever the adapter made of the refusal, the call ends on the limit.
+            return Err(CallFailure::new(FailureKind::OutboundLimitExceeded, why));
+        }
         match outcome {
             Err(_) => Err(deadline()),
             Ok(Err(e)) if store.data().memory.hit => Err(CallFailure::new(
@@ -614,30 +605,6 @@ impl HasData for Wasi {
 struct Random;
 impl HasData for Random {
     type Data<'a> = &'a mut wasmtime_wasi::random::WasiRandomCtx;
-}
-
-/// Caps the linear memory of one instance, all its memories together, and remembers
-/// whether the cap was hit so the failure can say so.
-struct MemoryCap {
-    max: usize,
-    used: usize,
-    hit: bool,
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> anyhow::Result<bool> {
-        let total = self.used + desired.saturating_sub(current);
-        if total > self.max {
-            self.hit = true;
-            return Ok(false);
-        }
-        self.used = total;
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> anyhow::Result<bool> {
-        Ok(desired <= 100_000)
-    }
 }
 
 /// One call's store data.

@@ -165,6 +165,7 @@ pub struct Host {
     writes: tokio::sync::Mutex<()>,
     recorder: Recorder,
     auth: Auth,
+    admission: Arc<crate::limits::Admission>,
 }
 
 impl Host {
@@ -172,6 +173,7 @@ impl Host {
     /// pinned versions are compiled (or taken from the disk cache) before the host serves.
     pub async fn open(runtime: Runtime, store: Arc<dyn Store>, options: HostOptions) -> anyhow::Result<Self> {
         let snapshot = store.snapshot().await?;
+        let admission = crate::limits::Admission::new(runtime.limits());
         let recorder = Recorder::start(store.clone(), options.trace_retention, runtime.metrics().clone());
         let mut view = View {
             adapters: snapshot.adapters.into_iter().map(|a| (a.name.clone(), a)).collect(),
@@ -201,6 +203,7 @@ impl Host {
             writes: tokio::sync::Mutex::new(()),
             recorder,
             auth: Auth::new(options.admin_token.as_deref()),
+            admission,
         })
     }
 
@@ -634,7 +637,10 @@ impl Host {
         let started_at_ms = now_ms();
         let started = Instant::now();
         let scope = self.runtime.call_scope(call_id, &compiled, redactor.clone());
-        let mut result = self.runtime.invoke(&compiled, &tenant.crm_config, func_id, ctx, scope.clone()).await;
+        let mut result = match self.admission.enter(tenant_id) {
+            Ok(_admitted) => self.runtime.invoke(&compiled, &tenant.crm_config, func_id, ctx, scope.clone()).await,
+            Err(refused) => Err(refused),
+        };
         let elapsed = started.elapsed();
         if let Err(f) = &mut result {
             // An adapter may echo what the CRM said, and the CRM may echo credentials.

@@ -182,6 +182,10 @@ pub struct CallScope {
     exchanges: Mutex<Vec<Exchange>>,
     /// Why requests were denied, for the failure message.
     denials: Mutex<Vec<String>>,
+    /// Outbound requests started, for the per-call cap.
+    requests: std::sync::atomic::AtomicU32,
+    /// A limit that ended the call, naming it.
+    limit_hit: Mutex<Option<String>>,
 }
 
 impl CallScope {
@@ -196,7 +200,26 @@ impl CallScope {
             metrics,
             exchanges: Mutex::default(),
             denials: Mutex::default(),
+            requests: Default::default(),
+            limit_hit: Mutex::default(),
         }
+    }
+
+    /// Counts one more outbound request; `false` once `max` are spent (and the call is
+    /// marked as ended by that limit).
+    pub fn take_request(&self, max: u32) -> bool {
+        let n = self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n < max {
+            return true;
+        }
+        lock(&self.limit_hit).get_or_insert_with(|| {
+            format!("the adapter made more than the {max} outbound requests a call may make (--max-outbound-requests)")
+        });
+        false
+    }
+
+    pub fn limit_hit(&self) -> Option<String> {
+        lock(&self.limit_hit).clone()
     }
 
     pub fn record(&self, e: Exchange) {

@@ -95,6 +95,7 @@ pub fn test_limits() -> Limits {
         deadline: Duration::from_secs(5),
         request_timeout: Duration::from_millis(1500),
         max_response_bytes: 256 << 10,
+        ..Limits::default()
     }
 }
 

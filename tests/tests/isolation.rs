@@ -1,7 +1,7 @@
 //! Tenant isolation with a hostile test adapter (`plugins/testing/chaos`): CPU and memory
 //! caps, traps, deny-by-default egress, a fresh instance per call, the inert wasip2 imports.
 
-use crm_tests::emulator::{Emulator, Recorded, Reply};
+use crm_tests::emulator::{Emulator, Fault, Recorded, Reply};
 use crm_tests::TestHost;
 use serde_json::{json, Value};
 
@@ -157,4 +157,64 @@ async fn spinning_adapters_do_not_starve_other_calls() {
     assert_eq!(a["error"]["kind"], "deadline_exceeded", "{a}");
     assert_eq!(b["error"]["kind"], "deadline_exceeded", "{b}");
     assert!(q_done < a_done && q_done < b_done, "the quick call finished while both spinners still ran");
+}
+
+// ---------------------------------------------------------------- per-call and admission limits
+
+#[tokio::test]
+async fn a_call_may_make_only_so_many_outbound_requests() {
+    let crm = Emulator::start((), |_: &mut (), _| (200, json!({"ok": true}))).await;
+    let limits = crm_host::Limits { max_outbound_requests: 5, ..crm_tests::test_limits() };
+    let host = TestHost::start_with(limits, &[("api.chaos.test", &crm.url)]).await;
+    host.deploy("chaos").await;
+    host.put_tenant("acme", json!({"adapter": "chaos", "crmConfig": {}})).await;
+    let e = host.failure("acme", "flood", json!({"chat": {"id": "c", "phone": "1"}, "params": {"url": "https://api.chaos.test/x"}})).await;
+    assert_eq!(e["kind"], "outbound_limit_exceeded", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("5 outbound requests"), "names the limit and its value: {e}");
+    assert_eq!(crm.requests().len(), 5, "the sixth never left");
+}
+
+#[tokio::test]
+async fn crm_data_past_its_cap_is_invalid_output() {
+    let limits = crm_host::Limits { max_crm_data_bytes: 64 << 10, ..crm_tests::test_limits() };
+    let host = TestHost::start_with(limits, &[]).await;
+    host.deploy("chaos").await;
+    host.put_tenant("acme", json!({"adapter": "chaos", "crmConfig": {}})).await;
+    let chat = json!({"id": "c", "phone": "1"});
+    let ok = host.complete("acme", "big", json!({"chat": chat, "params": {"bytes": 60_000}})).await;
+    assert_eq!(ok["filler"].as_str().unwrap().len(), 60_000);
+    let e = host.failure("acme", "big", json!({"chat": chat, "params": {"bytes": 70_000}})).await;
+    assert_eq!(e["kind"], "invalid_output", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("65536 bytes allowed"), "{e}");
+}
+
+#[tokio::test]
+async fn a_tenant_past_its_concurrent_calls_is_refused_at_once_as_rate_limited() {
+    let crm = Emulator::start((), |_: &mut (), _| (200, json!({"ok": true}))).await;
+    crm.fault("/slow", Fault::Delay(std::time::Duration::from_millis(800)));
+    let limits = crm_host::Limits { max_concurrent_calls_per_tenant: 2, ..crm_tests::test_limits() };
+    let host = TestHost::start_with(limits, &[("api.chaos.test", &crm.url)]).await;
+    host.deploy("chaos").await;
+    host.put_tenant("acme", json!({"adapter": "chaos", "crmConfig": {}})).await;
+    host.put_tenant("other", json!({"adapter": "chaos", "crmConfig": {}})).await;
+    let slow = json!({"chat": {"id": "c", "phone": "1"}, "params": {"url": "https://api.chaos.test/slow"}});
+    let (a, b, c, d) = tokio::join!(
+        host.call("acme", "fetch", slow.clone()),
+        host.call("acme", "fetch", slow.clone()),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let started = std::time::Instant::now();
+            (host.call("acme", "fetch", slow.clone()).await, started.elapsed())
+        },
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            host.call("other", "fetch", slow.clone()).await
+        },
+    );
+    assert_eq!((a.1["outcome"].clone(), b.1["outcome"].clone()), (json!("complete"), json!("complete")));
+    let ((_, third), waited) = c;
+    assert_eq!(third["error"]["kind"], "rate_limited", "{third}");
+    assert!(third["error"]["message"].as_str().unwrap().contains("--max-concurrent-calls 2"), "{third}");
+    assert!(waited < std::time::Duration::from_millis(300), "refused at once, not queued: {waited:?}");
+    assert_eq!(d.1["outcome"], "complete", "another tenant is not held back");
 }

@@ -72,6 +72,18 @@ struct Serve {
     /// Largest outbound response body, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     max_response_bytes: u64,
+    /// Outbound requests one call may make, retries included.
+    #[arg(long, default_value_t = 50)]
+    max_outbound_requests: u32,
+    /// Largest crmData (JSON text, in bytes) a call may return.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_crm_data_bytes: usize,
+    /// Calls of one tenant running at once; more are refused at once (rate_limited).
+    #[arg(long, default_value_t = 16)]
+    max_concurrent_calls: u32,
+    /// Instances running at once on this host, all tenants together.
+    #[arg(long, default_value_t = 256)]
+    max_instances: u32,
     /// Attempts of an idempotent outbound request, the first included (1: no retries).
     #[arg(long, default_value_t = 3)]
     retry_attempts: u32,
@@ -136,6 +148,10 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         deadline: Duration::from_millis(args.deadline_ms),
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_response_bytes: args.max_response_bytes,
+        max_outbound_requests: args.max_outbound_requests,
+        max_crm_data_bytes: args.max_crm_data_bytes,
+        max_concurrent_calls_per_tenant: args.max_concurrent_calls,
+        max_instances: args.max_instances,
     };
     let retry = RetryPolicy { max_attempts: args.retry_attempts.max(1), base: Duration::from_millis(args.retry_base_ms), ..Default::default() };
     let runtime = Runtime::new(limits, OutboundConfig { upstreams, upstream_only: args.upstream_only, retry })?

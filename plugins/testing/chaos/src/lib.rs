@@ -18,7 +18,7 @@ impl Adapter for Chaos {
     const SPEC: AdapterSpec = AdapterSpec {
         name: "chaos",
         version: "0.1.0",
-        operations: &["echo", "fetch", "spin", "hog", "panic", "env", "counter"],
+        operations: &["echo", "fetch", "spin", "hog", "panic", "env", "counter", "flood", "big"],
         config: &[ConfigField::string("token").secret(), ConfigField::endpoint("hookUrl")],
         outbound_hosts: &["https://api.chaos.test"],
     };
@@ -35,6 +35,20 @@ impl Adapter for Chaos {
                 let url = call.params.required_str("url")?;
                 let resp = Request::get(url).send(http)?;
                 json!({"status": resp.status, "body": resp.text(), "host": resp.header("x-seen-host")})
+            }
+            // Requests until one fails (or 1,000 went out), as a runaway adapter would.
+            "flood" => {
+                let url = call.params.required_str("url")?;
+                let mut sent = 0u32;
+                while sent < 1000 && Request::get(url.as_str()).send(http).is_ok() {
+                    sent += 1;
+                }
+                json!({"sent": sent})
+            }
+            // crmData of about `bytes` bytes.
+            "big" => {
+                let n = call.params.uint("bytes", 0)? as usize;
+                json!({"filler": "x".repeat(n)})
             }
             "spin" => {
                 let mut n = 0u64;
