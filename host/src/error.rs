@@ -182,6 +182,7 @@ pub enum FailureKind {
     Trap,
     InvalidOutput,
     OutboundLimitExceeded,
+    ResourceLimitExceeded,
 }
 
 impl FailureKind {
@@ -204,6 +205,7 @@ impl FailureKind {
             FailureKind::Trap => "trap",
             FailureKind::InvalidOutput => "invalid_output",
             FailureKind::OutboundLimitExceeded => "outbound_limit_exceeded",
+            FailureKind::ResourceLimitExceeded => "resource_limit_exceeded",
         }
     }
 }

@@ -27,6 +27,13 @@ pub struct Limits {
     pub max_concurrent_calls_per_tenant: u32,
     /// Instances running at once on this host, every tenant together.
     pub max_instances: u32,
+    /// Host-side resources (wasi-http fields, requests, bodies, streams, pollables) one call
+    /// may hold at once. With `max_header_bytes` this bounds the host memory a call can pin.
+    pub max_resources: usize,
+    /// Bytes of one header map (names and values together).
+    pub max_header_bytes: usize,
+    /// Header entries a call may create in all (a guard against header floods).
+    pub max_header_entries: u32,
 }
 
 impl Default for Limits {
@@ -40,6 +47,11 @@ impl Default for Limits {
             max_crm_data_bytes: 1 << 20,
             max_concurrent_calls_per_tenant: 16,
             max_instances: 256,
+            // 256 resources x 64 KiB of headers: at most 16 MiB of host memory per call,
+            // well under the 64 MiB of linear memory an instance may have.
+            max_resources: 256,
+            max_header_bytes: 64 << 10,
+            max_header_entries: 4096,
         }
     }
 }

@@ -18,10 +18,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::component::{Component, HasData, Linker, ResourceTable};
+use wasmtime::component::{Component, HasData, Linker, ResourceTable, ResourceTableError};
 use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::types::{HostFutureIncomingResponse, OutgoingRequestConfig};
+use wasmtime_wasi_http::types::{FieldSizeLimitError, HostFutureIncomingResponse, OutgoingRequestConfig};
 use wasmtime_wasi_http::{HttpResult, WasiHttpCtx, WasiHttpView};
 
 /// How often the engine's epoch advances; the CPU deadline's resolution.
@@ -328,8 +328,17 @@ impl Runtime {
         let state = HostState {
             // Nothing granted: no env, args or preopens; stdin closed; stdout/stderr discarded.
             wasi: WasiCtxBuilder::new().build(),
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
+            table: {
+                let mut t = ResourceTable::new();
+                t.set_max_capacity(self.limits.max_resources);
+                t
+            },
+            http: {
+                let mut h = WasiHttpCtx::new();
+                h.set_field_size_limit(self.limits.max_header_bytes);
+                h
+            },
+            max_header_entries: self.limits.max_header_entries,
             memory: MemoryCap::new(self.limits.memory_bytes),
             outbound: CallOutbound {
                 policy,
@@ -383,9 +392,9 @@ impl Runtime {
                 format!("the adapter did not finish within the {} ms call deadline", self.limits.deadline.as_millis()),
             )
         };
-        if let Some(why) = scope.limit_hit() {
+        if let Some((kind, why)) = scope.limit_hit() {
             // Whatever the adapter made of the refusal, the call ends on the limit.
-            return Err(CallFailure::new(FailureKind::OutboundLimitExceeded, why));
+            return Err(CallFailure::new(kind, why));
         }
         match outcome {
             Err(_) => Err(deadline()),
@@ -398,6 +407,22 @@ impl Runtime {
                 ),
             )),
             Ok(Err(e)) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Err(deadline()),
+            Ok(Err(e)) if matches!(e.downcast_ref::<ResourceTableError>(), Some(ResourceTableError::Full)) => {
+                Err(CallFailure::new(
+                    FailureKind::ResourceLimitExceeded,
+                    format!(
+                        "the adapter held more than the {} host resources (wasi-http fields, requests, bodies, streams) a call may hold (--max-resources)",
+                        self.limits.max_resources
+                    ),
+                ))
+            }
+            Ok(Err(e)) if e.downcast_ref::<FieldSizeLimitError>().is_some() => Err(CallFailure::new(
+                FailureKind::ResourceLimitExceeded,
+                format!(
+                    "the adapter built a header map larger than the {} bytes allowed (--max-header-bytes)",
+                    self.limits.max_header_bytes
+                ),
+            )),
             Ok(Err(e)) => Err(CallFailure::new(FailureKind::Trap, format!("the adapter crashed: {}", trap_summary(&e)))),
             Ok(Ok(OpResult::Invoke(Err(wit::CrmError::EgressDenied(m))))) => {
                 // The guest only learns "denied"; the host knows why.
@@ -614,6 +639,7 @@ pub(crate) struct HostState {
     http: WasiHttpCtx,
     memory: MemoryCap,
     outbound: CallOutbound,
+    max_header_entries: u32,
 }
 
 impl WasiView for HostState {
@@ -635,6 +661,14 @@ impl WasiHttpView for HostState {
 
     fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
+    }
+
+    /// Every header entry a guest creates passes here first: past the per-call count it is
+    /// refused (the guest sees `forbidden`, and the call ends on the limit), before a flood of
+    /// names can reach `http::HeaderMap`'s own capacity panic.
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        !self.outbound.scope.take_header(self.max_header_entries)
+            || wasmtime_wasi_http::types::DEFAULT_FORBIDDEN_HEADERS.contains(name)
     }
 
     /// The only way out of the sandbox; see [`crate::outbound`].

@@ -4,6 +4,7 @@
 //! retention. These records are what a later replay runs candidate versions against, so
 //! bodies are kept as exact text (or base64 for non-UTF-8 bytes) up to 64 KiB each.
 
+use crate::error::FailureKind;
 use crate::metrics::Metrics;
 use crate::store::{CallRecord, Store};
 use base64::Engine as _;
@@ -184,8 +185,10 @@ pub struct CallScope {
     denials: Mutex<Vec<String>>,
     /// Outbound requests started, for the per-call cap.
     requests: std::sync::atomic::AtomicU32,
-    /// A limit that ended the call, naming it.
-    limit_hit: Mutex<Option<String>>,
+    /// Header entries created, for the per-call cap.
+    headers: std::sync::atomic::AtomicU32,
+    /// A limit that ended the call: its failure kind and a message naming it.
+    limit_hit: Mutex<Option<(FailureKind, String)>>,
 }
 
 impl CallScope {
@@ -201,6 +204,7 @@ impl CallScope {
             exchanges: Mutex::default(),
             denials: Mutex::default(),
             requests: Default::default(),
+            headers: Default::default(),
             limit_hit: Mutex::default(),
         }
     }
@@ -209,16 +213,30 @@ impl CallScope {
     /// marked as ended by that limit).
     pub fn take_request(&self, max: u32) -> bool {
         let n = self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n < max {
-            return true;
-        }
-        lock(&self.limit_hit).get_or_insert_with(|| {
-            format!("the adapter made more than the {max} outbound requests a call may make (--max-outbound-requests)")
-        });
+        n < max
+            || self.hit(
+                FailureKind::OutboundLimitExceeded,
+                format!("the adapter made more than the {max} outbound requests a call may make (--max-outbound-requests)"),
+            )
+    }
+
+    /// Counts one more header entry; `false` once `max` are spent.
+    pub fn take_header(&self, max: u32) -> bool {
+        let n = self.headers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        n < max
+            || self.hit(
+                FailureKind::ResourceLimitExceeded,
+                format!("the adapter created more than the {max} header entries a call may create (--max-header-entries)"),
+            )
+    }
+
+    /// Records the first limit that ended the call; always `false` (nothing more is allowed).
+    pub fn hit(&self, kind: FailureKind, why: String) -> bool {
+        lock(&self.limit_hit).get_or_insert((kind, why));
         false
     }
 
-    pub fn limit_hit(&self) -> Option<String> {
+    pub fn limit_hit(&self) -> Option<(FailureKind, String)> {
         lock(&self.limit_hit).clone()
     }
 

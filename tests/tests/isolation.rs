@@ -218,3 +218,42 @@ async fn a_tenant_past_its_concurrent_calls_is_refused_at_once_as_rate_limited()
     assert!(waited < std::time::Duration::from_millis(300), "refused at once, not queued: {waited:?}");
     assert_eq!(d.1["outcome"], "complete", "another tenant is not held back");
 }
+
+/// Peak resident memory of this process, in KiB (Linux).
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn host_side_resources_a_call_holds_are_capped_and_returned() {
+    let host = TestHost::start_with(crm_tests::test_limits(), &[]).await;
+    host.deploy("chaos").await;
+    host.put_tenant("acme", json!({"adapter": "chaos", "crmConfig": {}})).await;
+    let chat = json!({"chat": {"id": "c", "phone": "1"}});
+    let before = vm_hwm_kib();
+    for _ in 0..3 {
+        let e = host.failure("acme", "fields", chat.clone()).await;
+        assert_eq!(e["kind"], "resource_limit_exceeded", "{e}");
+        assert!(e["message"].as_str().unwrap().contains("256 host resources"), "names the limit: {e}");
+    }
+    let grown_mib = vm_hwm_kib().saturating_sub(before) / 1024;
+    // 256 resources x 60 KB is 15 MiB; unbounded, this attack took over 300 MB in 3 s.
+    // (Other tests of this binary run alongside: the bound leaves room for them.)
+    assert!(grown_mib < 160, "peak memory grew by {grown_mib} MiB");
+    assert_eq!(host.complete("acme", "counter", chat).await["count"], 1, "the host keeps serving");
+}
+
+#[tokio::test]
+async fn a_header_flood_is_a_clean_failure_not_a_panic() {
+    let host = TestHost::start_with(crm_tests::test_limits(), &[]).await;
+    host.deploy("chaos").await;
+    host.put_tenant("acme", json!({"adapter": "chaos", "crmConfig": {}})).await;
+    let chat = json!({"chat": {"id": "c", "phone": "1"}});
+    let e = host.failure("acme", "headers", chat.clone()).await;
+    assert_eq!(e["kind"], "resource_limit_exceeded", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("4096 header entries"), "{e}");
+    assert_eq!(host.complete("acme", "counter", chat).await["count"], 1, "the host keeps serving");
+}

@@ -84,6 +84,15 @@ struct Serve {
     /// Instances running at once on this host, all tenants together.
     #[arg(long, default_value_t = 256)]
     max_instances: u32,
+    /// Host-side resources (wasi-http fields, requests, bodies, streams) one call may hold.
+    #[arg(long, default_value_t = 256)]
+    max_resources: usize,
+    /// Bytes of one header map an adapter builds.
+    #[arg(long, default_value_t = 64 << 10)]
+    max_header_bytes: usize,
+    /// Header entries one call may create in all.
+    #[arg(long, default_value_t = 4096)]
+    max_header_entries: u32,
     /// Attempts of an idempotent outbound request, the first included (1: no retries).
     #[arg(long, default_value_t = 3)]
     retry_attempts: u32,
@@ -152,6 +161,9 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         max_crm_data_bytes: args.max_crm_data_bytes,
         max_concurrent_calls_per_tenant: args.max_concurrent_calls,
         max_instances: args.max_instances,
+        max_resources: args.max_resources,
+        max_header_bytes: args.max_header_bytes,
+        max_header_entries: args.max_header_entries,
     };
     let retry = RetryPolicy { max_attempts: args.retry_attempts.max(1), base: Duration::from_millis(args.retry_base_ms), ..Default::default() };
     let runtime = Runtime::new(limits, OutboundConfig { upstreams, upstream_only: args.upstream_only, retry })?

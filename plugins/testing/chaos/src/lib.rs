@@ -18,7 +18,7 @@ impl Adapter for Chaos {
     const SPEC: AdapterSpec = AdapterSpec {
         name: "chaos",
         version: "0.1.0",
-        operations: &["echo", "fetch", "spin", "hog", "panic", "env", "counter", "flood", "big"],
+        operations: &["echo", "fetch", "spin", "hog", "panic", "env", "counter", "flood", "big", "fields", "headers"],
         config: &[ConfigField::string("token").secret(), ConfigField::endpoint("hookUrl")],
         outbound_hosts: &["https://api.chaos.test"],
     };
@@ -50,6 +50,8 @@ impl Adapter for Chaos {
                 let n = call.params.uint("bytes", 0)? as usize;
                 json!({"filler": "x".repeat(n)})
             }
+            "fields" => hold_fields(),
+            "headers" => header_flood(),
             "spin" => {
                 let mut n = 0u64;
                 loop {
@@ -77,6 +79,42 @@ impl Adapter for Chaos {
 
 fn serde_chat(call: &Call) -> Value {
     crm_sdk::serde_json::to_value(&call.chat).expect("chat serialises")
+}
+
+/// Host-side memory, as an attacker takes it: wasi-http `fields` holding 60 KB each, kept
+/// alive in a loop (raw bindings, no SDK).
+#[cfg(target_arch = "wasm32")]
+fn hold_fields() -> Value {
+    use crm_sdk::__private::bindings::wasi::http::types::Fields;
+    let value = vec![b'a'; 60_000];
+    let mut held = Vec::new();
+    for _ in 0..100_000 {
+        let f = Fields::new();
+        if f.append(&"x-big".to_string(), &value).is_err() {
+            break;
+        }
+        held.push(f);
+    }
+    json!({"held": held.len()})
+}
+
+/// 40,000 distinct header names in one `fields.from-list` (http's HeaderMap holds 32,768).
+#[cfg(target_arch = "wasm32")]
+fn header_flood() -> Value {
+    use crm_sdk::__private::bindings::wasi::http::types::Fields;
+    let entries: Vec<(String, Vec<u8>)> = (0..40_000).map(|i| (format!("x-h{i}"), b"v".to_vec())).collect();
+    let ok = Fields::from_list(&entries).is_ok();
+    json!({"accepted": ok})
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn hold_fields() -> Value {
+    json!({})
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn header_flood() -> Value {
+    json!({})
 }
 
 #[cfg(target_arch = "wasm32")]
