@@ -220,17 +220,15 @@ async fn send_with_retries(
         let Some(reason) = reason.filter(|_| p.idempotent && attempt < retry.max_attempts) else {
             return result.map(|(_, resp, _)| resp);
         };
-        if !scope.take_request(max_requests) {
-            return result.map(|(_, resp, _)| resp);
-        }
         let mut wait = retry.backoff(attempt);
         if let Ok((_, resp, _)) = &result {
             if let Some(after) = resp.resp.headers().get(http::header::RETRY_AFTER).and_then(|v| parse_retry_after(v.to_str().ok()?)) {
                 wait = wait.max(after);
             }
         }
-        // Another attempt must fit in what is left of the call.
-        if Instant::now() + wait + t.connect.min(Duration::from_millis(50)) >= scope.deadline {
+        // Another attempt must fit in what is left of the call, and in its request budget.
+        let fits = Instant::now() + wait + t.connect.min(Duration::from_millis(50)) < scope.deadline;
+        if !fits || !scope.take_retry(max_requests) {
             return result.map(|(_, resp, _)| resp);
         }
         scope.metrics.outbound_retries.with_label_values(&[&scope.adapter, &p.host, &reason]).inc();

@@ -220,6 +220,13 @@ impl CallScope {
             )
     }
 
+    /// Takes one more request for a retry if any is left; never ends the call (a retry that
+    /// does not fit is simply not made).
+    pub fn take_retry(&self, max: u32) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.requests.fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
     /// Counts one more header entry; `false` once `max` are spent.
     pub fn take_header(&self, max: u32) -> bool {
         let n = self.headers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
