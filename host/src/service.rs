@@ -464,7 +464,7 @@ impl Host {
     }
 
     pub async fn component_size(&self, digest: &str) -> Result<usize, HostError> {
-        Ok(self.store.blob(digest).await?.map(|b| b.len()).unwrap_or(0))
+        Ok(self.store.blob_size(digest).await?.unwrap_or(0) as usize)
     }
 
     // ----- tenants and keys ------------------------------------------------------------

@@ -205,6 +205,8 @@ pub enum DeployMode {
 pub trait Store: Send + Sync + 'static {
     async fn snapshot(&self) -> StoreResult<Snapshot>;
     async fn blob(&self, digest: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// A blob's size, without reading it.
+    async fn blob_size(&self, digest: &str) -> StoreResult<Option<i64>>;
 
     /// Stores the blob (once per digest) and the version (kept as it was if already stored),
     /// and with [`DeployMode::Activate`] makes it active. Returns the adapter's new state.

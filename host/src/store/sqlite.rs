@@ -212,6 +212,10 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn blob_size(&self, digest: &str) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT size_bytes FROM blobs WHERE digest = ?").bind(digest).fetch_optional(&self.pool).await?)
+    }
+
     async fn put_version(&self, v: &VersionRecord, bytes: &[u8], mode: DeployMode, audit: &Audit) -> StoreResult<AdapterState> {
         let mut tx = self.write().await?;
         sqlx::query("INSERT INTO blobs (digest, bytes, size_bytes) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING")
