@@ -39,6 +39,8 @@ pub enum HostError {
     #[error("{0}")]
     InvalidPin(String),
     #[error("{message}")]
+    InvalidLimits { field: String, message: String },
+    #[error("{message}")]
     InvalidTenants { message: String, tenants: Vec<InvalidTenant> },
     #[error("{0}")]
     NoPreviousVersion(String),
@@ -48,6 +50,8 @@ pub enum HostError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    RateLimited(String),
     #[error("{0}")]
     Storage(String),
     #[error("{0}")]
@@ -83,7 +87,8 @@ impl HostError {
             HostError::PayloadTooLarge(_) => 413,
             HostError::AdapterFailed(_) => 502,
             HostError::InvalidTenants { .. } | HostError::NoPreviousVersion(_) | HostError::VersionInUse(_) => 409,
-            HostError::InvalidConfig { .. } | HostError::InvalidPin(_) => 422,
+            HostError::InvalidConfig { .. } | HostError::InvalidPin(_) | HostError::InvalidLimits { .. } => 422,
+            HostError::RateLimited(_) => 429,
             HostError::Storage(_) => 503,
             HostError::Internal(_) => 500,
         }
@@ -107,11 +112,13 @@ impl HostError {
             HostError::AdapterFailed(_) => "adapter_failed",
             HostError::InvalidConfig { .. } => "invalid_config",
             HostError::InvalidPin(_) => "invalid_pin",
+            HostError::InvalidLimits { .. } => "invalid_limits",
             HostError::InvalidTenants { .. } => "invalid_tenants",
             HostError::NoPreviousVersion(_) => "no_previous_version",
             HostError::VersionInUse(_) => "version_in_use",
             HostError::Unauthorized(_) => "unauthorized",
             HostError::Forbidden(_) => "forbidden",
+            HostError::RateLimited(_) => "rate_limited",
             HostError::Storage(_) => "storage_unavailable",
             HostError::Internal(_) => "internal",
         }
@@ -121,6 +128,7 @@ impl HostError {
     pub fn body(&self) -> ErrorBody {
         let (field, import, invalid_tenants) = match self {
             HostError::InvalidConfig { field, .. } => (field.clone(), None, None),
+            HostError::InvalidLimits { field, .. } => (Some(field.clone()), None, None),
             HostError::ForbiddenImport { import, .. } => (None, Some(import.clone()), None),
             HostError::InvalidTenants { tenants, .. } => (None, None, Some(tenants.clone())),
             _ => (None, None, None),
@@ -183,6 +191,7 @@ pub enum FailureKind {
     InvalidOutput,
     OutboundLimitExceeded,
     ResourceLimitExceeded,
+    FuelExhausted,
 }
 
 impl FailureKind {
@@ -206,6 +215,7 @@ impl FailureKind {
             FailureKind::InvalidOutput => "invalid_output",
             FailureKind::OutboundLimitExceeded => "outbound_limit_exceeded",
             FailureKind::ResourceLimitExceeded => "resource_limit_exceeded",
+            FailureKind::FuelExhausted => "fuel_exhausted",
         }
     }
 }

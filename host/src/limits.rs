@@ -34,6 +34,9 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Header entries a call may create in all (a guard against header floods).
     pub max_header_entries: u32,
+    /// Fuel (roughly, wasm instructions) one call may burn; `None` turns metering off
+    /// host-wide (the deadline still bounds CPU).
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
@@ -52,7 +55,120 @@ impl Default for Limits {
             max_resources: 256,
             max_header_bytes: 64 << 10,
             max_header_entries: 4096,
+            fuel: None,
         }
+    }
+}
+
+/// A tenant's own limits, stored with the tenant; each field left out follows the host's
+/// default. Set by the operator (admin), bounded by [`TenantLimits::CEILINGS`] so that a
+/// typo cannot hand one tenant the machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantLimits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_outbound_requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_crm_data_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_calls: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_resources: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+}
+
+impl TenantLimits {
+    /// `(field, largest value)`: what an override may ask for at most.
+    pub const CEILINGS: &'static [(&'static str, u64)] = &[
+        ("memoryMb", 4096),
+        ("deadlineMs", 300_000),
+        ("requestTimeoutMs", 300_000),
+        ("maxResponseBytes", 256 << 20),
+        ("maxOutboundRequests", 10_000),
+        ("maxCrmDataBytes", 64 << 20),
+        ("maxConcurrentCalls", 4096),
+        ("maxResources", 65_536),
+        ("fuel", u64::MAX),
+    ];
+
+    fn fields(&self) -> [(&'static str, Option<u64>); 9] {
+        [
+            ("memoryMb", self.memory_mb),
+            ("deadlineMs", self.deadline_ms),
+            ("requestTimeoutMs", self.request_timeout_ms),
+            ("maxResponseBytes", self.max_response_bytes),
+            ("maxOutboundRequests", self.max_outbound_requests),
+            ("maxCrmDataBytes", self.max_crm_data_bytes),
+            ("maxConcurrentCalls", self.max_concurrent_calls),
+            ("maxResources", self.max_resources),
+            ("fuel", self.fuel),
+        ]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self == &TenantLimits::default()
+    }
+
+    /// Every value between 1 and its ceiling; `fuel` only on a host that meters fuel.
+    /// `Err((field, message))`.
+    pub fn check(&self, fuel_metering: bool) -> Result<(), (String, String)> {
+        for ((name, value), (_, ceiling)) in self.fields().into_iter().zip(Self::CEILINGS) {
+            let Some(v) = value else { continue };
+            let field = format!("limits.{name}");
+            if v == 0 || v > *ceiling {
+                return Err((field.clone(), format!("{field} must be between 1 and {ceiling}, not {v}")));
+            }
+        }
+        if self.fuel.is_some() && !fuel_metering {
+            return Err((
+                "limits.fuel".into(),
+                "limits.fuel needs fuel metering, which this host runs without (start it with --fuel N)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The host's defaults with this tenant's overrides on top.
+    pub fn apply(&self, base: &Limits) -> Limits {
+        let mut l = base.clone();
+        let clamp = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        if let Some(v) = self.memory_mb {
+            l.memory_bytes = clamp(v) << 20;
+        }
+        if let Some(v) = self.deadline_ms {
+            l.deadline = Duration::from_millis(v);
+        }
+        if let Some(v) = self.request_timeout_ms {
+            l.request_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = self.max_response_bytes {
+            l.max_response_bytes = v;
+        }
+        if let Some(v) = self.max_outbound_requests {
+            l.max_outbound_requests = v as u32;
+        }
+        if let Some(v) = self.max_crm_data_bytes {
+            l.max_crm_data_bytes = clamp(v);
+        }
+        if let Some(v) = self.max_concurrent_calls {
+            l.max_concurrent_calls_per_tenant = v as u32;
+        }
+        if let Some(v) = self.max_resources {
+            l.max_resources = clamp(v);
+        }
+        if self.fuel.is_some() {
+            l.fuel = self.fuel;
+        }
+        l
     }
 }
 
@@ -89,7 +205,6 @@ impl ResourceLimiter for MemoryCap {
 /// Admission of calls: at most N per tenant and M host-wide at once. Excess calls are refused
 /// at once, never queued, so a flooding tenant cannot build an unbounded backlog.
 pub struct Admission {
-    per_tenant: u32,
     total: u32,
     running: Mutex<(u32, HashMap<String, u32>)>,
 }
@@ -103,13 +218,14 @@ pub struct Admitted {
 impl Admission {
     pub fn new(limits: &Limits) -> Arc<Self> {
         Arc::new(Admission {
-            per_tenant: limits.max_concurrent_calls_per_tenant.max(1),
             total: limits.max_instances.max(1),
             running: Mutex::default(),
         })
     }
 
-    pub fn enter(self: &Arc<Self>, tenant: &str) -> Result<Admitted, CallFailure> {
+    /// Admits one call of `tenant`, whose own cap is `per_tenant`.
+    pub fn enter(self: &Arc<Self>, tenant: &str, per_tenant: u32) -> Result<Admitted, CallFailure> {
+        let per_tenant_cap = per_tenant.max(1);
         let mut running = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (total, per_tenant) = &mut *running;
         let mine = per_tenant.get(tenant).copied().unwrap_or(0);
@@ -118,10 +234,9 @@ impl Admission {
             f.retry_after_ms = Some(100);
             Err(f)
         };
-        if mine >= self.per_tenant {
+        if mine >= per_tenant_cap {
             return refuse(format!(
-                "tenant '{tenant}' already has {mine} calls running, its limit (--max-concurrent-calls {}); retry shortly",
-                self.per_tenant
+                "tenant '{tenant}' already has {mine} calls running, its limit (--max-concurrent-calls {per_tenant_cap}); retry shortly"
             ));
         }
         if *total >= self.total {
@@ -153,16 +268,34 @@ mod tests {
 
     #[test]
     fn admission_caps_per_tenant_and_in_total_and_releases_on_drop() {
-        let a = Admission::new(&Limits { max_concurrent_calls_per_tenant: 2, max_instances: 3, ..Limits::default() });
-        let a1 = a.enter("a").unwrap();
-        let _a2 = a.enter("a").unwrap();
-        let e = a.enter("a").err().unwrap();
+        let a = Admission::new(&Limits { max_instances: 3, ..Limits::default() });
+        let a1 = a.enter("a", 2).unwrap();
+        let _a2 = a.enter("a", 2).unwrap();
+        let e = a.enter("a", 2).err().unwrap();
         assert_eq!(e.kind, FailureKind::RateLimited);
         assert!(e.message.contains("--max-concurrent-calls 2"), "{}", e.message);
-        let _b1 = a.enter("b").unwrap();
-        let e = a.enter("c").err().unwrap();
+        let _b1 = a.enter("b", 2).unwrap();
+        let e = a.enter("c", 2).err().unwrap();
         assert!(e.message.contains("--max-instances 3"), "{}", e.message);
         drop(a1);
-        assert!(a.enter("c").is_ok(), "a released place is free again");
+        assert!(a.enter("c", 2).is_ok(), "a released place is free again");
+    }
+
+    #[test]
+    fn tenant_overrides_apply_on_top_and_are_bounded() {
+        let base = Limits::default();
+        let t = TenantLimits { memory_mb: Some(8), deadline_ms: Some(500), max_concurrent_calls: Some(2), ..Default::default() };
+        assert_eq!(t.check(false), Ok(()));
+        let l = t.apply(&base);
+        assert_eq!((l.memory_bytes, l.deadline, l.max_concurrent_calls_per_tenant), (8 << 20, Duration::from_millis(500), 2));
+        assert_eq!(l.max_outbound_requests, base.max_outbound_requests, "the rest follows the host");
+        let too_big = TenantLimits { memory_mb: Some(1 << 20), ..Default::default() };
+        assert_eq!(too_big.check(false).unwrap_err().0, "limits.memoryMb");
+        let zero = TenantLimits { deadline_ms: Some(0), ..Default::default() };
+        assert!(zero.check(false).unwrap_err().1.contains("between 1 and 300000"));
+        let fuel = TenantLimits { fuel: Some(1000), ..Default::default() };
+        assert!(fuel.check(false).unwrap_err().1.contains("--fuel"));
+        assert_eq!(fuel.check(true), Ok(()));
+        assert!(serde_json::from_str::<TenantLimits>(r#"{"memoryMB": 3}"#).is_err(), "unknown fields are refused");
     }
 }

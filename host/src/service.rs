@@ -10,6 +10,7 @@
 use crate::auth::{self, Auth, Caller};
 use crate::chat::{parse_json, CallRequest};
 use crate::error::{CallFailure, HostError, InvalidTenant};
+use crate::limits::TenantLimits;
 use crate::runtime::{Compiled, InboundMessage, Runtime, WebhookRequest};
 use crate::store::{
     AdapterState, Audit, AuditAction, AuditEntry, CallRecord, DeployMode, EventRecord, KeyRecord, NewEvent, Store,
@@ -156,6 +157,9 @@ struct TenantBody {
     /// A digest to stay on, or null / absent to follow the active version.
     #[serde(default)]
     pin: Option<String>,
+    /// Overrides of the host's limits; absent: the host's defaults.
+    #[serde(default)]
+    limits: Option<TenantLimits>,
 }
 
 pub struct Host {
@@ -474,6 +478,10 @@ impl Host {
     pub async fn put_tenant(&self, id: &str, body: &[u8], actor: &str) -> Result<TenantView, HostError> {
         check_id("tenant id", id)?;
         let body: TenantBody = parse_json("tenant body", body).map_err(HostError::BadRequest)?;
+        let limits = body.limits.unwrap_or_default();
+        limits
+            .check(self.runtime.fuel_metering())
+            .map_err(|(field, message)| HostError::InvalidLimits { field, message })?;
         if let Some(pin) = &body.pin {
             if self.read().version(&body.adapter, pin).is_none() {
                 let other = self.read().versions.iter().find(|(_, v)| v.iter().any(|v| &v.digest == pin)).map(|(a, _)| a.clone());
@@ -495,6 +503,7 @@ impl Host {
             project_id: body.project_id.unwrap_or_default(),
             crm_config,
             pin: body.pin,
+            limits,
             updated_at_ms: now_ms(),
         };
         let _w = self.writes.lock().await;
@@ -636,9 +645,10 @@ impl Host {
         let ctx = request.into_wit(&tenant.project_id, &tenant.crm_config);
         let started_at_ms = now_ms();
         let started = Instant::now();
-        let scope = self.runtime.call_scope(call_id, &compiled, redactor.clone());
-        let mut result = match self.admission.enter(tenant_id) {
-            Ok(_admitted) => self.runtime.invoke(&compiled, &tenant.crm_config, func_id, ctx, scope.clone()).await,
+        let limits = tenant.limits.apply(self.runtime.limits());
+        let scope = self.runtime.call_scope(call_id, &compiled, redactor.clone(), &limits);
+        let mut result = match self.admission.enter(tenant_id, limits.max_concurrent_calls_per_tenant) {
+            Ok(_admitted) => self.runtime.invoke(&compiled, &limits, &tenant.crm_config, func_id, ctx, scope.clone()).await,
             Err(refused) => Err(refused),
         };
         let elapsed = started.elapsed();
@@ -688,9 +698,16 @@ impl Host {
         let (tenant, compiled) = self.tenant_and_version(tenant_id)?;
         let d = &compiled.description;
         let redactor = Redactor::new(&d.secret_fields, &tenant.crm_config);
-        let scope = self.runtime.call_scope("webhook", &compiled, redactor.clone());
+        let limits = tenant.limits.apply(self.runtime.limits());
+        let scope = self.runtime.call_scope("webhook", &compiled, redactor.clone(), &limits);
         let started = Instant::now();
-        let outcome = self.runtime.handle_webhook(&compiled, &tenant.project_id, &tenant.crm_config, request, scope).await;
+        // A CRM (or whoever posts as one) flooding the webhook shares the tenant's places.
+        let _admitted = self
+            .admission
+            .enter(tenant_id, limits.max_concurrent_calls_per_tenant)
+            .map_err(|f| HostError::RateLimited(f.message))?;
+        let outcome =
+            self.runtime.handle_webhook(&compiled, &limits, &tenant.project_id, &tenant.crm_config, request, scope).await;
         let out = match outcome {
             Ok(o) if (100..600).contains(&o.status) => o,
             Ok(o) => return Err(HostError::AdapterFailed(format!("the adapter answered the webhook with HTTP status {}", o.status))),

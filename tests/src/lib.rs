@@ -8,6 +8,7 @@ pub mod planfix;
 pub mod plando;
 
 use crm_host::egress::Upstreams;
+use crm_host::outbound::connect::{Connector, Dial, Resolve};
 use crm_host::store::sqlite::SqliteStore;
 use crm_host::{Host, HostOptions, Limits, OutboundConfig, RetryPolicy, Runtime};
 use serde_json::Value;
@@ -109,6 +110,10 @@ pub struct TestHostConfig {
     /// Fast by default, so retry tests do not wait.
     pub retry: RetryPolicy,
     pub trace_retention: u32,
+    /// Refuse whatever no route covers (the default). Tests that exercise the connector's
+    /// address checks turn it off and install a `connector` that cannot reach the network.
+    pub upstream_only: bool,
+    pub connector: Option<Connector>,
 }
 
 impl Default for TestHostConfig {
@@ -119,6 +124,8 @@ impl Default for TestHostConfig {
             admin_token: None,
             retry: RetryPolicy { max_attempts: 3, base: Duration::from_millis(20), max_backoff: Duration::from_millis(200) },
             trace_retention: 1000,
+            upstream_only: true,
+            connector: None,
         }
     }
 }
@@ -160,7 +167,12 @@ impl TestHost {
         for (host, url) in &config.routes {
             upstreams.add(&format!("{host}={url}")).expect("valid upstream");
         }
-        let outbound = OutboundConfig { upstreams, upstream_only: true, retry: config.retry.clone() };
+        let outbound = OutboundConfig {
+            upstreams,
+            upstream_only: config.upstream_only,
+            retry: config.retry.clone(),
+            connector: config.connector.clone().unwrap_or_else(|| Connector::new(Arc::new(LocalResolver::default()), Arc::new(LoopbackDialer::default()))),
+        };
         let runtime = Runtime::new(config.limits.clone(), outbound)
             .expect("runtime")
             .with_compile_cache(data_dir.path().join("compiled"))
@@ -275,5 +287,53 @@ impl TestHost {
         assert_eq!(status, 200, "{out}");
         assert_eq!(out["outcome"], "failure", "{func_id}: {out}");
         out["error"].clone()
+    }
+}
+
+/// A resolver that never asks DNS: `localhost`, and the names a test gives it.
+#[derive(Default, Clone)]
+pub struct LocalResolver {
+    pub names: Vec<(String, std::net::IpAddr)>,
+}
+
+impl Resolve for LocalResolver {
+    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> futures::future::BoxFuture<'a, std::io::Result<Vec<std::net::SocketAddr>>> {
+        let mut found: Vec<_> =
+            self.names.iter().filter(|(n, _)| n.eq_ignore_ascii_case(host)).map(|(_, ip)| std::net::SocketAddr::new(*ip, port)).collect();
+        if found.is_empty() && host.eq_ignore_ascii_case("localhost") {
+            found = vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))];
+        }
+        Box::pin(async move {
+            if found.is_empty() {
+                Err(std::io::Error::new(std::io::ErrorKind::NotFound, "tests resolve no names but their own"))
+            } else {
+                Ok(found)
+            }
+        })
+    }
+}
+
+/// Dials loopback addresses only, and records every address it was asked for: a test fails
+/// if anything else was ever asked (nothing may leave this machine).
+#[derive(Default, Clone)]
+pub struct LoopbackDialer {
+    pub asked: Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>,
+}
+
+impl LoopbackDialer {
+    pub fn asked(&self) -> Vec<std::net::SocketAddr> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Dial for LoopbackDialer {
+    fn dial(&self, addr: std::net::SocketAddr) -> futures::future::BoxFuture<'_, std::io::Result<tokio::net::TcpStream>> {
+        self.asked.lock().unwrap().push(addr);
+        Box::pin(async move {
+            if !addr.ip().is_loopback() {
+                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("tests never dial {addr}")));
+            }
+            tokio::net::TcpStream::connect(addr).await
+        })
     }
 }

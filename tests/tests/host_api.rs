@@ -102,7 +102,7 @@ async fn tenant_put_get_redacts_secrets_and_delete_removes() {
     assert_eq!(status, 200);
     assert_eq!(
         got,
-        json!({"tenant": "acme", "adapter": "plando", "projectId": "acme", "pin": null,
+        json!({"tenant": "acme", "adapter": "plando", "projectId": "acme", "pin": null, "limits": {},
                "crmConfig": {"token": "[redacted]", "chat": "77", "defaultEmail": "a@example.com"}})
     );
     assert!(!put.to_string().contains("s3cret"));

@@ -123,6 +123,8 @@ pub struct TenantResponse {
     pub crm_config: Map<String, Value>,
     /// The digest this tenant stays on; null: it follows the active version.
     pub pin: Option<String>,
+    /// The operator's overrides (`{}`: the host's defaults throughout).
+    pub limits: crate::limits::TenantLimits,
 }
 
 impl From<TenantView> for TenantResponse {
@@ -133,6 +135,7 @@ impl From<TenantView> for TenantResponse {
             project_id: t.record.project_id.clone(),
             crm_config: t.crm_config,
             pin: t.record.pin.clone(),
+            limits: t.record.limits.clone(),
         }
     }
 }

@@ -93,6 +93,11 @@ struct Serve {
     /// Header entries one call may create in all.
     #[arg(long, default_value_t = 4096)]
     max_header_entries: u32,
+    /// Turns on fuel metering with this default budget per call (about one unit per wasm
+    /// instruction); tenants may then have their own (`limits.fuel`). Off by default: the
+    /// deadline bounds CPU, and metering costs every call some speed.
+    #[arg(long)]
+    fuel: Option<u64>,
     /// Attempts of an idempotent outbound request, the first included (1: no retries).
     #[arg(long, default_value_t = 3)]
     retry_attempts: u32,
@@ -164,9 +169,10 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         max_resources: args.max_resources,
         max_header_bytes: args.max_header_bytes,
         max_header_entries: args.max_header_entries,
+        fuel: args.fuel,
     };
     let retry = RetryPolicy { max_attempts: args.retry_attempts.max(1), base: Duration::from_millis(args.retry_base_ms), ..Default::default() };
-    let runtime = Runtime::new(limits, OutboundConfig { upstreams, upstream_only: args.upstream_only, retry })?
+    let runtime = Runtime::new(limits, OutboundConfig { upstreams, upstream_only: args.upstream_only, retry, ..Default::default() })?
         .with_compile_cache(args.data_dir.join("compiled"))
         .with_context(|| format!("creating the compile cache in {}", args.data_dir.display()))?;
     let store = SqliteStore::open(&args.data_dir)

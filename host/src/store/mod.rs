@@ -63,6 +63,8 @@ pub struct TenantRecord {
     pub crm_config: Map<String, Value>,
     /// A digest of `adapter` this tenant stays on, whatever is active.
     pub pin: Option<String>,
+    /// The operator's overrides of the host's limits for this tenant.
+    pub limits: crate::limits::TenantLimits,
     pub updated_at_ms: i64,
 }
 

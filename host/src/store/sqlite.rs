@@ -10,7 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Versioned schema migrations, compiled into the binary and applied at start-up.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
+    (2, "tenant limits", include_str!("../../migrations/sqlite/0002_tenant_limits.sql")),
+];
 
 #[derive(Debug)]
 struct Embedded;
@@ -145,6 +148,8 @@ fn tenant_row(r: &SqliteRow) -> StoreResult<TenantRecord> {
         project_id: r.try_get("project_id")?,
         crm_config,
         pin: r.try_get("pin")?,
+        limits: serde_json::from_value(json_col(r, "limits")?)
+            .map_err(|e| StoreError::Db(format!("tenants.limits is not a limits object: {e}")))?,
         updated_at_ms: r.try_get("updated_at_ms")?,
     })
 }
@@ -317,15 +322,17 @@ impl Store for SqliteStore {
     async fn put_tenant(&self, t: &TenantRecord, audit: &Audit) -> StoreResult<()> {
         let mut tx = self.write().await?;
         sqlx::query(
-            "INSERT INTO tenants (id, adapter, project_id, crm_config, pin, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO tenants (id, adapter, project_id, crm_config, pin, limits, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO UPDATE SET adapter = excluded.adapter, project_id = excluded.project_id,
-               crm_config = excluded.crm_config, pin = excluded.pin, updated_at_ms = excluded.updated_at_ms",
+               crm_config = excluded.crm_config, pin = excluded.pin, limits = excluded.limits,
+               updated_at_ms = excluded.updated_at_ms",
         )
         .bind(&t.id)
         .bind(&t.adapter)
         .bind(&t.project_id)
         .bind(Value::Object(t.crm_config.clone()).to_string())
         .bind(&t.pin)
+        .bind(serde_json::to_string(&t.limits).map_err(|e| StoreError::Db(e.to_string()))?)
         .bind(t.updated_at_ms)
         .execute(&mut *tx)
         .await?;

@@ -18,7 +18,7 @@ impl Adapter for Chaos {
     const SPEC: AdapterSpec = AdapterSpec {
         name: "chaos",
         version: "0.1.0",
-        operations: &["echo", "fetch", "spin", "hog", "panic", "env", "counter", "flood", "big", "fields", "headers"],
+        operations: &["echo", "fetch", "spin", "hog", "panic", "env", "counter", "flood", "big", "fields", "headers", "recurse", "trap", "rawget"],
         config: &[ConfigField::string("token").secret(), ConfigField::endpoint("hookUrl")],
         outbound_hosts: &["https://api.chaos.test"],
     };
@@ -51,6 +51,10 @@ impl Adapter for Chaos {
                 json!({"filler": "x".repeat(n)})
             }
             "fields" => hold_fields(),
+            // Unbounded recursion: the wasm stack overflows.
+            "recurse" => json!({"depth": recurse(std::hint::black_box(1))}),
+            "trap" => trap(),
+            "rawget" => raw_get(call.params.required_str("scheme")?, call.params.required_str("authority")?)?,
             "headers" => header_flood(),
             "spin" => {
                 let mut n = 0u64;
@@ -105,6 +109,58 @@ fn header_flood() -> Value {
     let entries: Vec<(String, Vec<u8>)> = (0..40_000).map(|i| (format!("x-h{i}"), b"v".to_vec())).collect();
     let ok = Fields::from_list(&entries).is_ok();
     json!({"accepted": ok})
+}
+
+fn recurse(n: u64) -> u64 {
+    let pad = std::hint::black_box([n; 64]);
+    recurse(n + 1).wrapping_add(pad[(n % 64) as usize])
+}
+
+#[cfg(target_arch = "wasm32")]
+fn trap() -> Value {
+    core::arch::wasm32::unreachable()
+}
+
+/// A GET with exactly the scheme and authority given (no URL parser normalising them), sent
+/// through the raw outgoing-handler.
+#[cfg(target_arch = "wasm32")]
+fn raw_get(scheme: String, authority: String) -> Result<Value, CrmError> {
+    use crm_sdk::__private::bindings::wasi::http::outgoing_handler;
+    use crm_sdk::__private::bindings::wasi::http::types::{ErrorCode, Fields, OutgoingRequest, Scheme};
+    let req = OutgoingRequest::new(Fields::new());
+    let scheme = match scheme.as_str() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => Scheme::Other(other.to_string()),
+    };
+    let _ = req.set_scheme(Some(&scheme));
+    if req.set_authority(Some(&authority)).is_err() {
+        return Err(CrmError::Internal(format!("authority {authority} refused by the bindings")));
+    }
+    let _ = req.set_path_with_query(Some("/raw"));
+    let outcome = outgoing_handler::handle(req, None).and_then(|future| {
+        future.subscribe().block();
+        match future.get() {
+            Some(Ok(Ok(resp))) => Ok(resp.status()),
+            Some(Ok(Err(e))) => Err(e),
+            _ => Err(ErrorCode::InternalError(None)),
+        }
+    });
+    match outcome {
+        Ok(status) => Ok(json!({"status": status})),
+        Err(ErrorCode::HttpRequestDenied) => Err(CrmError::EgressDenied(format!("{authority} denied"))),
+        Err(e) => Err(CrmError::Transport(format!("{e:?}"))),
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn trap() -> Value {
+    panic!("trap")
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn raw_get(_: String, _: String) -> Result<Value, CrmError> {
+    Err(CrmError::Internal("wasm only".into()))
 }
 
 #[cfg(not(target_arch = "wasm32"))]

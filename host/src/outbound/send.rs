@@ -1,29 +1,17 @@
-//! The only way out of the sandbox: every `wasi:http` request an adapter makes comes here.
-//! In order: the tenant's egress policy (deny by default), `--upstream` routing (or the
-//! `--upstream-only` refusal, or the public-address check), capped timeouts, then the send
-//! itself with retries for idempotent requests, each attempt recorded in the call's trace
-//! and counted in the metrics, and the response body capped.
+//! The attempts of one outbound request: each one connects (through the connector's checks),
+//! sends, reads the response whole within the response cap, and is recorded in the call's
+//! trace and metrics; idempotent requests are retried on connection errors and
+//! 429/502/503/504, with backoff, within the call's deadline and request budget.
 
-use crate::egress::{is_public, EgressPolicy, Upstreams};
+use super::connect::{ConnectError, Target};
+use super::{OutboundConfig, Prepared};
 use crate::trace::{BodyRecord, CallScope, Exchange};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use rand::Rng;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime_wasi_http::bindings::http::types::ErrorCode;
-use wasmtime_wasi_http::types::{
-    default_send_request_handler, HostFutureIncomingResponse, IncomingResponse, OutgoingRequestConfig,
-};
-use wasmtime_wasi_http::HttpResult;
-
-/// The header through which the SDK says whether a request is safe to retry (`1` or `0`;
-/// `Request::idempotent`, `Request::not_idempotent`). The host removes it: it never reaches
-/// the CRM.
-pub const IDEMPOTENT_HEADER: &str = "x-crm-idempotent";
-
-/// Largest request body an adapter may send (buffered: retries resend it).
-const MAX_REQUEST_BODY: usize = 4 << 20;
+use wasmtime_wasi_http::types::IncomingResponse;
 
 /// Statuses worth another attempt of an idempotent request.
 const RETRY_STATUSES: &[u16] = &[429, 502, 503, 504];
@@ -56,159 +44,37 @@ impl RetryPolicy {
     }
 }
 
-/// Where outbound requests may go, host-wide.
-#[derive(Debug, Clone, Default)]
-pub struct OutboundConfig {
-    pub upstreams: Upstreams,
-    /// Refuse every request that no `--upstream` routes (no DNS, nothing leaves the machine).
-    pub upstream_only: bool,
-    pub retry: RetryPolicy,
-}
-
-/// One call's outbound side: its policy, caps and trace.
-pub(crate) struct CallOutbound {
-    pub policy: EgressPolicy,
-    pub config: Arc<OutboundConfig>,
-    pub request_timeout: Duration,
-    pub max_response_bytes: u64,
-    /// Outbound requests (attempts) the call may make.
-    pub max_requests: u32,
-    pub scope: Arc<CallScope>,
-}
-
-/// A request that passed every check, ready to be sent (perhaps several times).
-struct Prepared {
-    method: http::Method,
-    /// As the adapter wrote it, for the trace and logs.
-    url: String,
-    /// Where it really goes.
-    uri: http::Uri,
-    routed: bool,
-    host: String,
-    port: u16,
-    use_tls: bool,
-    headers: http::HeaderMap,
-    idempotent: bool,
-}
-
-impl CallOutbound {
-    pub fn send(
-        &self,
-        mut request: hyper::Request<wasmtime_wasi_http::body::HyperOutgoingBody>,
-        config: OutgoingRequestConfig,
-    ) -> HttpResult<HostFutureIncomingResponse> {
-        let scope = self.scope.clone();
-        let uri = request.uri().clone();
-        let url = scope.redactor.text(&uri.to_string());
-        let target = format!("{} {url}", request.method());
-        let scheme = if config.use_tls { "https" } else { "http" };
-        let Some(host) = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()) else {
-            return Err(ErrorCode::HttpRequestUriInvalid.into());
-        };
-        let port = uri.port_u16().unwrap_or(if config.use_tls { 443 } else { 80 });
-        let deny = |why: String| {
-            tracing::warn!(call_id = %scope.call_id, request = %target, "outbound request denied: {why}");
-            scope.deny(format!("{target}: {why}"));
-            Err(ErrorCode::HttpRequestDenied.into())
-        };
-        if let Err(why) = self.policy.check(scheme, &host, port) {
-            return deny(why);
-        }
-        if !scope.take_request(self.max_requests) {
-            return deny(format!("the call's {} outbound requests are spent", self.max_requests));
-        }
-        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.clone());
-        let (uri, routed, use_tls) = match self.config.upstreams.route(&host) {
-            Some(base) => {
-                let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                let prefix = base.path().trim_end_matches('/');
-                let new_uri = format!(
-                    "{}://{}{}{prefix}{path}",
-                    base.scheme(),
-                    base.host_str().unwrap_or_default(),
-                    base.port().map(|p| format!(":{p}")).unwrap_or_default()
-                );
-                (new_uri.parse().map_err(|_| ErrorCode::HttpRequestUriInvalid)?, true, base.scheme() == "https")
-            }
-            None if self.config.upstream_only => {
-                return deny(format!("no --upstream route for {host} and the host runs with --upstream-only"));
-            }
-            None => {
-                if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-                    if !is_public(ip) {
-                        return deny(format!("{ip} is not a public address"));
-                    }
-                }
-                (uri, false, config.use_tls)
-            }
-        };
-        let headers = request.headers_mut();
-        let marked = headers.remove(IDEMPOTENT_HEADER).map(|v| v.as_bytes() == b"1");
-        // The guest may not set Host; the CRM (or its emulator) still needs to see it.
-        if let Ok(v) = http::HeaderValue::from_str(&authority) {
-            headers.insert(http::header::HOST, v);
-        }
-        let method = request.method().clone();
-        // The adapter's word (`1`/`0`, through the SDK) wins; otherwise safe methods only.
-        let idempotent =
-            marked.unwrap_or(matches!(method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS));
-        let cap = self.request_timeout;
-        let timeouts = Timeouts {
-            connect: config.connect_timeout.min(cap),
-            first_byte: config.first_byte_timeout.min(cap),
-            between_bytes: config.between_bytes_timeout.min(cap),
-        };
-        let prepared = Prepared {
-            method,
-            url,
-            uri,
-            routed,
-            host,
-            port,
-            use_tls,
-            headers: request.headers().clone(),
-            idempotent,
-        };
-        let body = request.into_body();
-        let retry = self.config.retry.clone();
-        let caps = (self.max_response_bytes, self.max_requests);
-        let handle = wasmtime_wasi::runtime::spawn(async move {
-            if !prepared.routed {
-                if let Err(why) = resolves_publicly(&prepared.host, prepared.port).await {
-                    tracing::warn!(call_id = %scope.call_id, request = %target, "outbound request denied: {why}");
-                    scope.deny(format!("{target}: {why}"));
-                    return Ok(Err(ErrorCode::HttpRequestDenied));
-                }
-            }
-            let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return Ok(Err(ErrorCode::HttpRequestBodySize(Some(MAX_REQUEST_BODY as u64)))),
-            };
-            Ok(send_with_retries(&prepared, body, timeouts, &retry, caps, &scope).await)
-        });
-        Ok(HostFutureIncomingResponse::pending(handle))
-    }
-}
 
 #[derive(Clone, Copy)]
-struct Timeouts {
-    connect: Duration,
-    first_byte: Duration,
-    between_bytes: Duration,
+pub(super) struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub between_bytes: Duration,
 }
 
-async fn send_with_retries(
+pub(super) async fn send_with_retries(
     p: &Prepared,
     body: Bytes,
     t: Timeouts,
-    retry: &RetryPolicy,
+    config: &OutboundConfig,
     (max_body, max_requests): (u64, u32),
     scope: &CallScope,
+    target: &str,
 ) -> Result<IncomingResponse, ErrorCode> {
+    let retry = &config.retry;
     let mut attempt = 1;
     loop {
         let started = Instant::now();
-        let result = send_once(p, body.clone(), t, max_body).await;
+        let result = match send_once(p, body.clone(), t, max_body, config).await {
+            Ok(r) => Ok(r),
+            Err(ConnectError::Failed(e)) => Err(e),
+            // Not an exchange: nothing was sent. The call learns why through its scope.
+            Err(ConnectError::Denied(why)) => {
+                tracing::warn!(call_id = %scope.call_id, request = %target, "outbound request denied: {why}");
+                scope.deny(format!("{target}: {why}"));
+                return Err(ErrorCode::HttpRequestDenied);
+            }
+        };
         let duration = started.elapsed();
         record(p, &body, attempt, started, duration, &result, scope);
 
@@ -245,42 +111,44 @@ async fn send_once(
     body: Bytes,
     t: Timeouts,
     max_body: u64,
-) -> Result<(u16, IncomingResponse, Bytes), ErrorCode> {
-    let mut request = hyper::Request::builder().method(p.method.clone()).uri(p.uri.clone());
+    config: &OutboundConfig,
+) -> Result<(u16, IncomingResponse, Bytes), ConnectError> {
+    let failed = ConnectError::Failed;
+    let host = p.uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or_default();
+    let port = p.uri.port_u16().unwrap_or(if p.use_tls { 443 } else { 80 });
+    let target = Target { host, port, use_tls: p.use_tls, routed: p.routed };
+    let mut sender = config.connector.connect(&target, t.connect).await?;
+    // On the wire the request line carries the path only; Host says where it is going.
+    let path = p.uri.path_and_query().map(|x| x.as_str()).unwrap_or("/");
+    let mut request = hyper::Request::builder().method(p.method.clone()).uri(path);
     if let Some(h) = request.headers_mut() {
         *h = p.headers.clone();
     }
-    let request = request
-        .body(Full::new(body).map_err(|never| match never {}).boxed())
-        .map_err(|_| ErrorCode::HttpRequestUriInvalid)?;
-    let config = OutgoingRequestConfig {
-        use_tls: p.use_tls,
-        connect_timeout: t.connect,
-        first_byte_timeout: t.first_byte,
-        between_bytes_timeout: t.between_bytes,
+    let request = request.body(Full::new(body)).map_err(|_| failed(ErrorCode::HttpRequestUriInvalid))?;
+    let response = match tokio::time::timeout(t.first_byte, sender.send_request(request)).await {
+        Err(_) => return Err(failed(ErrorCode::ConnectionReadTimeout)),
+        Ok(Err(e)) => return Err(failed(hyper_error(&e))),
+        Ok(Ok(r)) => r,
     };
-    let response = default_send_request_handler(request, config).await?;
     let declared = response
-        .resp
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max_body) {
-        return Err(ErrorCode::HttpResponseBodySize(Some(max_body)));
+        return Err(failed(ErrorCode::HttpResponseBodySize(Some(max_body))));
     }
-    let (parts, incoming) = response.resp.into_parts();
-    let mut incoming = incoming;
+    let (parts, mut incoming) = response.into_parts();
     let mut bytes = Vec::new();
     loop {
         let frame = match tokio::time::timeout(t.between_bytes, incoming.frame()).await {
-            Err(_) => return Err(ErrorCode::ConnectionReadTimeout),
+            Err(_) => return Err(failed(ErrorCode::ConnectionReadTimeout)),
             Ok(None) => break,
-            Ok(Some(f)) => f?,
+            Ok(Some(f)) => f.map_err(|e| failed(hyper_error(&e)))?,
         };
         if let Some(data) = frame.data_ref() {
             if (bytes.len() + data.len()) as u64 > max_body {
-                return Err(ErrorCode::HttpResponseBodySize(Some(max_body)));
+                return Err(failed(ErrorCode::HttpResponseBodySize(Some(max_body))));
             }
             bytes.extend_from_slice(data);
         }
@@ -289,6 +157,19 @@ async fn send_once(
     let status = parts.status.as_u16();
     let resp = hyper::Response::from_parts(parts, Full::new(bytes.clone()).map_err(|never| match never {}).boxed());
     Ok((status, IncomingResponse { resp, worker: None, between_bytes_timeout: t.between_bytes }, bytes))
+}
+
+/// What the guest is told when the exchange itself failed.
+fn hyper_error(e: &hyper::Error) -> ErrorCode {
+    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+        ErrorCode::ConnectionTerminated
+    } else if e.is_parse() {
+        ErrorCode::HttpProtocolError
+    } else if e.is_timeout() {
+        ErrorCode::ConnectionReadTimeout
+    } else {
+        ErrorCode::InternalError(Some(e.to_string()))
+    }
 }
 
 fn record(
@@ -370,17 +251,6 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
-}
-
-/// Refuses hosts that resolve to non-public addresses (DNS pointing into the host's network).
-async fn resolves_publicly(host: &str, port: u16) -> Result<(), String> {
-    let addrs = tokio::net::lookup_host((host, port)).await.map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    for addr in addrs {
-        if !is_public(addr.ip()) {
-            return Err(format!("{host} resolves to {}, which is not a public address", addr.ip()));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,150 @@
+//! The only way out of the sandbox: every `wasi:http` request an adapter makes comes here,
+//! shaped like Spin's outbound-http factor: [`CallOutbound::send`] is the thin
+//! `send_request` hook that prepares and checks a request (the tenant's egress policy, the
+//! call's request budget, `--upstream` routing or the `--upstream-only` refusal, capped
+//! timeouts); [`send`] makes the attempts (retries, the response cap, trace and metrics);
+//! [`connect`] resolves once, checks the address it will dial and dials exactly that.
+
+pub mod connect;
+mod send;
+
+use crate::egress::{EgressPolicy, Upstreams};
+use crate::trace::CallScope;
+use connect::Connector;
+use http_body_util::{BodyExt, Limited};
+pub use send::RetryPolicy;
+use send::{send_with_retries, Timeouts};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime_wasi_http::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::types::{HostFutureIncomingResponse, OutgoingRequestConfig};
+use wasmtime_wasi_http::HttpResult;
+
+/// The header through which the SDK says whether a request is safe to retry (`1` or `0`;
+/// `Request::idempotent`, `Request::not_idempotent`). The host removes it: it never reaches
+/// the CRM.
+pub const IDEMPOTENT_HEADER: &str = "x-crm-idempotent";
+
+/// Largest request body an adapter may send (buffered: retries resend it).
+const MAX_REQUEST_BODY: usize = 4 << 20;
+
+/// Where outbound requests may go, host-wide.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundConfig {
+    pub upstreams: Upstreams,
+    /// Refuse every request that no `--upstream` routes (no DNS, nothing leaves the machine).
+    pub upstream_only: bool,
+    pub retry: RetryPolicy,
+    pub connector: Connector,
+}
+
+/// One call's outbound side: its policy, caps and trace.
+pub(crate) struct CallOutbound {
+    pub policy: EgressPolicy,
+    pub config: Arc<OutboundConfig>,
+    pub request_timeout: Duration,
+    pub max_response_bytes: u64,
+    /// Outbound requests (attempts) the call may make.
+    pub max_requests: u32,
+    pub scope: Arc<CallScope>,
+}
+
+/// A request that passed every check, ready to be sent (perhaps several times).
+pub(crate) struct Prepared {
+    method: http::Method,
+    /// As the adapter wrote it, for the trace and logs.
+    url: String,
+    /// Where it really goes.
+    uri: http::Uri,
+    routed: bool,
+    host: String,
+    use_tls: bool,
+    headers: http::HeaderMap,
+    idempotent: bool,
+}
+
+impl CallOutbound {
+    pub fn send(
+        &self,
+        mut request: hyper::Request<wasmtime_wasi_http::body::HyperOutgoingBody>,
+        config: OutgoingRequestConfig,
+    ) -> HttpResult<HostFutureIncomingResponse> {
+        let scope = self.scope.clone();
+        let uri = request.uri().clone();
+        let url = scope.redactor.text(&uri.to_string());
+        let target = format!("{} {url}", request.method());
+        let scheme = if config.use_tls { "https" } else { "http" };
+        let Some(host) = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()) else {
+            return Err(ErrorCode::HttpRequestUriInvalid.into());
+        };
+        let port = uri.port_u16().unwrap_or(if config.use_tls { 443 } else { 80 });
+        let deny = |why: String| {
+            tracing::warn!(call_id = %scope.call_id, request = %target, "outbound request denied: {why}");
+            scope.deny(format!("{target}: {why}"));
+            Err(ErrorCode::HttpRequestDenied.into())
+        };
+        if let Err(why) = self.policy.check(scheme, &host, port) {
+            return deny(why);
+        }
+        if !scope.take_request(self.max_requests) {
+            return deny(format!("the call's {} outbound requests are spent", self.max_requests));
+        }
+        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.clone());
+        let (uri, routed, use_tls) = match self.config.upstreams.route(&host) {
+            Some(base) => {
+                let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let prefix = base.path().trim_end_matches('/');
+                let new_uri = format!(
+                    "{}://{}{}{prefix}{path}",
+                    base.scheme(),
+                    base.host_str().unwrap_or_default(),
+                    base.port().map(|p| format!(":{p}")).unwrap_or_default()
+                );
+                (new_uri.parse().map_err(|_| ErrorCode::HttpRequestUriInvalid)?, true, base.scheme() == "https")
+            }
+            None if self.config.upstream_only => {
+                return deny(format!("no --upstream route for {host} and the host runs with --upstream-only"));
+            }
+            // The connector checks the address it dials (public only) for every attempt.
+            None => (uri, false, config.use_tls),
+        };
+        let headers = request.headers_mut();
+        let marked = headers.remove(IDEMPOTENT_HEADER).map(|v| v.as_bytes() == b"1");
+        // The guest may not set Host; the CRM (or its emulator) still needs to see it.
+        if let Ok(v) = http::HeaderValue::from_str(&authority) {
+            headers.insert(http::header::HOST, v);
+        }
+        let method = request.method().clone();
+        // The adapter's word (`1`/`0`, through the SDK) wins; otherwise safe methods only.
+        let idempotent =
+            marked.unwrap_or(matches!(method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS));
+        let cap = self.request_timeout;
+        let timeouts = Timeouts {
+            connect: config.connect_timeout.min(cap),
+            first_byte: config.first_byte_timeout.min(cap),
+            between_bytes: config.between_bytes_timeout.min(cap),
+        };
+        let prepared = Prepared {
+            method,
+            url,
+            uri,
+            routed,
+            host,
+            use_tls,
+            headers: request.headers().clone(),
+            idempotent,
+        };
+        let body = request.into_body();
+        let config = self.config.clone();
+        let caps = (self.max_response_bytes, self.max_requests);
+        let handle = wasmtime_wasi::runtime::spawn(async move {
+            let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return Ok(Err(ErrorCode::HttpRequestBodySize(Some(MAX_REQUEST_BODY as u64)))),
+            };
+            Ok(send_with_retries(&prepared, body, timeouts, &config, caps, &scope, &target).await)
+        });
+        Ok(HostFutureIncomingResponse::pending(handle))
+    }
+}
+

@@ -1,0 +1,338 @@
+//! The wasmtime side. One [`Engine`]; each component compiled once per digest and
+//! pre-instantiated; a fresh [`Store`] and instance for every call, so nothing is shared
+//! between calls or tenants. Every call runs under a memory cap, a CPU deadline (epoch
+//! interruption) and a wall-clock deadline, and its outbound requests go through
+//! [`HostState::send_request`], which enforces the tenant's egress policy.
+
+mod checks;
+mod execute;
+mod state;
+
+use crate::bindings::{wit, AdapterPre};
+use crate::compile_cache::CompileCache;
+use crate::egress::{EgressPolicy, OriginRule};
+use crate::error::{CallFailure, FailureKind, HostError};
+pub use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::outbound::OutboundConfig;
+use crate::trace::{CallScope, Redactor};
+use bytes::Bytes;
+use checks::{check_description, check_header, check_imports_exports};
+use execute::{failure_from_wit, Op, OpResult};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+pub(crate) use state::HostState;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
+use wasmtime::{Config, Engine};
+
+/// How often the engine's epoch advances; the CPU deadline's resolution.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// What an adapter says about itself, checked. Stored with each version as its manifest.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Description {
+    pub name: String,
+    pub version: String,
+    pub operations: Vec<String>,
+    pub config_schema: Value,
+    pub secret_fields: Vec<String>,
+    pub endpoint_fields: Vec<String>,
+    pub outbound_hosts: Vec<String>,
+    #[serde(skip)]
+    outbound: Vec<OriginRule>,
+}
+
+/// A compiled, pre-instantiated, described component. Shared by every call of every tenant
+/// that uses it; in-flight calls keep it alive across a hot deploy.
+pub struct Compiled {
+    pub digest: String,
+    pub description: Description,
+    pre: AdapterPre<HostState>,
+    /// `invoke` in the component's crm export, looked up once.
+    invoke: ComponentExportIndex,
+}
+
+impl Compiled {
+    /// The origins a tenant's calls may reach: the declared hosts plus its endpoint fields'.
+    pub fn egress_policy(&self, crm_config: &Map<String, Value>) -> EgressPolicy {
+        let mut rules = self.description.outbound.clone();
+        for field in &self.description.endpoint_fields {
+            if let Some(rule) = crm_config
+                .get(field)
+                .and_then(Value::as_str)
+                .and_then(|s| url::Url::parse(s.trim()).ok())
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .and_then(|u| OriginRule::of_url(&u))
+            {
+                rules.push(rule);
+            }
+        }
+        EgressPolicy::new(rules)
+    }
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    /// Whether the engine counts fuel (`--fuel`): then every store gets a budget.
+    fuel_metering: bool,
+    outbound: Arc<OutboundConfig>,
+    /// Compiled code on disk, so a restart does not recompile.
+    compile_cache: Option<CompileCache>,
+    metrics: Arc<Metrics>,
+}
+
+impl Runtime {
+    pub fn new(limits: Limits, outbound: OutboundConfig) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).async_support(true).epoch_interruption(true);
+        // Fuel instruments every wasm block: only when the operator asks for budgets.
+        let fuel_metering = limits.fuel.is_some();
+        config.consume_fuel(fuel_metering);
+        let engine = Engine::new(&config)?;
+        let weak = engine.weak();
+        std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
+        let linker = state::adapter_linker(&engine)?;
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+            fuel_metering,
+            outbound: Arc::new(outbound),
+            compile_cache: None,
+            metrics: Arc::new(Metrics::new()),
+        })
+    }
+
+    /// Keeps compiled code in `dir` (see [`CompileCache`]).
+    pub fn with_compile_cache(mut self, dir: std::path::PathBuf) -> std::io::Result<Self> {
+        self.compile_cache = Some(CompileCache::new(dir, &self.engine)?);
+        Ok(self)
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The host's defaults (command line); a tenant's overrides apply on top.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Whether tenants may have fuel budgets (the host runs with `--fuel`).
+    pub fn fuel_metering(&self) -> bool {
+        self.fuel_metering
+    }
+
+    /// The digest a component is stored and cached under.
+    pub fn digest(bytes: &[u8]) -> String {
+        format!("sha256:{:x}", Sha256::digest(bytes))
+    }
+
+    /// Compiles a component (or takes its compilation from the disk cache), checks its
+    /// imports and exports, and asks it to describe itself. Everything a deploy can refuse
+    /// is refused here.
+    pub async fn load(&self, bytes: Bytes) -> Result<Arc<Compiled>, HostError> {
+        let digest = Self::digest(&bytes);
+        check_header(&bytes)?;
+        let engine = self.engine.clone();
+        let linker = self.linker.clone();
+        let cache = self.compile_cache.clone();
+        let metrics = self.metrics.clone();
+        let key = digest.clone();
+        // Cranelift takes tens to hundreds of milliseconds: keep it off the async workers.
+        let pre = tokio::task::spawn_blocking(move || -> Result<AdapterPre<HostState>, HostError> {
+            let (cached, lookup) = match &cache {
+                Some(c) => c.get(&engine, &key),
+                None => (None, crate::compile_cache::Lookup::Miss),
+            };
+            if cache.is_some() {
+                metrics.compile_cache.with_label_values(&[lookup.as_str()]).inc();
+            }
+            let fresh = cached.is_none();
+            let component = match cached {
+                Some(c) => c,
+                None => Component::new(&engine, &bytes)
+                    .map_err(|e| HostError::InvalidComponent(format!("cannot compile the component: {e:#}")))?,
+            };
+            check_imports_exports(&engine, &component)?;
+            if let (true, Some(cache)) = (fresh, &cache) {
+                cache.put(&key, &component);
+            }
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(|e| HostError::WrongWorld(format!("the component does not fit the adapter world: {e:#}")))?;
+            AdapterPre::new(pre).map_err(|e| {
+                HostError::WrongWorld(format!("the component's crm export does not match crm:adapter@0.1: {e:#}"))
+            })
+        })
+        .await
+        .map_err(|e| HostError::Internal(format!("compile task failed: {e}")))??;
+
+        let invoke = component_invoke_export(&pre)?;
+        let scope = self.scope("deploy".into(), "(describe)".into(), Redactor::default(), &self.limits);
+        let raw = match self.execute(&pre, &self.limits, EgressPolicy::default(), scope, Op::Describe).await {
+            Ok(OpResult::Describe(d)) => d,
+            Ok(_) => unreachable!("describe answers describe"),
+            Err(f) => return Err(HostError::InvalidComponent(format!("describe failed ({}): {}", f.kind, f.message))),
+        };
+        let description = check_description(raw)?;
+        Ok(Arc::new(Compiled { digest, description, pre, invoke }))
+    }
+
+    fn scope(&self, call_id: String, adapter: String, redactor: Redactor, limits: &Limits) -> Arc<CallScope> {
+        Arc::new(CallScope::new(call_id, adapter, limits.deadline, redactor, self.metrics.clone()))
+    }
+
+    /// Runs the adapter's own crmConfig validation.
+    pub async fn validate_config(&self, adapter: &Compiled, crm_config: &Map<String, Value>) -> Result<(), HostError> {
+        let json = Value::Object(crm_config.clone()).to_string();
+        let redactor = Redactor::new(&adapter.description.secret_fields, crm_config);
+        let scope = self.scope("validate".into(), adapter.description.name.clone(), redactor, &self.limits);
+        match self.execute(&adapter.pre, &self.limits, EgressPolicy::default(), scope, Op::Validate(json)).await {
+            Ok(OpResult::Validate(Ok(()))) => Ok(()),
+            Ok(OpResult::Validate(Err(e))) => {
+                // A config error's message already names the field (`crmConfig.token: ...`).
+                let f = failure_from_wit(e);
+                Err(HostError::InvalidConfig { field: f.field.filter(|s| !s.is_empty()), message: f.message })
+            }
+            Ok(_) => unreachable!("validate answers validate"),
+            Err(f) => Err(HostError::InvalidConfig {
+                field: None,
+                message: format!("the adapter failed while validating crmConfig ({}): {}", f.kind, f.message),
+            }),
+        }
+    }
+
+    /// A scope for one call of `adapter` by a tenant whose secrets `redactor` knows.
+    pub(crate) fn call_scope(&self, call_id: &str, adapter: &Compiled, redactor: Redactor, limits: &Limits) -> Arc<CallScope> {
+        self.scope(call_id.to_string(), adapter.description.name.clone(), redactor, limits)
+    }
+
+    /// Runs one adapter function for one tenant under its limits. `Ok` is the crmData object.
+    pub(crate) async fn invoke(
+        &self,
+        adapter: &Compiled,
+        limits: &Limits,
+        crm_config: &Map<String, Value>,
+        func_id: &str,
+        ctx: wit::CallContext,
+        scope: Arc<CallScope>,
+    ) -> Result<Map<String, Value>, CallFailure> {
+        let policy = adapter.egress_policy(crm_config);
+        let op = Op::Invoke(adapter.invoke, func_id.to_string(), Box::new(ctx));
+        match self.execute(&adapter.pre, limits, policy, scope, op).await? {
+            OpResult::Invoke(r) => r.map_err(failure_from_wit),
+            _ => unreachable!("invoke answers invoke"),
+        }
+    }
+
+    /// Hands a request the CRM sent to the platform to the tenant's adapter
+    /// (`handle-webhook`): the answer for the CRM and the messages it carried.
+    pub(crate) async fn handle_webhook(
+        &self,
+        adapter: &Compiled,
+        limits: &Limits,
+        project_id: &str,
+        crm_config: &Map<String, Value>,
+        request: WebhookRequest,
+        scope: Arc<CallScope>,
+    ) -> Result<WebhookOutcome, CallFailure> {
+        let policy = adapter.egress_policy(crm_config);
+        let request = wit::WebhookRequest {
+            method: request.method,
+            path: request.path,
+            query: request.query,
+            headers: request.headers,
+            body: request.body,
+        };
+        let op = Op::Webhook(project_id.to_string(), Value::Object(crm_config.clone()).to_string(), Box::new(request));
+        match self.execute(&adapter.pre, limits, policy, scope, op).await? {
+            OpResult::Webhook(Ok(out)) => {
+                let messages = out
+                    .messages
+                    .into_iter()
+                    .map(|m| {
+                        let extra = match serde_json::from_str::<Value>(&m.extra) {
+                            Ok(Value::Object(extra)) => extra,
+                            _ if m.extra.trim().is_empty() => Map::new(),
+                            _ => {
+                                return Err(CallFailure::new(
+                                    FailureKind::InvalidOutput,
+                                    "the adapter returned an inbound message whose extra is not a JSON object",
+                                ))
+                            }
+                        };
+                        Ok(InboundMessage {
+                            chat_id: m.chat_id,
+                            phone: m.phone,
+                            text: m.text,
+                            author: m.author,
+                            media: m
+                                .media
+                                .into_iter()
+                                .map(|x| crate::chat::MediaJson { url: x.url, file_name: x.file_name, mime_type: x.mime_type })
+                                .collect(),
+                            extra,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                let r = out.response;
+                Ok(WebhookOutcome { status: r.status, headers: r.headers, body: r.body, messages })
+            }
+            OpResult::Webhook(Err(e)) => Err(failure_from_wit(e)),
+            _ => unreachable!("webhook answers webhook"),
+        }
+    }
+}
+
+/// A request a CRM sent to the platform, as the host hands it to the adapter.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// Names lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What the adapter made of a webhook: the answer for the CRM, and the messages it carried.
+#[derive(Debug, Clone)]
+pub struct WebhookOutcome {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub messages: Vec<InboundMessage>,
+}
+
+/// A message a CRM pushed towards a chat.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundMessage {
+    pub chat_id: Option<String>,
+    pub phone: Option<String>,
+    pub text: String,
+    pub author: Option<String>,
+    pub media: Vec<crate::chat::MediaJson>,
+    pub extra: Map<String, Value>,
+}
+
+/// Where `invoke` is in the component (any crm:adapter/crm@0.1.x, as the bindings accept).
+fn component_invoke_export(pre: &AdapterPre<HostState>) -> Result<ComponentExportIndex, HostError> {
+    let component = pre.instance_pre().component();
+    component
+        .get_export_index(None, "crm:adapter/crm@0.1.0")
+        .and_then(|crm| component.get_export_index(Some(&crm), "invoke"))
+        .ok_or_else(|| HostError::WrongWorld("the component's crm export has no `invoke` function".into()))
+}
