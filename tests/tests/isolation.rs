@@ -257,3 +257,262 @@ async fn a_header_flood_is_a_clean_failure_not_a_panic() {
     assert!(e["message"].as_str().unwrap().contains("4096 header entries"), "{e}");
     assert_eq!(host.complete("acme", "counter", chat).await["count"], 1, "the host keeps serving");
 }
+
+// ---------------------------------------------------------------- the hostile set
+
+/// A TCP listener on 127.0.0.1 (and, where the machine has IPv6, [::1] on the same port)
+/// that counts the connections it accepts: a denied request must reach neither.
+struct Bait {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Bait {
+    fn start() -> Bait {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = v4.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut listeners = vec![v4];
+        listeners.extend(std::net::TcpListener::bind(("::1", port)).ok());
+        for l in listeners {
+            let n = accepted.clone();
+            std::thread::spawn(move || {
+                for _ in l.incoming() {
+                    n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+        Bait { port, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A host whose unrouted requests reach the connector (not refused by `--upstream-only`),
+/// with a resolver that knows only `names` and a dialer that records what it was asked.
+async fn open_host(names: &[(&str, &str)], routes: &[(&str, &str)]) -> (TestHost, crm_tests::LoopbackDialer) {
+    let dialer = crm_tests::LoopbackDialer::default();
+    let resolver =
+        crm_tests::LocalResolver { names: names.iter().map(|(n, ip)| (n.to_string(), ip.parse().unwrap())).collect() };
+    let connector = crm_host::outbound::connect::Connector::new(std::sync::Arc::new(resolver), std::sync::Arc::new(dialer.clone()));
+    let config = crm_tests::TestHostConfig { upstream_only: false, connector: Some(connector), ..Default::default() }.routes(routes);
+    let host = TestHost::start_config(config).await;
+    host.deploy("chaos").await;
+    (host, dialer)
+}
+
+#[tokio::test]
+async fn every_spelling_of_loopback_is_denied_and_the_listener_hears_nothing() {
+    let bait = Bait::start();
+    let (host, dialer) = open_host(&[], &[]).await;
+    let p = bait.port;
+    // Each spelling becomes the tenant's endpoint (so the egress policy allows it) and is
+    // fetched through the SDK and through raw bindings: the connector must refuse it.
+    let spellings = [
+        format!("http://127.0.0.1:{p}"),
+        format!("http://localhost:{p}"),
+        format!("http://LOCALHOST:{p}"),
+        format!("http://[::1]:{p}"),
+        format!("http://[::ffff:127.0.0.1]:{p}"),
+        format!("http://[::127.0.0.1]:{p}"),
+        format!("http://0.0.0.0:{p}"),
+        format!("http://[::]:{p}"),
+        format!("http://127.1:{p}"),
+        format!("http://2130706433:{p}"),
+        format!("http://0x7f000001:{p}"),
+        format!("http://0177.0.0.1:{p}"),
+        format!("http://127.0.0.2:{p}"),
+    ];
+    for (i, url) in spellings.iter().enumerate() {
+        let tenant = format!("t{i}");
+        let (status, body) = host.put_tenant(&tenant, json!({"adapter": "chaos", "crmConfig": {"hookUrl": url}})).await;
+        assert_eq!(status, 200, "{url}: {body}");
+        let e = host.failure(&tenant, "fetch", call_body(json!({"url": format!("{url}/x")}))).await;
+        assert_eq!(e["kind"], "egress_denied", "{url}: {e}");
+        let authority = url.trim_start_matches("http://");
+        let e = host.failure(&tenant, "rawget", call_body(json!({"scheme": "http", "authority": authority}))).await;
+        assert_eq!(e["kind"], "egress_denied", "raw {authority}: {e}");
+    }
+    let e = host.failure("t0", "fetch", call_body(json!({"url": format!("http://127.0.0.1:{p}/x")}))).await;
+    assert!(e["message"].as_str().unwrap().contains("127.0.0.1 is not a public address"), "says why: {e}");
+    assert_eq!(bait.accepted(), 0, "a loopback listener received a connection");
+    assert_eq!(dialer.asked(), vec![], "nothing was dialed");
+}
+
+#[tokio::test]
+async fn names_resolving_to_internal_addresses_are_denied_before_any_dial() {
+    let names = [
+        ("metadata.evil.test", "169.254.169.254"),
+        ("lan.evil.test", "192.168.0.10"),
+        ("cgnat.evil.test", "100.100.100.200"),
+        ("mcast.evil.test", "239.1.2.3"),
+        ("v6.evil.test", "fd12::1"),
+        ("rebind.evil.test", "127.0.0.1"),
+    ];
+    let (host, dialer) = open_host(&names, &[]).await;
+    for (name, ip) in names {
+        let url = format!("https://{name}");
+        host.put_tenant("t", json!({"adapter": "chaos", "crmConfig": {"hookUrl": url}})).await;
+        let e = host.failure("t", "fetch", call_body(json!({"url": format!("{url}/latest/meta-data")}))).await;
+        assert_eq!(e["kind"], "egress_denied", "{name}: {e}");
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains(&format!("{name} resolves to {ip}")), "{msg}");
+    }
+    // Literal addresses of the same kinds, without DNS.
+    for url in ["http://169.254.169.254", "http://10.0.0.1:8080", "http://[fe80::1]", "http://100.64.0.1", "http://224.0.0.1"] {
+        host.put_tenant("t", json!({"adapter": "chaos", "crmConfig": {"hookUrl": url}})).await;
+        let e = host.failure("t", "fetch", call_body(json!({"url": format!("{url}/x")}))).await;
+        assert_eq!(e["kind"], "egress_denied", "{url}: {e}");
+    }
+    assert_eq!(dialer.asked(), vec![], "the connector was never asked to dial");
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let bait = Bait::start();
+    let crm = echo_server().await;
+    let location = format!("http://127.0.0.1:{}/steal", bait.port);
+    crm.fault("/go", Fault::StatusHeaders(302, vec![("location".into(), location.clone())], String::new()));
+    let (host, _) = open_host(&[], &[("api.chaos.test", &crm.url)]).await;
+    host.put_tenant("t", json!({"adapter": "chaos", "crmConfig": {}})).await;
+    let data = host.complete("t", "fetch", call_body(json!({"url": "https://api.chaos.test/go"}))).await;
+    assert_eq!(data["status"], 302, "the adapter sees the redirect itself: {data}");
+    assert_eq!(bait.accepted(), 0);
+}
+
+#[tokio::test]
+async fn a_100_mb_response_is_cut_off_at_the_cap() {
+    let crm = echo_server().await;
+    crm.fault("/huge", Fault::FloodChunked(100 << 20));
+    let host = chaos(&[("api.chaos.test", &crm.url)], json!({})).await;
+    let before = vm_hwm_kib();
+    let started = std::time::Instant::now();
+    let e = host.failure("t1", "fetch", call_body(json!({"url": "https://api.chaos.test/huge"}))).await;
+    assert_eq!(e["kind"], "transport", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("larger than"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!((vm_hwm_kib().saturating_sub(before) >> 10) < 64, "host memory stayed bounded");
+    assert_eq!(host.complete("t1", "counter", call_body(json!({}))).await["count"], 1);
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_a_timeout() {
+    let crm = echo_server().await;
+    crm.fault("/never", Fault::Hang);
+    let host = chaos(&[("api.chaos.test", &crm.url)], json!({})).await;
+    let started = std::time::Instant::now();
+    let e = host.failure("t1", "fetch", call_body(json!({"url": "https://api.chaos.test/never"}))).await;
+    assert_eq!(e["kind"], "timeout", "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "the request timeout ended it");
+}
+
+#[tokio::test]
+async fn deep_recursion_and_raw_traps_are_trap_failures() {
+    let host = chaos(&[], json!({})).await;
+    let e = host.failure("t1", "recurse", call_body(json!({}))).await;
+    assert_eq!(e["kind"], "trap", "{e}");
+    // Rust on wasm32 keeps its frames on a shadow stack at the bottom of linear memory: deep
+    // recursion runs off its end (an out-of-bounds access) before wasm's own stack overflows.
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("out of bounds memory access") || msg.contains("stack overflowed"), "{e}");
+    let e = host.failure("t1", "trap", call_body(json!({}))).await;
+    assert_eq!(e["kind"], "trap", "{e}");
+    assert_eq!(host.complete("t1", "counter", call_body(json!({}))).await["count"], 1);
+}
+
+#[tokio::test]
+async fn a_describe_that_never_returns_fails_the_deploy_within_the_deadline() {
+    let host = TestHost::start(&[]).await;
+    let started = std::time::Instant::now();
+    let (status, body) = host.put_raw("/v1/adapters/stuck", crm_tests::component("stuck")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["kind"], "invalid_component");
+    assert!(body["error"]["message"].as_str().unwrap().contains("deadline"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    assert_eq!(host.get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_validate_config_that_never_returns_fails_the_tenant_put_within_the_deadline() {
+    let host = TestHost::start(&[]).await;
+    let (status, body) = host.put_raw("/v1/adapters/stuck", crm_tests::component("stuck-validate")).await;
+    assert_eq!(status, 201, "describe answers: {body}");
+    let started = std::time::Instant::now();
+    let (status, body) = host.put_tenant("t", json!({"adapter": "stuck", "crmConfig": {}})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("deadline_exceeded"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    assert_eq!(host.get("/v1/tenants/t").await.0, 404, "nothing was stored");
+}
+
+// ---------------------------------------------------------------- per-tenant limits
+
+#[tokio::test]
+async fn tenant_limits_override_the_host_defaults_for_that_tenant_only() {
+    let host = TestHost::start(&[]).await;
+    host.deploy("chaos").await;
+    let small = json!({"adapter": "chaos", "crmConfig": {}, "limits": {"memoryMb": 4, "deadlineMs": 300}});
+    let (status, body) = host.put_tenant("small", small).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["limits"], json!({"memoryMb": 4, "deadlineMs": 300}));
+    host.put_tenant("big", json!({"adapter": "chaos", "crmConfig": {}})).await;
+
+    let e = host.failure("small", "hog", call_body(json!({}))).await;
+    assert!(e["message"].as_str().unwrap().contains("4 MiB"), "{e}");
+    let started = std::time::Instant::now();
+    let e = host.failure("small", "spin", call_body(json!({}))).await;
+    assert_eq!(e["kind"], "deadline_exceeded");
+    assert!(e["message"].as_str().unwrap().contains("300 ms"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let e = host.failure("big", "hog", call_body(json!({}))).await;
+    assert!(e["message"].as_str().unwrap().contains("32 MiB"), "the other tenant keeps the host's: {e}");
+}
+
+#[tokio::test]
+async fn invalid_tenant_limits_are_refused_with_the_field() {
+    let host = TestHost::start(&[]).await;
+    host.deploy("chaos").await;
+    for (limits, field) in [
+        (json!({"memoryMb": 0}), "limits.memoryMb"),
+        (json!({"deadlineMs": 3_600_000}), "limits.deadlineMs"),
+        (json!({"fuel": 1000}), "limits.fuel"),
+    ] {
+        let (status, body) = host.put_tenant("t", json!({"adapter": "chaos", "crmConfig": {}, "limits": limits})).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["kind"], "invalid_limits");
+        assert_eq!(body["error"]["field"], field);
+    }
+    let (status, body) = host.put_tenant("t", json!({"adapter": "chaos", "crmConfig": {}, "limits": {"memMb": 1}})).await;
+    assert_eq!(status, 400, "unknown limit names are refused: {body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("memMb"), "{body}");
+}
+
+#[tokio::test]
+async fn tenant_limits_survive_a_restart() {
+    let data = std::sync::Arc::new(crm_tests::TempDir::new("limits"));
+    {
+        let host = TestHost::start_in(Default::default(), data.clone()).await;
+        host.deploy("chaos").await;
+        let (s, b) = host.put_tenant("t", json!({"adapter": "chaos", "crmConfig": {}, "limits": {"maxOutboundRequests": 3}})).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let host = TestHost::start_in(Default::default(), data).await;
+    assert_eq!(host.get("/v1/tenants/t").await.1["limits"], json!({"maxOutboundRequests": 3}));
+}
+
+#[tokio::test]
+async fn a_fuel_budget_stops_a_spinner_with_its_own_kind() {
+    let limits = crm_host::Limits { fuel: Some(50_000_000), ..crm_tests::test_limits() };
+    let host = TestHost::start_with(limits, &[]).await;
+    host.deploy("chaos").await;
+    host.put_tenant("t", json!({"adapter": "chaos", "crmConfig": {}, "limits": {"fuel": 1_000_000}})).await;
+    host.put_tenant("u", json!({"adapter": "chaos", "crmConfig": {}})).await;
+    let e = host.failure("t", "spin", call_body(json!({}))).await;
+    assert_eq!(e["kind"], "fuel_exhausted", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("1000000 fuel"), "{e}");
+    let e = host.failure("u", "spin", call_body(json!({}))).await;
+    assert!(e["message"].as_str().unwrap().contains("50000000 fuel"), "the host's default budget: {e}");
+    assert_eq!(host.complete("t", "counter", call_body(json!({}))).await["count"], 1, "ordinary work fits the budget");
+}
