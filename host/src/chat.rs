@@ -93,6 +93,12 @@ fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 /// Deserialises `body`; an error says whether the JSON is malformed or, if it is valid, at
 /// which path (`chat.messages[0].direction`) it does not fit.
 pub fn parse_json<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, String> {
+    // serde would take `[chat, params]` for a struct; the API's bodies are objects only.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        None => return Err(format!("the {what} is empty: expected a JSON object")),
+        Some(_) => return Err(format!("the {what} must be a JSON object")),
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

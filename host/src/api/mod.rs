@@ -85,7 +85,29 @@ pub fn router(host: Arc<Host>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .fallback(|uri: axum::http::Uri| async move { HostError::NoSuchEndpoint(uri.to_string()) })
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(catch_panics))
         .with_state(host)
+}
+
+/// The last line of defence: a bug that panics while serving one request answers that
+/// request with a 500 in the API's envelope (and a log line), instead of dropping the
+/// connection without a word. Guest input is not supposed to reach a panic; this is for
+/// when it does.
+async fn catch_panics(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use futures::FutureExt;
+    let what = format!("{} {}", request.method(), request.uri().path());
+    match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(request = %what, "panic while serving a request: {why}");
+            HostError::Internal(format!("the host failed while serving {what}; the failure is logged")).into_response()
+        }
+    }
 }
 
 /// Rejections axum makes itself (a body over the limit, a malformed query, a method the path
