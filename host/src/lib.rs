@@ -16,6 +16,8 @@ pub mod egress;
 pub mod error;
 pub mod limits;
 mod failpoint;
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 pub mod outbound;
 pub mod runtime;

@@ -148,18 +148,18 @@ pub struct DeployOptions {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TenantBody {
-    adapter: String,
+pub(crate) struct TenantBody {
+    pub(crate) adapter: String,
     #[serde(default)]
-    crm_config: Option<Map<String, Value>>,
+    pub(crate) crm_config: Option<Map<String, Value>>,
     #[serde(default)]
-    project_id: Option<String>,
+    pub(crate) project_id: Option<String>,
     /// A digest to stay on, or null / absent to follow the active version.
     #[serde(default)]
-    pin: Option<String>,
+    pub(crate) pin: Option<String>,
     /// Overrides of the host's limits; absent: the host's defaults.
     #[serde(default)]
-    limits: Option<TenantLimits>,
+    pub(crate) limits: Option<TenantLimits>,
 }
 
 pub struct Host {

@@ -114,6 +114,8 @@ pub struct TestHostConfig {
     /// address checks turn it off and install a `connector` that cannot reach the network.
     pub upstream_only: bool,
     pub connector: Option<Connector>,
+    /// `--guest-threads` (`None`: the host's default, one per CPU).
+    pub guest_threads: Option<usize>,
 }
 
 impl Default for TestHostConfig {
@@ -126,6 +128,7 @@ impl Default for TestHostConfig {
             trace_retention: 1000,
             upstream_only: true,
             connector: None,
+            guest_threads: None,
         }
     }
 }
@@ -175,6 +178,8 @@ impl TestHost {
         };
         let runtime = Runtime::new(config.limits.clone(), outbound)
             .expect("runtime")
+            .with_guest_threads(config.guest_threads.unwrap_or_else(crm_host::runtime::default_guest_threads))
+            .expect("guest threads")
             .with_compile_cache(data_dir.path().join("compiled"))
             .expect("compile cache");
         let store = SqliteStore::open(data_dir.path()).await.expect("open store");

@@ -6,6 +6,8 @@
 //! - `test`     setup + plugins + every test (adapter unit tests, host, integration)
 //! - `demo`     setup + plugins + host, then the end-to-end demo against CRM emulators; it
 //!   keeps serving until Ctrl-C (`cargo xtask demo --once` exits after the walk-through)
+//! - `bench neighbours`  setup + plugins, then the noisy-neighbour benchmark (BENCHMARKS.md)
+//! - `fuzz [SECONDS]`    every fuzz target for SECONDS each (default 60)
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -27,8 +29,10 @@ fn main() -> Result<()> {
         Some("plugins") => plugins_cmd(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
         Some("demo") => demo(&root, &args[1..]),
+        Some("bench") => bench(&root, &args[1..]),
+        Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <setup|plugins|test|demo>");
+            eprintln!("usage: cargo xtask <setup|plugins|test|demo|bench neighbours|fuzz [SECONDS]>");
             std::process::exit(2);
         }
     }
@@ -280,6 +284,41 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
         .args(extra)
         .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
         .env("CRM_HOST_BIN", root.join("target/debug/crm-host")))
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("neighbours") => {
+            plugins(root)?;
+            eprintln!("xtask: noisy-neighbour benchmark (about a minute)");
+            run(Command::new("cargo")
+                .current_dir(root)
+                .args(["run", "--quiet", "--package", "crm-tests", "--bin", "neighbours"])
+                .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
+                .env("RUST_LOG", "error"))
+        }
+        _ => bail!("usage: cargo xtask bench neighbours"),
+    }
+}
+
+/// The property-based fuzz targets (host: call and tenant bodies, limits; adapters:
+/// crmConfig validation, form decoding, the Planfix webhook), each for `SECONDS`.
+fn fuzz(root: &Path, args: &[String]) -> Result<()> {
+    let secs: u64 = match args.first() {
+        Some(s) => s.parse().context("usage: cargo xtask fuzz [SECONDS]")?,
+        None => 60,
+    };
+    let secs = secs.to_string();
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["test", "--package", "crm-host", "--lib", "fuzz::", "--", "--nocapture", "--test-threads", "1"])
+        .env("CRM_FUZZ_SECS", &secs))?;
+    run(Command::new("cargo")
+        .arg("test")
+        .arg("--manifest-path")
+        .arg(root.join("plugins/Cargo.toml"))
+        .args(["--package", "crm-fuzz", "--", "--nocapture", "--test-threads", "1"])
+        .env("CRM_FUZZ_SECS", &secs))
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

@@ -93,6 +93,10 @@ struct Serve {
     /// Header entries one call may create in all.
     #[arg(long, default_value_t = 4096)]
     max_header_entries: u32,
+    /// Threads that run guest code, apart from the threads serving the API (0: guests run on
+    /// the API's threads). Default: one per CPU.
+    #[arg(long)]
+    guest_threads: Option<usize>,
     /// Turns on fuel metering with this default budget per call (about one unit per wasm
     /// instruction); tenants may then have their own (`limits.fuel`). Off by default: the
     /// deadline bounds CPU, and metering costs every call some speed.
@@ -173,6 +177,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     };
     let retry = RetryPolicy { max_attempts: args.retry_attempts.max(1), base: Duration::from_millis(args.retry_base_ms), ..Default::default() };
     let runtime = Runtime::new(limits, OutboundConfig { upstreams, upstream_only: args.upstream_only, retry, ..Default::default() })?
+        .with_guest_threads(args.guest_threads.unwrap_or_else(crate::runtime::default_guest_threads))?
         .with_compile_cache(args.data_dir.join("compiled"))
         .with_context(|| format!("creating the compile cache in {}", args.data_dir.display()))?;
     let store = SqliteStore::open(&args.data_dir)

@@ -19,7 +19,39 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::types::FieldSizeLimitError;
 use wasmtime_wasi_http::WasiHttpCtx;
 
+/// What an execution needs of the runtime, owned, so that it can run on the guest pool.
+#[derive(Clone)]
+pub(super) struct Executor {
+    pub engine: wasmtime::Engine,
+    pub outbound: Arc<crate::outbound::OutboundConfig>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub fuel_metering: bool,
+}
+
 impl Runtime {
+    /// Runs `op` in a fresh instance: on the guest threads when the host has them (so a
+    /// guest burning CPU competes with other guests, never with the threads that serve the
+    /// API), otherwise on the caller's runtime.
+    pub(super) async fn execute(
+        &self,
+        pre: &AdapterPre<HostState>,
+        limits: &Limits,
+        policy: EgressPolicy,
+        scope: Arc<CallScope>,
+        op: Op,
+    ) -> Result<OpResult, CallFailure> {
+        let run = self.executor.clone().execute(pre.clone(), limits.clone(), policy, scope, op);
+        match &self.guests {
+            None => run.await,
+            Some(pool) => pool.handle().spawn(run).await.unwrap_or_else(|e| {
+                tracing::error!("an execution failed inside the host: {e}");
+                Err(CallFailure::new(FailureKind::Internal, "the host failed while running the adapter; the failure is logged"))
+            }),
+        }
+    }
+}
+
+impl Executor {
     fn new_store(&self, limits: &Limits, policy: EgressPolicy, scope: Arc<CallScope>) -> Store<HostState> {
         let state = HostState {
             // Nothing granted: no env, args or preopens; stdin closed; stdout/stderr discarded.
@@ -66,14 +98,15 @@ impl Runtime {
         store
     }
 
-    pub(super) async fn execute(
-        &self,
-        pre: &AdapterPre<HostState>,
-        limits: &Limits,
+    async fn execute(
+        self,
+        pre: AdapterPre<HostState>,
+        limits: Limits,
         policy: EgressPolicy,
         scope: Arc<CallScope>,
         op: Op,
     ) -> Result<OpResult, CallFailure> {
+        let limits = &limits;
         let _in_flight = InFlight::enter(&self.metrics.instances_in_flight);
         let mut store = self.new_store(limits, policy, scope.clone());
         let run = async {

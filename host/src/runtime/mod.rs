@@ -28,7 +28,7 @@ use wasmtime::component::{Component, ComponentExportIndex, Linker};
 use wasmtime::{Config, Engine};
 
 /// How often the engine's epoch advances; the CPU deadline's resolution.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// What an adapter says about itself, checked. Stored with each version as its manifest.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -80,10 +80,50 @@ pub struct Runtime {
     limits: Limits,
     /// Whether the engine counts fuel (`--fuel`): then every store gets a budget.
     fuel_metering: bool,
-    outbound: Arc<OutboundConfig>,
     /// Compiled code on disk, so a restart does not recompile.
     compile_cache: Option<CompileCache>,
     metrics: Arc<Metrics>,
+    executor: execute::Executor,
+    /// Threads of their own for guest code (`--guest-threads`); `None`: the caller's.
+    guests: Option<GuestPool>,
+}
+
+/// One guest thread per CPU.
+pub fn default_guest_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+/// A tokio runtime that runs only guest executions (and their outbound requests).
+struct GuestPool(Option<tokio::runtime::Runtime>);
+
+impl GuestPool {
+    fn new(threads: usize) -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("crm-guest")
+            // A spinning guest yields every epoch tick but is always runnable, so these
+            // workers never park, and tokio would look at new calls (the injection queue)
+            // and at I/O readiness (a CRM's answer) only every 61st turn: 61 ticks, over
+            // half a second (BENCHMARKS.md). Look at both at every turn.
+            .global_queue_interval(1)
+            .event_interval(1)
+            .enable_all()
+            .build()?;
+        Ok(GuestPool(Some(rt)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("the guest pool lives as long as the runtime").handle()
+    }
+}
+
+impl Drop for GuestPool {
+    fn drop(&mut self) {
+        // Dropping a runtime from async code panics; its tasks are the host's to abandon.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Runtime {
@@ -103,15 +143,17 @@ impl Runtime {
             }
         })?;
         let linker = state::adapter_linker(&engine)?;
-        Ok(Runtime {
-            engine,
-            linker,
-            limits,
-            fuel_metering,
-            outbound: Arc::new(outbound),
-            compile_cache: None,
-            metrics: Arc::new(Metrics::new()),
-        })
+        let metrics = Arc::new(Metrics::new());
+        let executor =
+            execute::Executor { engine: engine.clone(), outbound: Arc::new(outbound), metrics: metrics.clone(), fuel_metering };
+        Ok(Runtime { engine, linker, limits, fuel_metering, compile_cache: None, metrics, executor, guests: None })
+    }
+
+    /// Runs guest code on `threads` threads of its own (0: on the caller's runtime). See
+    /// BENCHMARKS.md for why this is the default.
+    pub fn with_guest_threads(mut self, threads: usize) -> std::io::Result<Self> {
+        self.guests = if threads == 0 { None } else { Some(GuestPool::new(threads)?) };
+        Ok(self)
     }
 
     /// Keeps compiled code in `dir` (see [`CompileCache`]).
