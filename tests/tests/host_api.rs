@@ -148,7 +148,7 @@ async fn call_with_malformed_bodies_is_400_saying_where() {
     host.put_tenant("acme", json!({"adapter": "plando", "crmConfig": {"token": "k", "chat": "1"}})).await;
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"{\"chat\": {".to_vec(), "malformed JSON"),
-        (b"[]".to_vec(), "invalid call body"),
+        (b"[]".to_vec(), "the call body must be a JSON object"),
         (json!({"params": {}}).to_string().into_bytes(), "chat"),
         (json!({"chat": {"id": "1", "phone": {"cc": 972}}}).to_string().into_bytes(), "chat.phone"),
         (json!({"chat": "972501234567"}).to_string().into_bytes(), "chat"),
