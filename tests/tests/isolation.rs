@@ -516,3 +516,24 @@ async fn a_fuel_budget_stops_a_spinner_with_its_own_kind() {
     assert!(e["message"].as_str().unwrap().contains("50000000 fuel"), "the host's default budget: {e}");
     assert_eq!(host.complete("t", "counter", call_body(json!({}))).await["count"], 1, "ordinary work fits the budget");
 }
+
+#[tokio::test]
+async fn a_call_whose_client_hangs_up_stops_running() {
+    let host = chaos(&[], json!({})).await;
+    let impatient = reqwest::Client::builder().timeout(std::time::Duration::from_millis(300)).build().unwrap();
+    let hung_up = impatient
+        .post(format!("{}/v1/tenants/t1/crm/spin", host.url))
+        .body(call_body(json!({})).to_string())
+        .send()
+        .await;
+    assert!(hung_up.is_err(), "the client gave up");
+    let in_flight = || async {
+        let text = reqwest::get(format!("{}/metrics", host.url)).await.unwrap().text().await.unwrap();
+        text.lines().find(|l| l.starts_with("crm_instances_in_flight ")).map(|l| l.to_string())
+    };
+    let started = std::time::Instant::now();
+    while in_flight().await.as_deref() != Some("crm_instances_in_flight 0") {
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "the spinner kept running: {:?}", in_flight().await);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

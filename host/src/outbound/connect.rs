@@ -230,7 +230,7 @@ mod tests {
 
     async fn attempt(c: &Connector, host: &str, routed: bool) -> ConnectError {
         let target = Target { host, port: 443, use_tls: true, routed };
-        c.connect(&target, Duration::from_secs(1)).await.err().expect("the recorder dials nothing")
+        c.connect(&target, Duration::from_secs(1)).await.expect_err("the recorder dials nothing")
     }
 
     #[tokio::test]

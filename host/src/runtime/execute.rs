@@ -41,13 +41,22 @@ impl Runtime {
         op: Op,
     ) -> Result<OpResult, CallFailure> {
         let run = self.executor.clone().execute(pre.clone(), limits.clone(), policy, scope, op);
-        match &self.guests {
-            None => run.await,
-            Some(pool) => pool.handle().spawn(run).await.unwrap_or_else(|e| {
-                tracing::error!("an execution failed inside the host: {e}");
-                Err(CallFailure::new(FailureKind::Internal, "the host failed while running the adapter; the failure is logged"))
-            }),
-        }
+        let Some(pool) = &self.guests else { return run.await };
+        // If the caller goes away (the client hung up), the execution goes too, at its next
+        // yield, as it would on the caller's own runtime: its admission place is gone.
+        let mut task = AbortOnDrop(pool.handle().spawn(run));
+        (&mut task.0).await.unwrap_or_else(|e| {
+            tracing::error!("an execution failed inside the host: {e}");
+            Err(CallFailure::new(FailureKind::Internal, "the host failed while running the adapter; the failure is logged"))
+        })
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -150,7 +159,7 @@ impl Executor {
                     trap_summary(&e)
                 ),
             )),
-            Ok(Err(e)) => Err(classify(e, limits).unwrap_or_else(|| deadline())),
+            Ok(Err(e)) => Err(classify(e, limits).unwrap_or_else(deadline)),
             Ok(Ok(r)) => Ok(r),
         }
     }

@@ -111,6 +111,8 @@ fn header_flood() -> Value {
     json!({"accepted": ok})
 }
 
+// Unbounded on purpose: the test wants the stack to run out.
+#[allow(unconditional_recursion)]
 fn recurse(n: u64) -> u64 {
     let pad = std::hint::black_box([n; 64]);
     recurse(n + 1).wrapping_add(pad[(n % 64) as usize])
