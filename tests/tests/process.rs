@@ -404,3 +404,40 @@ fn the_demo_walks_every_flow_and_exits_with_once() {
     assert!(stdout.contains("demo complete"), "{stdout}");
     assert!(stdout.contains("\"token\": \"[redacted]\""), "the tenant's token comes back redacted: {stdout}");
 }
+
+#[tokio::test]
+async fn the_hostile_set_leaves_no_panic_in_the_real_hosts_log() {
+    let data = TempDir::new("hostile");
+    let p = Proc::start(data.path(), &["--deadline-ms", "1500", "--memory-mb", "32"], &[]);
+    p.req("PUT", "/v1/adapters/chaos", Some(component("chaos"))).await;
+    let (s, b) = p.req("PUT", "/v1/adapters/stuck", Some(component("stuck"))).await;
+    assert_eq!(s, 400, "a describe that never returns: {b}");
+    let (s, b) = p.req("PUT", "/v1/tenants/t", Some(json!({"adapter": "chaos", "crmConfig": {"hookUrl": "http://127.0.0.1:9"}}).to_string().into_bytes())).await;
+    assert_eq!(s, 200, "{b}");
+    let chat = json!({"chat": {"id": "c", "phone": "1"}});
+    for (op, params, kind) in [
+        ("spin", json!({}), "deadline_exceeded"),
+        ("hog", json!({}), "memory_limit_exceeded"),
+        ("recurse", json!({}), "trap"),
+        ("trap", json!({}), "trap"),
+        ("panic", json!({}), "trap"),
+        ("fields", json!({}), "resource_limit_exceeded"),
+        ("headers", json!({}), "resource_limit_exceeded"),
+        ("big", json!({"bytes": 2_000_000}), "invalid_output"),
+        ("fetch", json!({"url": "http://127.0.0.1:9/x"}), "egress_denied"),
+        ("rawget", json!({"scheme": "http", "authority": "[::ffff:127.0.0.1]:9"}), "egress_denied"),
+    ] {
+        let mut body = chat.clone();
+        body["params"] = params;
+        let (s, out) = p.req("POST", &format!("/v1/tenants/t/crm/{op}"), Some(body.to_string().into_bytes())).await;
+        assert_eq!(s, 200, "{op}: {out}");
+        assert_eq!(out["error"]["kind"], kind, "{op}: {out}");
+    }
+    let (s, out) = p.req("POST", "/v1/tenants/t/crm/counter", Some(chat.to_string().into_bytes())).await;
+    assert_eq!((s, out["crmData"]["count"].clone()), (200, json!(1)), "the host keeps serving");
+    let logs = p.kill9();
+    // (The adapter's own panics are reported as traps; these are the host's.)
+    for sign in ["panicked at", "panic while serving"] {
+        assert!(!logs.contains(sign), "a host panic reached its log:\n{logs}");
+    }
+}
