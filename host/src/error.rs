@@ -191,6 +191,7 @@ pub enum FailureKind {
     InvalidOutput,
     OutboundLimitExceeded,
     ResourceLimitExceeded,
+    ResponseLimitExceeded,
     FuelExhausted,
 }
 
@@ -215,6 +216,7 @@ impl FailureKind {
             FailureKind::InvalidOutput => "invalid_output",
             FailureKind::OutboundLimitExceeded => "outbound_limit_exceeded",
             FailureKind::ResourceLimitExceeded => "resource_limit_exceeded",
+            FailureKind::ResponseLimitExceeded => "response_limit_exceeded",
             FailureKind::FuelExhausted => "fuel_exhausted",
         }
     }

@@ -390,8 +390,8 @@ async fn a_100_mb_response_is_cut_off_at_the_cap() {
     let before = vm_hwm_kib();
     let started = std::time::Instant::now();
     let e = host.failure("t1", "fetch", call_body(json!({"url": "https://api.chaos.test/huge"}))).await;
-    assert_eq!(e["kind"], "transport", "{e}");
-    assert!(e["message"].as_str().unwrap().contains("larger than"), "{e}");
+    assert_eq!(e["kind"], "response_limit_exceeded", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("larger than the 262144 bytes allowed (--max-response-bytes)"), "{e}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert!((vm_hwm_kib().saturating_sub(before) >> 10) < 64, "host memory stayed bounded");
     assert_eq!(host.complete("t1", "counter", call_body(json!({}))).await["count"], 1);

@@ -607,7 +607,7 @@ async fn plando_flooding_is_cut_off_by_the_host() {
     for fault in [Fault::Flood(512 << 10), Fault::FloodChunked(512 << 10)] {
         crm.fault(CONTACT_DETAILS, fault.clone());
         let e = host.failure("acme", "getCustomerDetails", body(json!({}))).await;
-        assert_eq!(e["kind"], "transport", "{fault:?}: {e}");
+        assert_eq!(e["kind"], "response_limit_exceeded", "{fault:?}: {e}");
         assert!(e["message"].as_str().unwrap().contains("larger than"), "{fault:?}: {e}");
     }
 }

@@ -77,6 +77,13 @@ pub(super) async fn send_with_retries(
         };
         let duration = started.elapsed();
         record(p, &body, attempt, started, duration, &result, scope);
+        if let Err(ErrorCode::HttpResponseBodySize(Some(max))) = &result {
+            // A limit, not a transport failure: the call ends on it, naming it.
+            scope.hit(
+                crate::error::FailureKind::ResponseLimitExceeded,
+                format!("the answer to {target} was larger than the {max} bytes allowed (--max-response-bytes)"),
+            );
+        }
 
         let reason = match &result {
             Ok((status, ..)) if RETRY_STATUSES.contains(status) => Some(status.to_string()),
