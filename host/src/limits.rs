@@ -61,7 +61,7 @@ impl Default for Limits {
 }
 
 /// A tenant's own limits, stored with the tenant; each field left out follows the host's
-/// default. Set by the operator (admin), bounded by [`TenantLimits::CEILINGS`] so that a
+/// default. Set by the operator (admin), bounded by ceilings (README, Tenants) so that a
 /// typo cannot hand one tenant the machine.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -87,44 +87,28 @@ pub struct TenantLimits {
 }
 
 impl TenantLimits {
-    /// `(field, largest value)`: what an override may ask for at most.
-    pub const CEILINGS: &'static [(&'static str, u64)] = &[
-        ("memoryMb", 4096),
-        ("deadlineMs", 300_000),
-        ("requestTimeoutMs", 300_000),
-        ("maxResponseBytes", 256 << 20),
-        ("maxOutboundRequests", 10_000),
-        ("maxCrmDataBytes", 64 << 20),
-        ("maxConcurrentCalls", 4096),
-        ("maxResources", 65_536),
-        ("fuel", u64::MAX),
-    ];
-
-    fn fields(&self) -> [(&'static str, Option<u64>); 9] {
+    /// `(field, value, largest value an override may ask for)`.
+    fn fields(&self) -> [(&'static str, Option<u64>, u64); 9] {
         [
-            ("memoryMb", self.memory_mb),
-            ("deadlineMs", self.deadline_ms),
-            ("requestTimeoutMs", self.request_timeout_ms),
-            ("maxResponseBytes", self.max_response_bytes),
-            ("maxOutboundRequests", self.max_outbound_requests),
-            ("maxCrmDataBytes", self.max_crm_data_bytes),
-            ("maxConcurrentCalls", self.max_concurrent_calls),
-            ("maxResources", self.max_resources),
-            ("fuel", self.fuel),
+            ("memoryMb", self.memory_mb, 4096),
+            ("deadlineMs", self.deadline_ms, 300_000),
+            ("requestTimeoutMs", self.request_timeout_ms, 300_000),
+            ("maxResponseBytes", self.max_response_bytes, 256 << 20),
+            ("maxOutboundRequests", self.max_outbound_requests, 10_000),
+            ("maxCrmDataBytes", self.max_crm_data_bytes, 64 << 20),
+            ("maxConcurrentCalls", self.max_concurrent_calls, 4096),
+            ("maxResources", self.max_resources, 65_536),
+            ("fuel", self.fuel, u64::MAX),
         ]
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self == &TenantLimits::default()
     }
 
     /// Every value between 1 and its ceiling; `fuel` only on a host that meters fuel.
     /// `Err((field, message))`.
     pub fn check(&self, fuel_metering: bool) -> Result<(), (String, String)> {
-        for ((name, value), (_, ceiling)) in self.fields().into_iter().zip(Self::CEILINGS) {
+        for (name, value, ceiling) in self.fields() {
             let Some(v) = value else { continue };
             let field = format!("limits.{name}");
-            if v == 0 || v > *ceiling {
+            if v == 0 || v > ceiling {
                 return Err((field.clone(), format!("{field} must be between 1 and {ceiling}, not {v}")));
             }
         }

@@ -135,14 +135,15 @@ impl CallOutbound {
             idempotent,
         };
         let body = request.into_body();
-        let config = self.config.clone();
+        // (Owned: the attempts run on a task of their own. Not `config`, the guest's.)
+        let outbound = self.config.clone();
         let caps = (self.max_response_bytes, self.max_requests);
         let handle = wasmtime_wasi::runtime::spawn(async move {
             let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => return Ok(Err(ErrorCode::HttpRequestBodySize(Some(MAX_REQUEST_BODY as u64)))),
             };
-            Ok(send_with_retries(&prepared, body, timeouts, &config, caps, &scope, &target).await)
+            Ok(send_with_retries(&prepared, body, timeouts, &outbound, caps, &scope, &target).await)
         });
         Ok(HostFutureIncomingResponse::pending(handle))
     }

@@ -25,6 +25,7 @@ pub(super) struct Executor {
     pub engine: wasmtime::Engine,
     pub outbound: Arc<crate::outbound::OutboundConfig>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether the engine counts fuel (`--fuel`): then every store gets a budget.
     pub fuel_metering: bool,
 }
 
@@ -271,7 +272,7 @@ pub(super) enum OpResult {
     Webhook(Result<wit::WebhookOutcome, wit::CrmError>),
 }
 
-pub(super) fn trap_summary(e: &anyhow::Error) -> String {
+fn trap_summary(e: &anyhow::Error) -> String {
     let text = match e.downcast_ref::<Trap>() {
         Some(Trap::UnreachableCodeReached) => "wasm `unreachable` (usually a panic in the adapter)".to_string(),
         Some(t) => t.to_string(),

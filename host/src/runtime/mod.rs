@@ -75,11 +75,8 @@ impl Compiled {
 }
 
 pub struct Runtime {
-    engine: Engine,
     linker: Linker<HostState>,
     limits: Limits,
-    /// Whether the engine counts fuel (`--fuel`): then every store gets a budget.
-    fuel_metering: bool,
     /// Compiled code on disk, so a restart does not recompile.
     compile_cache: Option<CompileCache>,
     metrics: Arc<Metrics>,
@@ -146,7 +143,7 @@ impl Runtime {
         let metrics = Arc::new(Metrics::new());
         let executor =
             execute::Executor { engine: engine.clone(), outbound: Arc::new(outbound), metrics: metrics.clone(), fuel_metering };
-        Ok(Runtime { engine, linker, limits, fuel_metering, compile_cache: None, metrics, executor, guests: None })
+        Ok(Runtime { linker, limits, compile_cache: None, metrics, executor, guests: None })
     }
 
     /// Runs guest code on `threads` threads of its own (0: on the caller's runtime). See
@@ -158,7 +155,7 @@ impl Runtime {
 
     /// Keeps compiled code in `dir` (see [`CompileCache`]).
     pub fn with_compile_cache(mut self, dir: std::path::PathBuf) -> std::io::Result<Self> {
-        self.compile_cache = Some(CompileCache::new(dir, &self.engine)?);
+        self.compile_cache = Some(CompileCache::new(dir, &self.executor.engine)?);
         Ok(self)
     }
 
@@ -173,7 +170,7 @@ impl Runtime {
 
     /// Whether tenants may have fuel budgets (the host runs with `--fuel`).
     pub fn fuel_metering(&self) -> bool {
-        self.fuel_metering
+        self.executor.fuel_metering
     }
 
     /// The digest a component is stored and cached under.
@@ -187,7 +184,7 @@ impl Runtime {
     pub async fn load(&self, bytes: Bytes) -> Result<Arc<Compiled>, HostError> {
         let digest = Self::digest(&bytes);
         check_header(&bytes)?;
-        let engine = self.engine.clone();
+        let engine = self.executor.engine.clone();
         let linker = self.linker.clone();
         let cache = self.compile_cache.clone();
         let metrics = self.metrics.clone();
