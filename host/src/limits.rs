@@ -8,6 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::ResourceLimiter;
 
+/// The largest linear memory any call may be given (a tenant's `memoryMb` ceiling); the
+/// pooling allocator sizes its slots for it.
+pub const MAX_MEMORY_BYTES: usize = 4 << 30;
+
 /// Per-call limits. Defaults suit CRM mapping code: small heaps, a few round trips.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -90,7 +94,7 @@ impl TenantLimits {
     /// `(field, value, largest value an override may ask for)`.
     fn fields(&self) -> [(&'static str, Option<u64>, u64); 9] {
         [
-            ("memoryMb", self.memory_mb, 4096),
+            ("memoryMb", self.memory_mb, (MAX_MEMORY_BYTES >> 20) as u64),
             ("deadlineMs", self.deadline_ms, 300_000),
             ("requestTimeoutMs", self.request_timeout_ms, 300_000),
             ("maxResponseBytes", self.max_response_bytes, 256 << 20),

@@ -668,7 +668,9 @@ impl Host {
         let ms = elapsed.as_secs_f64() * 1000.0;
         let digest_prefix = &compiled.digest[..compiled.digest.len().min(19)];
         match &result {
-            Ok(_) => tracing::info!(call_id, tenant = tenant_id, adapter = %format!("{}@{}", d.name, d.version), digest = digest_prefix, func_id, outcome, ms, "call"),
+            // Every call is in the trace store and the metrics; a log line per success would
+            // cost a write per call for nothing more (BENCHMARKS.md). Failures stay at info.
+            Ok(_) => tracing::debug!(call_id, tenant = tenant_id, adapter = %format!("{}@{}", d.name, d.version), digest = digest_prefix, func_id, outcome, ms, "call"),
             Err(f) => tracing::info!(call_id, tenant = tenant_id, adapter = %format!("{}@{}", d.name, d.version), digest = digest_prefix, func_id, outcome, kind, ms, "call: {}", f.message),
         }
         let request_json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);

@@ -537,3 +537,38 @@ async fn a_call_whose_client_hangs_up_stops_running() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Pooled keep-alive connections save handshakes, never checks: a tenant's calls share one
+/// connection to its CRM, and once its allowed origins change, its next request is refused
+/// before any connection (pooled or new) is looked at.
+#[tokio::test]
+async fn pooled_connections_are_reused_but_egress_is_checked_per_request() {
+    let up = echo_server().await;
+    let dialer = crm_tests::LoopbackDialer::default();
+    let connector = crm_host::outbound::connect::Connector::new(
+        std::sync::Arc::new(crm_tests::LocalResolver::default()),
+        std::sync::Arc::new(dialer.clone()),
+    );
+    let config = crm_tests::TestHostConfig { connector: Some(connector), ..Default::default() }
+        .routes(&[("hooks.example.test", up.url.as_str()), ("other.example.test", up.url.as_str())]);
+    let host = TestHost::start_config(config).await;
+    host.deploy("chaos").await;
+    let tenant = |hook: &str| json!({"adapter": "chaos", "crmConfig": {"hookUrl": hook}});
+    assert_eq!(host.put_tenant("t1", tenant("https://hooks.example.test/in")).await.0, 200);
+    let fetch = call_body(json!({"url": "https://hooks.example.test/in"}));
+    for _ in 0..5 {
+        assert_eq!(host.complete("t1", "fetch", fetch.clone()).await["status"], 200);
+    }
+    assert_eq!(up.requests().len(), 5);
+    assert_eq!(dialer.asked().len(), 1, "five calls, one connection: {:?}", dialer.asked());
+
+    // The tenant's endpoint moves: hooks.example.test is no longer one of its origins, though
+    // an idle connection to the very same address is in the pool.
+    assert_eq!(host.put_tenant("t1", tenant("https://other.example.test/in")).await.0, 200);
+    let e = host.failure("t1", "fetch", fetch).await;
+    assert_eq!(e["kind"], "egress_denied", "{e}");
+    assert_eq!(up.requests().len(), 5, "the refused request reached nothing");
+    let other = call_body(json!({"url": "https://other.example.test/in"}));
+    assert_eq!(host.complete("t1", "fetch", other).await["status"], 200);
+    assert_eq!(up.requests().len(), 6);
+}

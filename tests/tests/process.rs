@@ -34,8 +34,8 @@ impl Proc {
             .arg("--data-dir")
             .arg(data)
             .args(extra)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
@@ -325,7 +325,8 @@ async fn json_logs_describe_calls_and_outbound_requests_without_secrets() {
     }
     let crm: Emulator<()> = Emulator::start((), echo).await;
     let data = TempDir::new("logs");
-    let p = Proc::start(data.path(), &["--log-format", "json", "--upstream", &format!("crm.test={}", crm.url)], &[]);
+    // Completed calls and answered requests are logged at debug (failures at info).
+    let p = Proc::start(data.path(), &["--log-format", "json", "--upstream", &format!("crm.test={}", crm.url)], &[("RUST_LOG", "info,crm_host=debug")]);
     p.req("PUT", "/v1/adapters/whoami", Some(component("whoami"))).await;
     let secret = "log-SECRET-value-42";
     let tenant = json!({"adapter": "whoami", "crmConfig": {"url": "http://crm.test", "token": secret}});

@@ -6,6 +6,8 @@
 //! - `test`     setup + plugins + every test (adapter unit tests, host, integration)
 //! - `demo`     setup + plugins + host, then the end-to-end demo against CRM emulators; it
 //!   keeps serving until Ctrl-C (`cargo xtask demo --once` exits after the walk-through)
+//! - `bench`       setup + plugins + a release build, then the host-vs-native benchmark
+//!   (BENCHMARKS.md; about 4 minutes after the build)
 //! - `bench neighbours`  setup + plugins, then the noisy-neighbour benchmark (BENCHMARKS.md)
 //! - `fuzz [SECONDS]`    every fuzz target for SECONDS each (default 60)
 
@@ -32,7 +34,7 @@ fn main() -> Result<()> {
         Some("bench") => bench(&root, &args[1..]),
         Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <setup|plugins|test|demo|bench neighbours|fuzz [SECONDS]>");
+            eprintln!("usage: cargo xtask <setup|plugins|test|demo|bench [neighbours]|fuzz [SECONDS]>");
             std::process::exit(2);
         }
     }
@@ -297,7 +299,18 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
                 .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
                 .env("RUST_LOG", "error"))
         }
-        _ => bail!("usage: cargo xtask bench neighbours"),
+        None => {
+            plugins(root)?;
+            eprintln!("xtask: release build of the host and the benchmark (a cold one compiles wasmtime: about 10 minutes on 2 cores)");
+            run(Command::new("cargo").current_dir(root).args(["build", "--release", "--package", "crm-tests", "--bin", "bench", "--bin", "crm-host-under-test"]))?;
+            eprintln!("xtask: host-vs-native benchmark (about 4 minutes)");
+            // The host runs with its default logging, as operators run it.
+            run(Command::new(root.join("target/release/bench"))
+                .current_dir(root)
+                .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
+                .env_remove("RUST_LOG"))
+        }
+        _ => bail!("usage: cargo xtask bench [neighbours]"),
     }
 }
 

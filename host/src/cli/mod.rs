@@ -102,6 +102,10 @@ struct Serve {
     /// deadline bounds CPU, and metering costs every call some speed.
     #[arg(long)]
     fuel: Option<u64>,
+    /// How instances get memory: `pooling` (slots reserved at start-up for --max-instances
+    /// calls, reset copy-on-write between calls) or `on-demand` (mapped per call).
+    #[arg(long, default_value = "pooling")]
+    allocator: crate::runtime::Allocator,
     /// Attempts of an idempotent outbound request, the first included (1: no retries).
     #[arg(long, default_value_t = 3)]
     retry_attempts: u32,
@@ -176,7 +180,8 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         fuel: args.fuel,
     };
     let retry = RetryPolicy { max_attempts: args.retry_attempts.max(1), base: Duration::from_millis(args.retry_base_ms), ..Default::default() };
-    let runtime = Runtime::new(limits, OutboundConfig { upstreams, upstream_only: args.upstream_only, retry, ..Default::default() })?
+    let outbound = OutboundConfig { upstreams, upstream_only: args.upstream_only, retry, ..Default::default() };
+    let runtime = Runtime::with_allocator(limits, outbound, args.allocator)?
         .with_guest_threads(args.guest_threads.unwrap_or_else(crate::runtime::default_guest_threads))?
         .with_compile_cache(args.data_dir.join("compiled"))
         .with_context(|| format!("creating the compile cache in {}", args.data_dir.display()))?;

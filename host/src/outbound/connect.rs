@@ -10,12 +10,14 @@ use crate::egress::is_public;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::bindings::http::types::{DnsErrorPayload, ErrorCode};
 
@@ -69,11 +71,95 @@ pub struct Target<'a> {
     pub routed: bool,
 }
 
+/// Keep-alive connections by the address they were dialed to and the TLS name they were
+/// verified for. A connection is only ever taken for a request whose own checks (the
+/// tenant's policy, then resolving and checking the address) led to exactly that key, so
+/// pooling skips the handshake, never a check.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct PoolKey {
+    addr: SocketAddr,
+    /// The name the certificate was checked against; `None` for plain HTTP.
+    tls_name: Option<String>,
+}
+
+struct Idle {
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+/// Idle connections are closed after this long unused (servers close theirs after 60 s or
+/// more; closing first avoids sending on a connection the server is closing).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle connections kept per key and in all: bounds the host's file descriptors however
+/// many CRMs its tenants reach.
+const MAX_IDLE_PER_KEY: usize = 256;
+const MAX_IDLE: usize = 2048;
+
+impl Pool {
+    /// The most recently used idle connection for `key` that is still open.
+    fn take(&self, key: &PoolKey) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(key)?;
+        while let Some(c) = list.pop() {
+            if !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, key: PoolKey, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut total: usize = idle.values().map(Vec::len).sum();
+        if total >= MAX_IDLE {
+            idle.retain(|_, list| {
+                list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT);
+                !list.is_empty()
+            });
+            total = idle.values().map(Vec::len).sum();
+        }
+        let list = idle.entry(key).or_default();
+        if total < MAX_IDLE && list.len() < MAX_IDLE_PER_KEY {
+            list.push(Idle { sender, since: Instant::now() });
+        }
+    }
+
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap().values().map(Vec::len).sum()
+    }
+}
+
+/// A connection lent to one exchange. [`Lease::release`] gives it back once the response
+/// was read to its end; dropped instead (an error, a cap, a timeout mid-body), the
+/// connection closes, so a half-read response can never reach the next request.
+pub struct Lease {
+    conn: Option<(PoolKey, SendRequest<Full<Bytes>>)>,
+    pool: Arc<Pool>,
+}
+
+impl Lease {
+    pub fn release(mut self) {
+        if let Some((key, sender)) = self.conn.take() {
+            self.pool.put(key, sender);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Connector {
     resolver: Arc<dyn Resolve>,
     dialer: Arc<dyn Dial>,
     tls: Arc<rustls::ClientConfig>,
+    pool: Arc<Pool>,
 }
 
 impl Default for Connector {
@@ -88,50 +174,93 @@ impl std::fmt::Debug for Connector {
     }
 }
 
+/// Per-exchange time limits the connector applies.
+#[derive(Clone, Copy)]
+pub struct ExchangeTimeouts {
+    /// Resolving, dialing, TLS and the HTTP handshake together (or waiting for an idle
+    /// connection to be ready).
+    pub connect: Duration,
+    /// From the request written to the response head.
+    pub first_byte: Duration,
+}
+
 impl Connector {
     pub fn new(resolver: Arc<dyn Resolve>, dialer: Arc<dyn Dial>) -> Self {
         let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() };
         let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-        Connector { resolver, dialer, tls: Arc::new(tls) }
+        Connector { resolver, dialer, tls: Arc::new(tls), pool: Arc::default() }
     }
 
-    /// Resolves, checks and dials `target`, all within `timeout`, and returns an HTTP/1
-    /// sender on the new connection.
-    pub async fn connect(&self, target: &Target<'_>, timeout: Duration) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
-        match tokio::time::timeout(timeout, self.connect_inner(target)).await {
-            Ok(r) => r,
-            Err(_) => Err(ConnectError::Failed(ErrorCode::ConnectionTimeout)),
+    /// Sends `request` to `target`: resolves and checks the address first, every time, then
+    /// uses an idle connection to that checked address if there is one, a new one otherwise.
+    /// A pooled connection the server closed meanwhile is replaced when the request was not
+    /// sent on it. The response's body is the caller's to read; then [`Lease::release`].
+    pub async fn send(
+        &self,
+        target: &Target<'_>,
+        t: ExchangeTimeouts,
+        mut request: hyper::Request<Full<Bytes>>,
+    ) -> Result<(hyper::Response<Incoming>, Lease), ConnectError> {
+        let failed = ConnectError::Failed;
+        let mut fresh = false;
+        loop {
+            let (key, mut sender, reused) = match tokio::time::timeout(t.connect, self.checkout(target, fresh)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(failed(ErrorCode::ConnectionTimeout)),
+            };
+            let sent = tokio::time::timeout(t.first_byte, sender.try_send_request(request)).await;
+            match sent {
+                Err(_) => return Err(failed(ErrorCode::ConnectionReadTimeout)),
+                Ok(Ok(response)) => return Ok((response, Lease { conn: Some((key, sender)), pool: self.pool.clone() })),
+                Ok(Err(mut e)) => match e.take_message() {
+                    // Not sent: the idle connection had been closed. Once more, on a new one.
+                    Some(unsent) if reused => {
+                        request = unsent;
+                        fresh = true;
+                    }
+                    _ => return Err(failed(hyper_error(e.error()))),
+                },
+            }
         }
     }
 
-    async fn connect_inner(&self, target: &Target<'_>) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
+    async fn checkout(&self, target: &Target<'_>, fresh: bool) -> Result<(PoolKey, SendRequest<Full<Bytes>>, bool), ConnectError> {
         let addrs = self.addresses(target).await?;
+        let tls_name = target.use_tls.then(|| target.host.to_ascii_lowercase());
+        if !fresh {
+            for addr in &addrs {
+                let key = PoolKey { addr: *addr, tls_name: tls_name.clone() };
+                while let Some(mut sender) = self.pool.take(&key) {
+                    if sender.ready().await.is_ok() {
+                        return Ok((key, sender, true));
+                    }
+                }
+            }
+        }
         let mut last = ErrorCode::ConnectionRefused;
-        let mut stream = None;
         for addr in addrs {
             match self.dialer.dial(addr).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
+                Ok(stream) => {
+                    let sender = self.handshake(target, stream).await?;
+                    return Ok((PoolKey { addr, tls_name }, sender, false));
                 }
                 Err(e) => last = io_error_code(&e),
             }
         }
-        let stream = stream.ok_or(ConnectError::Failed(last))?;
-        if target.use_tls {
-            let name = rustls::pki_types::ServerName::try_from(target.host.to_string())
-                .map_err(|_| ConnectError::Failed(dns_error("invalid TLS server name")))?;
-            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(name, stream)
-                .await
-                .map_err(|e| {
-                    tracing::debug!("TLS handshake with {} failed: {e}", target.host);
-                    ConnectError::Failed(ErrorCode::TlsProtocolError)
-                })?;
-            handshake(TokioIo::new(tls)).await
-        } else {
-            handshake(TokioIo::new(stream)).await
+        Err(ConnectError::Failed(last))
+    }
+
+    async fn handshake(&self, target: &Target<'_>, stream: TcpStream) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
+        if !target.use_tls {
+            return handshake(TokioIo::new(stream)).await;
         }
+        let name = rustls::pki_types::ServerName::try_from(target.host.to_string())
+            .map_err(|_| ConnectError::Failed(dns_error("invalid TLS server name")))?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone()).connect(name, stream).await.map_err(|e| {
+            tracing::debug!("TLS handshake with {} failed: {e}", target.host);
+            ConnectError::Failed(ErrorCode::TlsProtocolError)
+        })?;
+        handshake(TokioIo::new(tls)).await
     }
 
     /// The addresses to dial, each one checked. A name that resolves to any non-public
@@ -169,13 +298,26 @@ where
     let (sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|_| ConnectError::Failed(ErrorCode::ConnectionRefused))?;
-    // The connection task ends when the sender is dropped (or the peer closes).
+    // The connection task ends when the last sender is dropped (or the peer closes).
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!("outbound connection ended: {e}");
         }
     });
     Ok(sender)
+}
+
+/// What the guest is told when the exchange itself failed.
+pub(super) fn hyper_error(e: &hyper::Error) -> ErrorCode {
+    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+        ErrorCode::ConnectionTerminated
+    } else if e.is_parse() {
+        ErrorCode::HttpProtocolError
+    } else if e.is_timeout() {
+        ErrorCode::ConnectionReadTimeout
+    } else {
+        ErrorCode::InternalError(Some(e.to_string()))
+    }
 }
 
 fn io_error_code(e: &io::Error) -> ErrorCode {
@@ -196,11 +338,11 @@ mod tests {
     use std::sync::Mutex;
 
     /// Answers from a fixed table; never touches the network.
-    struct Table(Vec<(&'static str, IpAddr)>);
+    struct Table(Mutex<Vec<(&'static str, IpAddr)>>);
 
     impl Resolve for Table {
         fn resolve<'a>(&'a self, host: &'a str, port: u16) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
-            let found: Vec<_> = self.0.iter().filter(|(h, _)| *h == host).map(|(_, ip)| SocketAddr::new(*ip, port)).collect();
+            let found: Vec<_> = self.0.lock().unwrap().iter().filter(|(h, _)| *h == host).map(|(_, ip)| SocketAddr::new(*ip, port)).collect();
             Box::pin(async move {
                 if found.is_empty() {
                     Err(io::Error::new(io::ErrorKind::NotFound, "unknown name"))
@@ -223,14 +365,19 @@ mod tests {
     }
 
     fn connector(table: Vec<(&'static str, &str)>) -> (Connector, Arc<Recorder>) {
-        let table = Table(table.into_iter().map(|(h, ip)| (h, ip.parse().unwrap())).collect());
+        let table = Table(Mutex::new(table.into_iter().map(|(h, ip)| (h, ip.parse().unwrap())).collect()));
         let dialer = Arc::new(Recorder::default());
         (Connector::new(Arc::new(table), dialer.clone()), dialer)
     }
 
+    fn timeouts() -> ExchangeTimeouts {
+        ExchangeTimeouts { connect: Duration::from_secs(1), first_byte: Duration::from_secs(1) }
+    }
+
     async fn attempt(c: &Connector, host: &str, routed: bool) -> ConnectError {
         let target = Target { host, port: 443, use_tls: true, routed };
-        c.connect(&target, Duration::from_secs(1)).await.expect_err("the recorder dials nothing")
+        let request = hyper::Request::get("/").body(Full::default()).unwrap();
+        c.send(&target, timeouts(), request).await.err().expect("the recorder dials nothing")
     }
 
     #[tokio::test]
@@ -277,5 +424,112 @@ mod tests {
         let (c, dialed) = connector(vec![]);
         assert!(matches!(attempt(&c, "nowhere.test", false).await, ConnectError::Failed(ErrorCode::DnsError(_))));
         assert!(dialed.0.lock().unwrap().is_empty());
+    }
+
+    /// Dials one local server whatever address it is asked for (so "public" addresses can be
+    /// exercised without leaving the machine), and counts the dials.
+    struct ToLocal {
+        to: SocketAddr,
+        asked: Mutex<Vec<SocketAddr>>,
+    }
+
+    impl Dial for ToLocal {
+        fn dial(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<TcpStream>> {
+            self.asked.lock().unwrap().push(addr);
+            Box::pin(TcpStream::connect(self.to))
+        }
+    }
+
+    /// A minimal HTTP/1.1 server on loopback: answers every request `ok`; with `one_shot`,
+    /// closes each connection after its first answer without saying so (as a server whose
+    /// keep-alive timer fired does).
+    async fn server(one_shot: bool) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut chunk).await {
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() || one_shot {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    async fn get(c: &Connector, host: &str) -> Result<(), ConnectError> {
+        use http_body_util::BodyExt;
+        let target = Target { host, port: 80, use_tls: false, routed: false };
+        let request = hyper::Request::get("/").body(Full::default()).unwrap();
+        let (response, lease) = c.send(&target, timeouts(), request).await?;
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"ok");
+        lease.release();
+        Ok(())
+    }
+
+    fn pooled(local: SocketAddr) -> (Connector, Arc<Table>, Arc<ToLocal>) {
+        let table = Arc::new(Table(Mutex::new(vec![("crm.example.test", "93.184.216.34".parse().unwrap())])));
+        let dialer = Arc::new(ToLocal { to: local, asked: Mutex::default() });
+        (Connector::new(table.clone(), dialer.clone()), table, dialer)
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_only_after_the_address_is_checked_again() {
+        let (c, table, dialer) = pooled(server(false).await);
+        for _ in 0..5 {
+            get(&c, "crm.example.test").await.expect("served");
+        }
+        assert_eq!(dialer.asked.lock().unwrap().len(), 1, "one connection carried five requests");
+        assert_eq!(c.pool.idle_count(), 1);
+
+        // The name now resolves to a private address: refused before the pool is looked at,
+        // although an idle connection to the old address is there.
+        *table.0.lock().unwrap() = vec![("crm.example.test", "10.0.0.7".parse().unwrap())];
+        match get(&c, "crm.example.test").await {
+            Err(ConnectError::Denied(why)) => assert!(why.contains("10.0.0.7"), "{why}"),
+            other => panic!("{:?}", other.err()),
+        }
+        // A different public address is a different key: a new connection, not the old one.
+        *table.0.lock().unwrap() = vec![("crm.example.test", "93.184.216.35".parse().unwrap())];
+        get(&c, "crm.example.test").await.expect("served");
+        let asked = dialer.asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 2);
+        assert_eq!(asked[1], "93.184.216.35:80".parse::<SocketAddr>().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_response_not_read_to_its_end_never_returns_to_the_pool() {
+        let (c, _, dialer) = pooled(server(false).await);
+        let target = Target { host: "crm.example.test", port: 80, use_tls: false, routed: false };
+        let request = hyper::Request::get("/").body(Full::default()).unwrap();
+        let (_response, lease) = c.send(&target, timeouts(), request).await.expect("sent");
+        drop(lease);
+        assert_eq!(c.pool.idle_count(), 0);
+        get(&c, "crm.example.test").await.expect("served");
+        assert_eq!(dialer.asked.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_server_closed_is_replaced() {
+        let (c, _, dialer) = pooled(server(true).await);
+        for _ in 0..3 {
+            get(&c, "crm.example.test").await.expect("served on a new connection");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(dialer.asked.lock().unwrap().len(), 3);
     }
 }

@@ -3,7 +3,7 @@
 //! trace and metrics; idempotent requests are retried on connection errors and
 //! 429/502/503/504, with backoff, within the call's deadline and request budget.
 
-use super::connect::{ConnectError, Target};
+use super::connect::{hyper_error, ConnectError, ExchangeTimeouts, Target};
 use super::{OutboundConfig, Prepared};
 use crate::trace::{BodyRecord, CallScope, Exchange};
 use bytes::Bytes;
@@ -124,19 +124,18 @@ async fn send_once(
     let host = p.uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or_default();
     let port = p.uri.port_u16().unwrap_or(if p.use_tls { 443 } else { 80 });
     let target = Target { host, port, use_tls: p.use_tls, routed: p.routed };
-    let mut sender = config.connector.connect(&target, t.connect).await?;
     // On the wire the request line carries the path only; Host says where it is going.
     let path = p.uri.path_and_query().map(|x| x.as_str()).unwrap_or("/");
     let mut request = hyper::Request::builder().method(p.method.clone()).uri(path);
     if let Some(h) = request.headers_mut() {
         *h = p.headers.clone();
+        // The host frames every request itself (from the body it holds): a guest's own
+        // Content-Length could desynchronise a connection the next request reuses.
+        h.remove(http::header::CONTENT_LENGTH);
     }
     let request = request.body(Full::new(body)).map_err(|_| failed(ErrorCode::HttpRequestUriInvalid))?;
-    let response = match tokio::time::timeout(t.first_byte, sender.send_request(request)).await {
-        Err(_) => return Err(failed(ErrorCode::ConnectionReadTimeout)),
-        Ok(Err(e)) => return Err(failed(hyper_error(&e))),
-        Ok(Ok(r)) => r,
-    };
+    let timeouts = ExchangeTimeouts { connect: t.connect, first_byte: t.first_byte };
+    let (response, lease) = config.connector.send(&target, timeouts, request).await?;
     let declared = response
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -160,23 +159,12 @@ async fn send_once(
             bytes.extend_from_slice(data);
         }
     }
+    // Read to its end: the connection can carry the next request.
+    lease.release();
     let bytes = Bytes::from(bytes);
     let status = parts.status.as_u16();
     let resp = hyper::Response::from_parts(parts, Full::new(bytes.clone()).map_err(|never| match never {}).boxed());
     Ok((status, IncomingResponse { resp, worker: None, between_bytes_timeout: t.between_bytes }, bytes))
-}
-
-/// What the guest is told when the exchange itself failed.
-fn hyper_error(e: &hyper::Error) -> ErrorCode {
-    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
-        ErrorCode::ConnectionTerminated
-    } else if e.is_parse() {
-        ErrorCode::HttpProtocolError
-    } else if e.is_timeout() {
-        ErrorCode::ConnectionReadTimeout
-    } else {
-        ErrorCode::InternalError(Some(e.to_string()))
-    }
 }
 
 fn record(
@@ -197,11 +185,16 @@ fn record(
         Err(e) => error_label(e),
     };
     let ms = duration.as_secs_f64() * 1000.0;
-    let path = r.text(p.uri.path());
-    tracing::info!(
-        call_id = %scope.call_id, adapter = %scope.adapter, method = %p.method, host = %p.host, path = %path,
-        status = %status_label, attempt, ms, "outbound"
-    );
+    // Answered attempts are in the call's trace; only failures are worth a line at info.
+    let level_info = !matches!(result, Ok((s, ..)) if *s < 500);
+    if level_info || tracing::enabled!(tracing::Level::DEBUG) {
+        let path = r.text(p.uri.path());
+        if level_info {
+            tracing::info!(call_id = %scope.call_id, adapter = %scope.adapter, method = %p.method, host = %p.host, path = %path, status = %status_label, attempt, ms, "outbound");
+        } else {
+            tracing::debug!(call_id = %scope.call_id, adapter = %scope.adapter, method = %p.method, host = %p.host, path = %path, status = %status_label, attempt, ms, "outbound");
+        }
+    }
     scope.metrics.outbound.with_label_values(&[&scope.adapter, &p.host, &status_label]).inc();
     scope.metrics.outbound_seconds.with_label_values(&[&scope.adapter, &p.host]).observe(duration.as_secs_f64());
     let (status, response_headers, response_body, error) = match result {

@@ -172,6 +172,12 @@ fn classify(e: anyhow::Error, limits: &Limits) -> Option<CallFailure> {
         Ok(Refused(f)) => return Some(f),
         Err(e) => e,
     };
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        return Some(CallFailure::new(
+            FailureKind::RateLimited,
+            format!("the host is running as many instances as its pool holds ({e}); try again shortly (--max-instances)"),
+        ));
+    }
     Some(match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => return None,
         Some(Trap::OutOfFuel) => CallFailure::new(

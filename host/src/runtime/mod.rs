@@ -123,14 +123,81 @@ impl Drop for GuestPool {
     }
 }
 
+/// How instances get their memories, tables and stacks (`--allocator`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Allocator {
+    /// Slots reserved at start-up and reused: an instance costs a few microseconds
+    /// (memories are reset copy-on-write, not mapped anew). Bounded by `max_instances`.
+    #[default]
+    Pooling,
+    /// mmap and munmap for every instance (wasmtime's default).
+    OnDemand,
+}
+
+impl std::str::FromStr for Allocator {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pooling" => Ok(Allocator::Pooling),
+            "on-demand" => Ok(Allocator::OnDemand),
+            other => Err(format!("unknown allocator '{other}' (pooling, on-demand)")),
+        }
+    }
+}
+
+/// Instances beyond `max_instances` the pool has room for: deploy-time `describe` and
+/// crmConfig validation run outside call admission.
+const POOL_HEADROOM: u32 = 32;
+
+/// Bytes of each pooled memory, table and stack reset by zeroing rather than by madvise.
+const KEEP_RESIDENT: usize = 64 << 10;
+
+/// The pooling allocator sized for adapters: one slot per admitted call (plus headroom),
+/// memories up to the largest cap a tenant may be given (the per-call cap itself is the
+/// store limiter's), and room for the handful of core instances a component is made of.
+fn pooling_config(instances: u32) -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        .total_stacks(instances)
+        .max_core_instances_per_component(16)
+        .total_core_instances(instances.saturating_mul(16))
+        .max_memories_per_component(4)
+        .total_memories(instances.saturating_mul(2))
+        .max_tables_per_component(16)
+        .total_tables(instances.saturating_mul(8))
+        .max_memory_size(crate::limits::MAX_MEMORY_BYTES)
+        // Resetting a slot by madvise costs page faults on the next call and TLB-shootdown
+        // IPIs to every CPU; zeroing the first 64 KiB of each memory, table and stack by
+        // hand is cheaper for what adapters touch there (BENCHMARKS.md, section 1).
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT)
+        .async_stack_keep_resident(KEEP_RESIDENT);
+    pool
+}
+
+fn engine_config(fuel_metering: bool, pool: Option<wasmtime::PoolingAllocationConfig>) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true).async_support(true).epoch_interruption(true);
+    // Fuel instruments every wasm block: only when the operator asks for budgets.
+    config.consume_fuel(fuel_metering);
+    if let Some(pool) = pool {
+        // A fiber stack holds host frames of the previous call (and its tenant's strings);
+        // wasm cannot address it, but a reused stack starts zeroed all the same.
+        config.async_stack_zeroing(true).allocation_strategy(pool);
+    }
+    config
+}
+
 impl Runtime {
     pub fn new(limits: Limits, outbound: OutboundConfig) -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        config.wasm_component_model(true).async_support(true).epoch_interruption(true);
-        // Fuel instruments every wasm block: only when the operator asks for budgets.
+        Self::with_allocator(limits, outbound, Allocator::default())
+    }
+
+    pub fn with_allocator(limits: Limits, outbound: OutboundConfig, allocator: Allocator) -> anyhow::Result<Self> {
         let fuel_metering = limits.fuel.is_some();
-        config.consume_fuel(fuel_metering);
-        let engine = Engine::new(&config)?;
+        let pool = (allocator == Allocator::Pooling).then(|| pooling_config(limits.max_instances.saturating_add(POOL_HEADROOM)));
+        let engine = Engine::new(&engine_config(fuel_metering, pool))
+            .map_err(|e| anyhow::anyhow!("cannot create the wasm engine ({allocator:?} allocator): {e:#}"))?;
         let weak = engine.weak();
         std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
             while let Some(engine) = weak.upgrade() {
@@ -276,6 +343,26 @@ impl Runtime {
         }
     }
 
+    /// One execution of `func_id` with an empty chat and config under the host's limits:
+    /// the host's own cost per call (store, instance, invoke, drop), as `cargo xtask bench`
+    /// times it. The service never calls this.
+    #[doc(hidden)]
+    pub async fn invoke_bare(&self, adapter: &Compiled, func_id: &str) -> Result<Map<String, Value>, CallFailure> {
+        let chat = wit::Chat {
+            id: String::new(),
+            phone: String::new(),
+            title: None,
+            agent: None,
+            crm_data: "{}".into(),
+            nodes: Vec::new(),
+            messages: Vec::new(),
+            url: None,
+        };
+        let ctx = wit::CallContext { project_id: String::new(), crm_config: "{}".into(), chat, params: "{}".into() };
+        let scope = self.call_scope("bench", adapter, Redactor::default(), &self.limits);
+        self.invoke(adapter, &self.limits, &Map::new(), func_id, ctx, scope).await
+    }
+
     /// Hands a request the CRM sent to the platform to the tenant's adapter
     /// (`handle-webhook`): the answer for the CRM and the messages it carried.
     pub(crate) async fn handle_webhook(
@@ -374,4 +461,74 @@ fn component_invoke_export(pre: &AdapterPre<HostState>) -> Result<ComponentExpor
         .get_export_index(None, "crm:adapter/crm@0.1.0")
         .and_then(|crm| component.get_export_index(Some(&crm), "invoke"))
         .ok_or_else(|| HostError::WrongWorld("the component's crm export has no `invoke` function".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::{Instance, Module, Store};
+
+    /// Raw wasm, as an attacker writes it: `mark` grows memory and leaves a marker in the
+    /// initial page, in grown pages and in a table; `probe` reports anything of it it sees
+    /// (after growing the same way, so grown pages are looked at too).
+    const MARKER: &str = r#"(module
+        (memory (export "memory") 1 16)
+        (table 4 funcref)
+        (func $marker (result i32) i32.const 0x5ec2e7)
+        (elem declare func $marker)
+        (func (export "mark")
+            (drop (memory.grow (i32.const 3)))
+            (i32.store (i32.const 1024) (i32.const 0x5ec2e7))
+            (i32.store (i32.const 70000) (i32.const 0x5ec2e7))
+            (i32.store (i32.const 250000) (i32.const 0x5ec2e7))
+            (table.set (i32.const 2) (ref.func $marker)))
+        (func (export "probe") (result i32)
+            (local $seen i32)
+            (local.set $seen (i32.ne (memory.size) (i32.const 1)))
+            (drop (memory.grow (i32.const 3)))
+            (local.set $seen (i32.or (local.get $seen) (i32.load (i32.const 1024))))
+            (local.set $seen (i32.or (local.get $seen) (i32.load (i32.const 70000))))
+            (local.set $seen (i32.or (local.get $seen) (i32.load (i32.const 250000))))
+            (i32.or (local.get $seen) (i32.eqz (ref.is_null (table.get (i32.const 2)))))))"#;
+
+    #[tokio::test]
+    async fn nothing_survives_in_a_reused_pool_slot() {
+        let engine = Engine::new(&engine_config(false, Some(pooling_config(1)))).expect("engine with a one-slot pool");
+        let module = Module::new(&engine, wat::parse_str(MARKER).unwrap()).unwrap();
+        let store = || {
+            let mut s = Store::new(&engine, ());
+            s.set_epoch_deadline(u64::MAX / 2);
+            s
+        };
+        async fn run<R: wasmtime::WasmResults + Send + Sync>(s: &mut Store<()>, i: &Instance, name: &str) -> R {
+            i.get_typed_func::<(), R>(&mut *s, name).unwrap().call_async(&mut *s, ()).await.unwrap()
+        }
+
+        // Tenant A marks its instance; while it lives, the pool has no other slot.
+        let mut a = store();
+        let instance = Instance::new_async(&mut a, &module, &[]).await.expect("the slot is free");
+        run::<()>(&mut a, &instance, "mark").await;
+        assert_ne!(run::<i32>(&mut a, &instance, "probe").await, 0, "the probe sees a marker where there is one");
+        let mut other = store();
+        let e = Instance::new_async(&mut other, &module, &[]).await.err().expect("a one-slot pool holds one instance");
+        assert!(e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some(), "{e:#}");
+        drop(other);
+        drop(a);
+
+        // Tenant B gets the same slot (the only one), several times over.
+        for _ in 0..3 {
+            let mut b = store();
+            let instance = Instance::new_async(&mut b, &module, &[]).await.expect("the slot is free again");
+            let seen: i32 = run(&mut b, &instance, "probe").await;
+            assert_eq!(seen, 0, "tenant B saw tenant A's marker (memory size, memory or table)");
+            run::<()>(&mut b, &instance, "mark").await;
+        }
+    }
+
+    #[test]
+    fn the_pool_fits_the_largest_memory_a_tenant_may_get() {
+        let mut limits = Limits::default();
+        limits.memory_bytes = crate::limits::MAX_MEMORY_BYTES;
+        Runtime::with_allocator(limits, OutboundConfig::default(), Allocator::Pooling).expect("pooling runtime");
+    }
 }
