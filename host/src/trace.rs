@@ -279,6 +279,10 @@ enum Job {
     Flush(oneshot::Sender<()>),
 }
 
+/// How long a batch of traces waits for more before it is written. Readers never wait for
+/// it: the API's trace reads flush first.
+const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Writes call records in batches on a task of its own, so a call's answer never waits for
 /// the database. `flush` lets readers see every call answered before it.
 #[derive(Clone)]
@@ -295,12 +299,18 @@ impl Recorder {
             let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
             while let Some(job) = rx.recv().await {
                 let mut next = Some(job);
+                // A batch closes after 256 records, on a flush, or BATCH_LINGER after its
+                // first record: one transaction per batch, not per call.
+                let closes = tokio::time::Instant::now() + BATCH_LINGER;
                 while let Some(job) = next {
                     match job {
                         Job::Record(r) => batch.push(*r),
                         Job::Flush(w) => waiting.push(w),
                     }
-                    next = if batch.len() < 256 { rx.try_recv().ok() } else { None };
+                    next = match () {
+                        _ if batch.len() >= 256 || !waiting.is_empty() => None,
+                        _ => tokio::time::timeout_at(closes, rx.recv()).await.ok().flatten(),
+                    };
                 }
                 if !batch.is_empty() {
                     if let Err(e) = store.record_calls(&batch, keep_per_tenant).await {

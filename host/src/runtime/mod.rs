@@ -510,7 +510,7 @@ mod tests {
         run::<()>(&mut a, &instance, "mark").await;
         assert_ne!(run::<i32>(&mut a, &instance, "probe").await, 0, "the probe sees a marker where there is one");
         let mut other = store();
-        let e = Instance::new_async(&mut other, &module, &[]).await.err().expect("a one-slot pool holds one instance");
+        let e = Instance::new_async(&mut other, &module, &[]).await.expect_err("a one-slot pool holds one instance");
         assert!(e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some(), "{e:#}");
         drop(other);
         drop(a);

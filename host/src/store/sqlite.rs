@@ -31,6 +31,10 @@ impl MigrationSource<'static> for Embedded {
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Call traces: telemetry, written in batches on a connection of their own that syncs
+    /// the WAL at checkpoints only (`synchronous=NORMAL`): a host crash loses nothing
+    /// committed, a power cut may lose the last batches. Everything else syncs every commit.
+    traces: SqlitePool,
 }
 
 /// File name of the database inside the data directory.
@@ -48,9 +52,13 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await?;
         Migrator::new(Embedded).await?.run(&pool).await?;
-        Ok(SqliteStore { pool })
+        let traces = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await?;
+        Ok(SqliteStore { pool, traces })
     }
 
     /// A write transaction that takes the write lock up front, so a read-modify-write
@@ -459,7 +467,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_calls(&self, calls: &[CallRecord], keep_per_tenant: u32) -> StoreResult<()> {
-        let mut tx = self.write().await?;
+        let mut tx = self.traces.begin_with("BEGIN IMMEDIATE").await?;
         let mut tenants: Vec<&str> = Vec::new();
         for c in calls {
             sqlx::query(

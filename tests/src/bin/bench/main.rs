@@ -141,27 +141,32 @@ fn host_overhead(t: &mut Table) -> Result<()> {
 fn latency_vs_native(t: &mut Table, crm: &str) -> Result<()> {
     let n = 5_000;
     let body = call_body().to_string().into_bytes();
-    let data = TempDir::new("bench-host");
 
     // wasm: the service's call path (tenant, parse, admission, instance, outbound, trace),
-    // without the HTTP front (section 4 has that).
-    let rt = tokio::runtime::Runtime::new()?;
-    let wasm = rt.block_on(async {
-        let host = in_process_host(&data, crm).await?;
-        let answer = host.call("acme", "getCustomerDetails", &body, "probe").await?;
-        ensure!(answer.result.is_ok(), "wasm call failed: {:?}", answer.result.err());
-        let mut i = 0u64;
-        Ok(time_async(n, || {
-            i += 1;
-            let (host, body, id) = (&host, &body, format!("b{i}"));
-            async move {
-                let a = host.call("acme", "getCustomerDetails", body, &id).await.expect("call");
-                assert!(a.result.is_ok());
-            }
-        })
-        .await)
-    })?;
-    drop(rt);
+    // without the HTTP front (section 4 has that); as served (guest threads), and with guests
+    // on the caller's runtime (`--guest-threads 0`) to show what the hop between them costs.
+    let mut wasm_runs = Vec::new();
+    for threads in [crm_host::runtime::default_guest_threads(), 0] {
+        let rt = tokio::runtime::Runtime::new()?;
+        let data = TempDir::new("bench-host");
+        let s = rt.block_on(async {
+            let host = in_process_host(&data, crm, threads).await?;
+            let answer = host.call("acme", "getCustomerDetails", &body, "probe").await?;
+            ensure!(answer.result.is_ok(), "wasm call failed: {:?}", answer.result.err());
+            let mut i = 0u64;
+            Ok(time_async(n, || {
+                i += 1;
+                let (host, body, id) = (&host, &body, format!("b{i}"));
+                async move {
+                    let a = host.call("acme", "getCustomerDetails", body, &id).await.expect("call");
+                    assert!(a.result.is_ok());
+                }
+            })
+            .await)
+        })?;
+        wasm_runs.push(s);
+    }
+    let (wasm, wasm_inline) = (&wasm_runs[0], &wasm_runs[1]);
 
     // native: the same adapter code, SDK native transport (ureq agent, keep-alive pool).
     let http = crm_sdk::native::NativeTransport::new(Duration::from_secs(10)).route("plando.co.il", crm);
@@ -205,20 +210,21 @@ fn latency_vs_native(t: &mut Table, crm: &str) -> Result<()> {
     });
 
     let r = ratio(wasm.p50(), native.p50());
-    t.sample("2", "getCustomerDetails, wasm component through the service (1 client)", &wasm, format!("wasm/native p50 {r:.2} (target ≤ 1.15: {})", verdict(r <= 1.15)));
+    t.sample("2", "getCustomerDetails, wasm component through the service, as served (1 client)", wasm, format!("wasm/native p50 {r:.2} (target ≤ 1.15: {})", verdict(r <= 1.15)));
+    t.sample("2", "the same with guests on the caller's threads (--guest-threads 0)", wasm_inline, format!("wasm/native p50 {:.2}", ratio(wasm_inline.p50(), native.p50())));
     t.sample("2", "getCustomerDetails, native adapter code (1 client)", &native, format!("wasm/native p99 {:.2}", ratio(wasm.p99(), native.p99())));
     let over = |s: &Sample| (ratio(s.p50(), floor.p50()) - 1.0) * 100.0;
-    t.sample("3", "the bare exchange with the emulator (floor)", &floor, format!("over the floor: wasm +{:.0}%, native +{:.0}%", over(&wasm), over(&native)));
+    t.sample("3", "the bare exchange with the emulator (floor)", &floor, format!("over the floor: wasm +{:.0}%, native +{:.0}%", over(wasm), over(&native)));
     Ok(())
 }
 
 /// A host in this process on the store in `data`, with Plando deployed and tenant `acme`.
-async fn in_process_host(data: &TempDir, crm: &str) -> Result<Host> {
+async fn in_process_host(data: &TempDir, crm: &str, guest_threads: usize) -> Result<Host> {
     let mut upstreams = crm_host::egress::Upstreams::default();
     upstreams.add(&format!("plando.co.il={crm}")).map_err(anyhow::Error::msg)?;
     let outbound = OutboundConfig { upstreams, upstream_only: true, ..Default::default() };
     let runtime = Runtime::new(Limits::default(), outbound)?
-        .with_guest_threads(crm_host::runtime::default_guest_threads())?
+        .with_guest_threads(guest_threads)?
         .with_compile_cache(data.path().join("compiled"))?;
     let store = crm_host::store::sqlite::SqliteStore::open(data.path()).await?;
     let host = Host::open(runtime, Arc::new(store), HostOptions::default()).await?;
@@ -275,7 +281,9 @@ impl Servers {
     fn start(crm: &str) -> Result<Servers> {
         let data = TempDir::new("bench-served");
         // 64 clients call one tenant: its concurrency cap (default 16) must let them in.
-        let args = ["--upstream".into(), format!("plando.co.il={crm}"), "--upstream-only".into(), "--max-concurrent-calls".into(), "128".into()];
+        let mut args = vec!["--upstream".into(), format!("plando.co.il={crm}"), "--upstream-only".into(), "--max-concurrent-calls".into(), "128".into()];
+        // `BENCH_HOST_ARGS="--guest-threads 0"`: measure another host configuration.
+        args.extend(std::env::var("BENCH_HOST_ARGS").unwrap_or_default().split_whitespace().map(String::from));
         let (host, host_url, _) = spawn_host(data.path(), &args)?;
         let mut natives = Vec::new();
         for mode in ["pool", "inline"] {
