@@ -74,9 +74,11 @@ impl View {
         t.pin.clone().or_else(|| self.adapters.get(&t.adapter)?.active.clone())
     }
 
-    /// Digests that must stay compiled.
+    /// Digests that must stay compiled: what serves, what is staged, and each adapter's
+    /// rollback target (so a rollback, or a redeploy of the version before, is instant).
     fn needed(&self) -> HashSet<String> {
-        let mut keep: HashSet<String> = self.adapters.values().filter_map(|a| a.active.clone()).collect();
+        let mut keep: HashSet<String> =
+            self.adapters.values().flat_map(|a| [a.active.clone(), a.previous.clone()]).flatten().collect();
         keep.extend(self.versions.values().flatten().filter(|v| v.staged).map(|v| v.digest.clone()));
         keep.extend(self.tenants.values().filter_map(|t| t.pin.clone()));
         keep
