@@ -1,7 +1,8 @@
 //! The connector: the last step before bytes leave the host. It resolves a name once, checks
 //! every address it got (unless the operator routed the host with `--upstream`), and dials
 //! exactly the address it checked, so a DNS answer cannot change between the check and the
-//! connection (DNS rebinding). TLS and the HTTP/1 handshake follow.
+//! connection (DNS rebinding). TLS and the HTTP/1 handshake follow. Connections are kept
+//! alive and reused, keyed by the checked address and TLS name, so reuse never skips a check.
 //!
 //! Name resolution and dialing are traits so tests can prove what would have been dialed
 //! without any traffic leaving the machine.

@@ -3,7 +3,8 @@
 //! `send_request` hook that prepares and checks a request (the tenant's egress policy, the
 //! call's request budget, `--upstream` routing or the `--upstream-only` refusal, capped
 //! timeouts); [`send`] makes the attempts (retries, the response cap, trace and metrics);
-//! [`connect`] resolves once, checks the address it will dial and dials exactly that.
+//! [`connect`] resolves once, checks the address it will dial and dials exactly that (or
+//! reuses a keep-alive connection to exactly that address).
 
 pub mod connect;
 mod send;
