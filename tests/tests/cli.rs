@@ -80,4 +80,41 @@ fn bad_flags_fail_with_a_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("expected HOST=URL"), "{err}");
+    let out = Command::new(host_bin()).args(["serve", "--listen", "127.0.0.1:0", "--allocator", "bogus"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown allocator 'bogus' (pooling, on-demand)"), "{err}");
+}
+
+#[tokio::test]
+async fn the_on_demand_allocator_serves_fresh_instances_too() {
+    let data = crm_tests::TempDir::new("cli-on-demand");
+    let mut child = Command::new(host_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--upstream-only", "--allocator", "on-demand"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start crm-host");
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Running(child);
+    let (_, url) = tokio::task::spawn_blocking(move || crm_tests::read_listen_url(stdout)).await.unwrap().unwrap();
+    let client = reqwest::Client::new();
+    let put = client.put(format!("{url}/v1/adapters/chaos")).body(crm_tests::component("chaos")).send().await.unwrap();
+    assert_eq!(put.status(), 201);
+    let put = client.put(format!("{url}/v1/tenants/t")).json(&json!({"adapter": "chaos", "crmConfig": {}})).send().await.unwrap();
+    assert_eq!(put.status(), 200);
+    for _ in 0..3 {
+        let out: Value = client
+            .post(format!("{url}/v1/tenants/t/crm/counter"))
+            .json(&json!({"chat": {"id": "c", "phone": "1"}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(out["crmData"]["count"], 1, "a fresh instance per call: {out}");
+    }
 }

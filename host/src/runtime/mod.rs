@@ -526,6 +526,23 @@ mod tests {
     }
 
     #[test]
+    fn the_compile_cache_is_keyed_by_the_engine_settings_that_shape_code() {
+        let dir = std::env::temp_dir().join(format!("crm-cc-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let plain = Engine::new(&engine_config(false, Some(pooling_config(4)))).unwrap();
+        let metered = Engine::new(&engine_config(true, Some(pooling_config(4)))).unwrap();
+        let on_demand = Engine::new(&engine_config(false, None)).unwrap();
+        let bytes = wat::parse_str("(component (core module))").unwrap();
+        let cache = |e: &Engine| CompileCache::new(dir.clone(), e).unwrap();
+        cache(&plain).put("sha256:00", &Component::new(&plain, &bytes).unwrap());
+        // Fuel changes the code: a metered engine must compile its own.
+        assert_eq!(cache(&metered).get(&metered, "sha256:00").1, crate::compile_cache::Lookup::Miss);
+        assert_ne!(cache(&plain).path("sha256:00"), cache(&metered).path("sha256:00"));
+        // The allocator does not: either may use the other's compilation.
+        assert_eq!(cache(&on_demand).get(&on_demand, "sha256:00").1, crate::compile_cache::Lookup::Hit);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_pool_fits_the_largest_memory_a_tenant_may_get() {
         let mut limits = Limits::default();
         limits.memory_bytes = crate::limits::MAX_MEMORY_BYTES;
