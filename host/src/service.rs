@@ -74,18 +74,20 @@ impl View {
         t.pin.clone().or_else(|| self.adapters.get(&t.adapter)?.active.clone())
     }
 
-    /// Digests that must stay compiled: what serves, what is staged, and each adapter's
-    /// rollback target (so a rollback, or a redeploy of the version before, is instant).
+    /// Digests that must stay compiled.
     fn needed(&self) -> HashSet<String> {
-        let mut keep: HashSet<String> =
-            self.adapters.values().flat_map(|a| [a.active.clone(), a.previous.clone()]).flatten().collect();
+        let mut keep: HashSet<String> = self.adapters.values().filter_map(|a| a.active.clone()).collect();
         keep.extend(self.versions.values().flatten().filter(|v| v.staged).map(|v| v.digest.clone()));
         keep.extend(self.tenants.values().filter_map(|t| t.pin.clone()));
         keep
     }
 
+    /// Drops compiled components nothing needs, except each adapter's rollback target when it
+    /// is still in memory (a rollback, or redeploying the version before, is then instant;
+    /// start-up does not load it).
     fn prune(&mut self) {
-        let keep = self.needed();
+        let mut keep = self.needed();
+        keep.extend(self.adapters.values().filter_map(|a| a.previous.clone()));
         self.compiled.retain(|d, _| keep.contains(d));
     }
 

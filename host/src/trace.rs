@@ -307,9 +307,10 @@ impl Recorder {
                         Job::Record(r) => batch.push(*r),
                         Job::Flush(w) => waiting.push(w),
                     }
-                    next = match () {
-                        _ if batch.len() >= 256 || !waiting.is_empty() => None,
-                        _ => tokio::time::timeout_at(closes, rx.recv()).await.ok().flatten(),
+                    next = if batch.len() >= 256 || !waiting.is_empty() {
+                        None
+                    } else {
+                        tokio::time::timeout_at(closes, rx.recv()).await.ok().flatten()
                     };
                 }
                 if !batch.is_empty() {

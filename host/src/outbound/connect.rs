@@ -78,7 +78,14 @@ pub struct Target<'a> {
 /// pooling skips the handshake, never a check.
 #[derive(Default)]
 struct Pool {
-    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    idle: Mutex<IdleSet>,
+}
+
+#[derive(Default)]
+struct IdleSet {
+    by_key: HashMap<PoolKey, Vec<Idle>>,
+    /// Connections in `by_key`, all keys together.
+    total: usize,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -93,6 +100,12 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    fn usable(&self) -> bool {
+        !self.sender.is_closed() && self.since.elapsed() < IDLE_TIMEOUT
+    }
+}
+
 /// Idle connections are closed after this long unused (servers close theirs after 60 s or
 /// more; closing first avoids sending on a connection the server is closing).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -105,12 +118,15 @@ impl Pool {
     /// The most recently used idle connection for `key` that is still open.
     fn take(&self, key: &PoolKey) -> Option<SendRequest<Full<Bytes>>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(key)?;
+        let IdleSet { by_key, total } = &mut *idle;
+        let list = by_key.get_mut(key)?;
         while let Some(c) = list.pop() {
-            if !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
+            *total -= 1;
+            if c.usable() {
                 return Some(c.sender);
             }
         }
+        by_key.remove(key);
         None
     }
 
@@ -119,23 +135,26 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let mut total: usize = idle.values().map(Vec::len).sum();
-        if total >= MAX_IDLE {
-            idle.retain(|_, list| {
-                list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT);
+        if idle.total >= MAX_IDLE {
+            idle.by_key.retain(|_, list| {
+                list.retain(Idle::usable);
                 !list.is_empty()
             });
-            total = idle.values().map(Vec::len).sum();
+            idle.total = idle.by_key.values().map(Vec::len).sum();
         }
-        let list = idle.entry(key).or_default();
-        if total < MAX_IDLE && list.len() < MAX_IDLE_PER_KEY {
+        if idle.total >= MAX_IDLE {
+            return;
+        }
+        let list = idle.by_key.entry(key).or_default();
+        if list.len() < MAX_IDLE_PER_KEY {
             list.push(Idle { sender, since: Instant::now() });
+            idle.total += 1;
         }
     }
 
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap().values().map(Vec::len).sum()
+        self.idle.lock().unwrap().total
     }
 }
 
