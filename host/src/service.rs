@@ -6,6 +6,10 @@
 //! - **Calls** read only the view: tenant -> its pinned or the active digest -> the compiled
 //!   component -> a fresh instance ([`Runtime::invoke`]) -> crmData or a typed failure; the
 //!   trace goes to the [`Recorder`] after the answer is ready.
+//! - **Following** ([`Host::sync`]): with a store other hosts write too, the view also takes
+//!   their changes. The audit log is the change log: the entries after the view's cursor name
+//!   the adapters and tenants to re-read; new digests are compiled first, then the records
+//!   and components switch in one step, so no call sees a half-applied change.
 
 use crate::auth::{self, Auth, Caller};
 use crate::chat::{parse_json, CallRequest};
@@ -21,7 +25,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -62,6 +66,8 @@ struct View {
     /// flight keep their own `Arc` of any other).
     compiled: HashMap<String, Arc<Compiled>>,
     keys: HashMap<String, KeyRecord>,
+    /// The last audit entry the view includes.
+    cursor: i64,
 }
 
 impl View {
@@ -174,6 +180,23 @@ pub struct Host {
     recorder: Recorder,
     auth: Auth,
     admission: Arc<crate::limits::Admission>,
+    /// Why the last attempt to follow the shared store failed; `None` while it works.
+    follow_error: std::sync::Mutex<Option<String>>,
+}
+
+/// Audit entries read per step while following.
+const FOLLOW_BATCH: u32 = 500;
+
+/// What `/healthz?deep=1` reports.
+#[derive(Debug, serde::Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    /// `ok`, or why the database does not answer.
+    pub store: String,
+    /// The last change this host has applied (its audit cursor).
+    pub cursor: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub following: Option<String>,
 }
 
 impl Host {
@@ -187,6 +210,7 @@ impl Host {
             adapters: snapshot.adapters.into_iter().map(|a| (a.name.clone(), a)).collect(),
             tenants: snapshot.tenants.into_iter().map(|t| (t.id.clone(), Arc::new(t))).collect(),
             keys: snapshot.keys.into_iter().map(|k| (k.key_id.clone(), k)).collect(),
+            cursor: snapshot.cursor,
             ..View::default()
         };
         for v in snapshot.versions {
@@ -212,7 +236,122 @@ impl Host {
             recorder,
             auth: Auth::new(options.admin_token.as_deref()),
             admission,
+            follow_error: std::sync::Mutex::new(None),
         })
+    }
+
+    /// With a shared store, follows other hosts' changes: on each of the store's notices, and
+    /// every `poll` whatever happens (notices are lost while disconnected). Ends with the host.
+    pub fn follow(self: &Arc<Self>, poll: std::time::Duration) {
+        let Some(changes) = self.store.changes() else { return };
+        let host = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = changes.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
+                }
+                let Some(host) = host.upgrade() else { return };
+                let result = host.sync().await;
+                let mut error = crate::trace::lock(&host.follow_error);
+                match result {
+                    Ok(_) if error.take().is_some() => tracing::info!("following the shared store again"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        if error.is_none() {
+                            tracing::warn!("cannot follow the shared store, serving what this host has: {e}");
+                        }
+                        *error = Some(e.to_string());
+                    }
+                }
+            }
+        });
+    }
+
+    /// Applies every change other hosts committed since the view's cursor. Returns how many
+    /// audit entries it applied. A failure to read leaves the view (and its cursor) as it was.
+    pub async fn sync(&self) -> Result<usize, HostError> {
+        // Local writes apply their own records to the view; none may interleave with records
+        // read here, or an older read could overwrite a newer local write.
+        let _w = self.writes.lock().await;
+        let mut applied = 0;
+        loop {
+            let cursor = self.read().cursor;
+            // Not through `From<StoreError>`, which logs: the follower reports an outage once.
+            let changes = self.store.audit_after(cursor, FOLLOW_BATCH).await.map_err(|e| HostError::Storage(e.to_string()))?;
+            let Some(last) = changes.last().map(|c| c.cursor) else { return Ok(applied) };
+            let (mut adapters, mut tenants) = (BTreeSet::new(), BTreeSet::new());
+            for c in &changes {
+                use AuditAction::*;
+                match c.action {
+                    Deploy | Stage | Activate | Rollback | DeleteVersion => adapters.extend(c.adapter.clone()),
+                    Pin | TenantPut | TenantDelete | KeyIssued | KeyRevoked => tenants.extend(c.tenant.clone()),
+                }
+            }
+            let mut fresh_adapters = Vec::new();
+            for name in adapters {
+                let records = self.store.adapter_records(&name).await?;
+                fresh_adapters.push((name, records));
+            }
+            let mut fresh_tenants = Vec::new();
+            for id in tenants {
+                let records = self.store.tenant_records(&id).await?;
+                fresh_tenants.push((id, records));
+            }
+            // Everything the new records run is compiled before any of them is served.
+            let mut wanted: BTreeSet<String> = BTreeSet::new();
+            for (_, (state, versions)) in &fresh_adapters {
+                wanted.extend(state.as_ref().and_then(|s| s.active.clone()));
+                wanted.extend(versions.iter().filter(|v| v.staged).map(|v| v.digest.clone()));
+            }
+            wanted.extend(fresh_tenants.iter().filter_map(|(_, (t, _))| t.as_ref()?.pin.clone()));
+            wanted.retain(|d| !self.read().compiled.contains_key(d));
+            let mut loaded = Vec::new();
+            for digest in wanted {
+                match load_stored(&self.runtime, self.store.as_ref(), &digest).await {
+                    Ok(c) => loaded.push(c),
+                    Err(e @ HostError::Storage(_)) => return Err(e),
+                    // As at start-up: its tenants fail (unknown_adapter) until it is replaced.
+                    Err(e) => tracing::error!(%digest, "a version another host stored cannot be loaded here: {e}"),
+                }
+            }
+            let mut view = self.write();
+            for c in loaded {
+                tracing::info!(adapter = %c.description.name, version = %c.description.version, digest = %c.digest, "loaded a version another host stored");
+                view.compiled.insert(c.digest.clone(), c);
+            }
+            for (name, (state, versions)) in fresh_adapters {
+                match state {
+                    Some(s) => view.adapters.insert(name.clone(), s),
+                    None => view.adapters.remove(&name),
+                };
+                view.versions.insert(name, versions);
+            }
+            for (id, (tenant, keys)) in fresh_tenants {
+                view.keys.retain(|_, k| k.tenant != id);
+                view.keys.extend(keys.into_iter().map(|k| (k.key_id.clone(), k)));
+                match tenant {
+                    Some(t) => view.tenants.insert(id, Arc::new(t)),
+                    None => view.tenants.remove(&id),
+                };
+            }
+            view.prune();
+            view.cursor = last;
+            applied += changes.len();
+        }
+    }
+
+    /// `deep`: whether the database answers and, with a shared store, whether this host is
+    /// following it. Calls are served from memory either way.
+    pub async fn health(&self) -> Health {
+        let store = match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await {
+            Ok(Ok(())) => "ok".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the database did not answer within 2 s".to_string(),
+        };
+        let following = crate::trace::lock(&self.follow_error).clone();
+        let status = if store == "ok" && following.is_none() { "ok" } else { "unhealthy" };
+        Health { status, store, cursor: self.read().cursor, following }
     }
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {

@@ -6,6 +6,8 @@ pub mod emulator;
 pub mod leadim;
 pub mod planfix;
 pub mod plando;
+pub mod postgres;
+pub mod process;
 
 use crm_host::egress::Upstreams;
 use crm_host::outbound::connect::{Connector, Dial, Resolve};

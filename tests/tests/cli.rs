@@ -84,6 +84,24 @@ fn bad_flags_fail_with_a_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown allocator 'bogus' (pooling, on-demand)"), "{err}");
+
+    let data = crm_tests::TempDir::new("cli-database");
+    let serve = |database: &str| {
+        let out = Command::new(host_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", database, "--data-dir"])
+            .arg(data.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = serve("mysql://u:p@127.0.0.1/x");
+    assert!(err.contains("only PostgreSQL (postgres://USER:PASS@HOST:PORT/DB) is supported"), "{err}");
+    // Nothing listens on port 1: the host does not start, and says where it failed without
+    // printing the password.
+    let err = serve("postgres://crm:hunter2@127.0.0.1:1/registry");
+    assert!(err.contains("--database postgres://crm:***@127.0.0.1:1/registry"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 #[tokio::test]

@@ -6,81 +6,17 @@ use crm_tests::emulator::{Emulator, Recorded, Reply};
 use crm_tests::{component, plando, TempDir};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const ADMIN: &str = "process-admin-token";
+use crm_tests::process::{Proc, ADMIN};
 
 fn host_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_crm-host-under-test"))
 }
 
-/// A running `crm-host serve`; killed (SIGKILL) on drop. Its stderr goes to a file.
-struct Proc {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
-        let log = data.with_file_name(format!(
-            "{}-{}.log",
-            data.file_name().unwrap().to_string_lossy(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-        ));
-        let mut child = Command::new(host_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--upstream-only", "--admin-token", ADMIN])
-            .arg("--data-dir")
-            .arg(data)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .expect("start crm-host");
-        let (_, url) = crm_tests::read_listen_url(child.stdout.take().unwrap()).expect("listen line");
-        assert!(url.starts_with("http://127.0.0.1:"), "no listen line; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        Proc { child, url, log }
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.logs()
-    }
-
-    async fn req(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
-        let mut r = reqwest::Client::new().request(method.parse().unwrap(), format!("{}{path}", self.url)).bearer_auth(ADMIN);
-        if let Some(b) = body {
-            r = r.body(b);
-        }
-        let resp = r.send().await.expect("host answers");
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-
-    async fn active(&self, adapter: &str) -> Option<Value> {
-        let (s, v) = self.req("GET", &format!("/v1/adapters/{adapter}/versions"), None).await;
-        if s != 200 {
-            return None;
-        }
-        v["versions"].as_array().unwrap().iter().find(|x| x["state"] == "active").cloned()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
+fn start(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
+    Proc::start(&host_bin(), data, extra, env)
 }
 
 async fn whoami_version(p: &Proc, tenant: &str) -> Value {
@@ -104,7 +40,7 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() ->
 #[tokio::test]
 async fn kill_9_inside_the_deploy_transaction_leaves_the_previous_state() {
     let data = TempDir::new("kill9");
-    let p = Proc::start(data.path(), &[], &[]);
+    let p = start(data.path(), &[], &[]);
     assert_eq!(p.req("PUT", "/v1/adapters/whoami", Some(component("whoami"))).await.0, 201);
     let tenant = json!({"adapter": "whoami", "crmConfig": {"region": "eu"}}).to_string().into_bytes();
     assert_eq!(p.req("PUT", "/v1/tenants/acme", Some(tenant)).await.0, 200);
@@ -112,7 +48,7 @@ async fn kill_9_inside_the_deploy_transaction_leaves_the_previous_state() {
     p.kill9();
 
     // This time the deploy stops inside its transaction, after every write, before commit.
-    let p = Proc::start(data.path(), &[], &[("CRM_HOST_FAILPOINT", "deploy-commit")]);
+    let p = start(data.path(), &[], &[("CRM_HOST_FAILPOINT", "deploy-commit")]);
     let url = p.url.clone();
     let upload = tokio::spawn(async move {
         reqwest::Client::new().put(format!("{url}/v1/adapters/whoami")).bearer_auth(ADMIN).body(component("whoami-v2")).send().await
@@ -121,7 +57,7 @@ async fn kill_9_inside_the_deploy_transaction_leaves_the_previous_state() {
     p.kill9();
     assert!(upload.await.unwrap().is_err(), "the deploy never answered");
 
-    let p = Proc::start(data.path(), &[], &[]);
+    let p = start(data.path(), &[], &[]);
     assert_eq!(p.active("whoami").await.unwrap()["digest"], v1["digest"], "the old version is active");
     let (_, list) = p.req("GET", "/v1/adapters/whoami/versions", None).await;
     assert_eq!(list["versions"].as_array().unwrap().len(), 1, "no half-stored version: {list}");
@@ -137,7 +73,7 @@ async fn kill_9_inside_the_deploy_transaction_leaves_the_previous_state() {
 #[tokio::test]
 async fn kill_9_at_any_moment_of_a_deploy_leaves_old_or_new_never_half() {
     let data = TempDir::new("kill9-random");
-    let p = Proc::start(data.path(), &[], &[]);
+    let p = start(data.path(), &[], &[]);
     p.req("PUT", "/v1/adapters/whoami", Some(component("whoami"))).await;
     let tenant = json!({"adapter": "whoami", "crmConfig": {"region": "eu"}}).to_string().into_bytes();
     p.req("PUT", "/v1/tenants/acme", Some(tenant)).await;
@@ -145,7 +81,7 @@ async fn kill_9_at_any_moment_of_a_deploy_leaves_old_or_new_never_half() {
     let files = ["whoami-v2", "whoami"];
     let mut outcomes = Vec::new();
     for i in 0..6u64 {
-        let p = Proc::start(data.path(), &[], &[]);
+        let p = start(data.path(), &[], &[]);
         let before = p.active("whoami").await.unwrap();
         let next = if before["version"] == "1.0.0" { files[0] } else { files[1] };
         let url = p.url.clone();
@@ -157,7 +93,7 @@ async fn kill_9_at_any_moment_of_a_deploy_leaves_old_or_new_never_half() {
         p.kill9();
         let _ = upload.await;
 
-        let p = Proc::start(data.path(), &[], &[]);
+        let p = start(data.path(), &[], &[]);
         let after = p.active("whoami").await.expect("an active version after the restart");
         let (_, list) = p.req("GET", "/v1/adapters/whoami/versions", None).await;
         let stored: Vec<&Value> = list["versions"].as_array().unwrap().iter().map(|v| &v["digest"]).collect();
@@ -174,7 +110,7 @@ async fn the_plugins_directory_is_watched() {
     let data = TempDir::new("watch-data");
     let dir = TempDir::new("watch-plugins");
     std::fs::write(dir.path().join("whoami.wasm"), component("whoami")).unwrap();
-    let p = Proc::start(data.path(), &["--plugins", dir.path().to_str().unwrap()], &[]);
+    let p = start(data.path(), &["--plugins", dir.path().to_str().unwrap()], &[]);
     assert_eq!(p.active("whoami").await.unwrap()["version"], "1.0.0");
 
     // A new file.
@@ -219,7 +155,7 @@ async fn the_cli_drives_a_running_host_end_to_end() {
     crm.with_state(|s| s.add_contact(json!({"id": "8", "first_name": "Cli", "phone": "972501234567"})));
     let data = TempDir::new("cli-e2e");
     let files = TempDir::new("cli-files");
-    let p = Proc::start(data.path(), &["--upstream", &format!("plando.co.il={}", crm.url)], &[]);
+    let p = start(data.path(), &["--upstream", &format!("plando.co.il={}", crm.url)], &[]);
     let plando_file = files.path().join("plando-0.1.0.wasm");
     std::fs::write(&plando_file, component("plando")).unwrap();
     let whoami_file = files.path().join("whoami.wasm");
@@ -326,7 +262,7 @@ async fn json_logs_describe_calls_and_outbound_requests_without_secrets() {
     let crm: Emulator<()> = Emulator::start((), echo).await;
     let data = TempDir::new("logs");
     // Completed calls and answered requests are logged at debug (failures at info).
-    let p = Proc::start(data.path(), &["--log-format", "json", "--upstream", &format!("crm.test={}", crm.url)], &[("RUST_LOG", "info,crm_host=debug")]);
+    let p = start(data.path(), &["--log-format", "json", "--upstream", &format!("crm.test={}", crm.url)], &[("RUST_LOG", "info,crm_host=debug")]);
     p.req("PUT", "/v1/adapters/whoami", Some(component("whoami"))).await;
     let secret = "log-SECRET-value-42";
     let tenant = json!({"adapter": "whoami", "crmConfig": {"url": "http://crm.test", "token": secret}});
@@ -409,7 +345,7 @@ fn the_demo_walks_every_flow_and_exits_with_once() {
 #[tokio::test]
 async fn the_hostile_set_leaves_no_panic_in_the_real_hosts_log() {
     let data = TempDir::new("hostile");
-    let p = Proc::start(data.path(), &["--deadline-ms", "1500", "--memory-mb", "32"], &[]);
+    let p = start(data.path(), &["--deadline-ms", "1500", "--memory-mb", "32"], &[]);
     p.req("PUT", "/v1/adapters/chaos", Some(component("chaos"))).await;
     let (s, b) = p.req("PUT", "/v1/adapters/stuck", Some(component("stuck"))).await;
     assert_eq!(s, 400, "a describe that never returns: {b}");

@@ -260,8 +260,37 @@ fn parse_adapters(metadata: &[u8]) -> Result<Vec<Adapter>> {
     Ok(found)
 }
 
+/// The directory of PostgreSQL's server binaries (`initdb`, `postgres`), which the
+/// multi-host tests run; installs Debian's `postgresql` when it is missing.
+fn postgres() -> Result<PathBuf> {
+    let find = || -> Option<PathBuf> {
+        let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(Result::ok)
+            .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+            .filter(|(_, bin): &(u32, PathBuf)| bin.join("initdb").is_file() && bin.join("postgres").is_file())
+            .collect();
+        found.sort();
+        found.pop().map(|(_, bin)| bin)
+    };
+    if let Some(bin) = std::env::var_os("CRM_PG_BIN").map(PathBuf::from).or_else(find) {
+        return Ok(bin);
+    }
+    let root_user = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if !which("apt-get") || !root_user {
+        bail!("the multi-host tests need a PostgreSQL server: as root `apt-get install postgresql`, or set CRM_PG_BIN to the directory of initdb and postgres");
+    }
+    eprintln!("xtask: installing postgresql (the tests start their own servers in temporary directories)");
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", "postgresql"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    find().context("installed postgresql but found no /usr/lib/postgresql/*/bin/initdb")
+}
+
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let components = plugins(root)?;
+    let pg_bin = postgres()?;
     eprintln!("xtask: adapter unit tests (native)");
     run(Command::new("cargo").arg("test").arg("--manifest-path").arg(root.join("plugins/Cargo.toml")).args(["--workspace", "--all-features"]))?;
     eprintln!(
@@ -272,7 +301,8 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .current_dir(root)
         .args(["test", "--workspace"])
         .args(extra)
-        .env("CRM_PLUGINS_DIR", root.join("target/plugins")))
+        .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
+        .env("CRM_PG_BIN", pg_bin))
 }
 
 fn demo(root: &Path, extra: &[String]) -> Result<()> {

@@ -62,7 +62,7 @@ impl Authed {
 
 pub fn router(host: Arc<Host>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(Health { status: "ok" }) }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/adapters", get(list_adapters))
         .route(
@@ -139,6 +139,18 @@ async fn json_errors(uri: axum::http::Uri, response: Response) -> Response {
         out.headers_mut().insert(header::ALLOW, allow);
     }
     out
+}
+
+/// Liveness and readiness: the host serves calls from memory, so plain `/healthz` is ok
+/// whenever it answers. `?deep=1` also asks the database (and, with a shared store, whether
+/// this host follows it): 503 while it does not, though calls go on being served.
+async fn healthz(State(host): Shared, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    if !flag(&q, "deep")? {
+        return Ok(Json(Health { status: "ok" }).into_response());
+    }
+    let health = host.health().await;
+    let status = if health.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok((status, Json(health)).into_response())
 }
 
 async fn metrics(State(host): Shared) -> Response {

@@ -4,7 +4,9 @@
 mod client;
 
 use crate::egress::Upstreams;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
 use crate::{Host, HostOptions, Limits, OutboundConfig, RetryPolicy, Runtime};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -45,6 +47,15 @@ struct Serve {
     /// Directory of the SQLite database and the compile cache (created if missing).
     #[arg(long, default_value = "./crm-host-data")]
     data_dir: PathBuf,
+    /// A PostgreSQL database several hosts share (postgres://USER:PASS@HOST:PORT/DB): their
+    /// adapters, tenants, keys, events and traces, with every change served by every host.
+    /// Without it, SQLite in --data-dir (one host). The compile cache stays in --data-dir.
+    #[arg(long, env = "CRM_HOST_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
+    /// With --database: how often to look for changes of other hosts besides their
+    /// notices (which a lost connection misses), in ms.
+    #[arg(long, default_value_t = 1000)]
+    sync_interval_ms: u64,
     /// Bearer token for the admin API (deploys, tenants, keys, traces, audit). Without one
     /// the host runs open and binds only to loopback.
     #[arg(long, env = "CRM_HOST_ADMIN_TOKEN", hide_env_values = true)]
@@ -185,12 +196,23 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         .with_guest_threads(args.guest_threads.unwrap_or_else(crate::runtime::default_guest_threads))?
         .with_compile_cache(args.data_dir.join("compiled"))
         .with_context(|| format!("creating the compile cache in {}", args.data_dir.display()))?;
-    let store = SqliteStore::open(&args.data_dir)
-        .await
-        .with_context(|| format!("opening the database in {}", args.data_dir.display()))?;
+    let (store, database): (Arc<dyn Store>, String) = match args.database.as_deref().filter(|d| !d.is_empty()) {
+        None => {
+            let store = SqliteStore::open(&args.data_dir)
+                .await
+                .with_context(|| format!("opening the database in {}", args.data_dir.display()))?;
+            (Arc::new(store), args.data_dir.join(crate::store::sqlite::DB_FILE).display().to_string())
+        }
+        Some(url) => {
+            let shown = without_password(url)?;
+            let store = PgStore::open(url).await.with_context(|| format!("--database {shown}"))?;
+            (Arc::new(store), shown)
+        }
+    };
     let options = HostOptions { trace_retention: args.trace_retention, admin_token };
-    let host = Arc::new(Host::open(runtime, Arc::new(store), options).await?);
-    tracing::info!(data_dir = %args.data_dir.display(), adapters = host.list_adapters().len(), "state restored");
+    let host = Arc::new(Host::open(runtime, store, options).await?);
+    host.follow(Duration::from_millis(args.sync_interval_ms.max(10)));
+    tracing::info!(%database, adapters = host.list_adapters().len(), "state restored");
 
     if let Some(dir) = &args.plugins {
         let failures = host.deploy_dir(dir, "plugins-dir").await.with_context(|| format!("reading --plugins {}", dir.display()))?;
@@ -219,4 +241,19 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     // Calls answered before the shutdown keep their traces.
     host.flush_traces().await;
     Ok(())
+}
+
+/// A `--database` URL fit for logs, after checking it is one this host takes.
+fn without_password(url: &str) -> anyhow::Result<String> {
+    let mut u = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--database: not a URL ({e}); expected postgres://USER:PASS@HOST:PORT/DB"))?;
+    if !matches!(u.scheme(), "postgres" | "postgresql") {
+        anyhow::bail!(
+            "--database {}://…: only PostgreSQL (postgres://USER:PASS@HOST:PORT/DB) is supported; without --database the host uses SQLite in --data-dir",
+            u.scheme()
+        );
+    }
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    Ok(u.to_string())
 }

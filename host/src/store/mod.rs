@@ -6,10 +6,18 @@
 //!
 //! The store holds records only. The host keeps an in-memory view (tenants, active digests,
 //! compiled components) built from [`Store::snapshot`] and updated after each committed write.
+//! A store several hosts share ([`Store::changes`]) also has them follow each other: the audit
+//! log is the change log, and a host re-reads what the entries after its cursor name.
 
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType};
+use std::borrow::Cow;
+use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -24,6 +32,22 @@ pub enum StoreError {
     VersionInUse(String),
     #[error("storage failed: {0}")]
     Db(String),
+}
+
+/// A backend's schema migrations, compiled into the binary: (version, description, SQL).
+#[derive(Debug)]
+struct Migrations(&'static [(i64, &'static str, &'static str)]);
+
+impl MigrationSource<'static> for Migrations {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(v, d, sql)| Migration::new(*v, Cow::Borrowed(*d), MigrationType::Simple, Cow::Borrowed(*sql), false))
+                .collect())
+        })
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -194,6 +218,8 @@ pub struct Snapshot {
     pub versions: Vec<VersionRecord>,
     pub tenants: Vec<TenantRecord>,
     pub keys: Vec<KeyRecord>,
+    /// The last audit entry these records include: where following the change log starts.
+    pub cursor: i64,
 }
 
 /// What a version deploy does to the adapter's active version.
@@ -206,6 +232,18 @@ pub enum DeployMode {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn snapshot(&self) -> StoreResult<Snapshot>;
+    /// An adapter's state and stored versions (oldest first), as they are now.
+    async fn adapter_records(&self, name: &str) -> StoreResult<(Option<AdapterState>, Vec<VersionRecord>)>;
+    /// A tenant and its API keys, as they are now (`None`: deleted).
+    async fn tenant_records(&self, id: &str) -> StoreResult<(Option<TenantRecord>, Vec<KeyRecord>)>;
+    /// Whether the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+    /// For a store other hosts write too: notified whenever another host may have changed
+    /// something (and after a lost notification channel is back). `None`: this host is the
+    /// only writer, its view is always current.
+    fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
     async fn blob(&self, digest: &str) -> StoreResult<Option<Vec<u8>>>;
     /// A blob's size, without reading it.
     async fn blob_size(&self, digest: &str) -> StoreResult<Option<i64>>;

@@ -1,33 +1,17 @@
 //! The embedded default store: one SQLite database (WAL) in the data directory.
 
 use super::*;
-use futures::future::BoxFuture;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
-use std::borrow::Cow;
 use std::path::Path;
 use std::time::Duration;
 
 /// Versioned schema migrations, compiled into the binary and applied at start-up.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+const MIGRATIONS: Migrations = Migrations(&[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
     (2, "tenant limits", include_str!("../../migrations/sqlite/0002_tenant_limits.sql")),
-];
-
-#[derive(Debug)]
-struct Embedded;
-
-impl MigrationSource<'static> for Embedded {
-    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
-        Box::pin(async {
-            Ok(MIGRATIONS
-                .iter()
-                .map(|(v, d, sql)| Migration::new(*v, Cow::Borrowed(*d), MigrationType::Simple, Cow::Borrowed(*sql), false))
-                .collect())
-        })
-    }
-}
+]);
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -53,7 +37,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await?;
-        Migrator::new(Embedded).await?.run(&pool).await?;
+        Migrator::new(MIGRATIONS).await?.run(&pool).await?;
         let traces = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.synchronous(SqliteSynchronous::Normal))
@@ -128,93 +112,43 @@ async fn save_state(tx: &mut Transaction<'static, Sqlite>, s: &AdapterState) -> 
     Ok(())
 }
 
-fn json_col(row: &SqliteRow, col: &str) -> StoreResult<Value> {
-    let text: String = row.try_get(col)?;
-    serde_json::from_str(&text).map_err(|e| StoreError::Db(format!("column {col} holds invalid JSON: {e}")))
-}
-
-fn version_row(r: &SqliteRow) -> StoreResult<VersionRecord> {
-    Ok(VersionRecord {
-        adapter: r.try_get("adapter")?,
-        digest: r.try_get("digest")?,
-        version: r.try_get("version")?,
-        manifest: json_col(r, "manifest")?,
-        deployed_at_ms: r.try_get("deployed_at_ms")?,
-        deployed_by: r.try_get("deployed_by")?,
-        staged: r.try_get("staged")?,
-    })
-}
-
-fn tenant_row(r: &SqliteRow) -> StoreResult<TenantRecord> {
-    let crm_config = match json_col(r, "crm_config")? {
-        Value::Object(m) => m,
-        _ => return Err(StoreError::Db("tenants.crm_config is not a JSON object".into())),
-    };
-    Ok(TenantRecord {
-        id: r.try_get("id")?,
-        adapter: r.try_get("adapter")?,
-        project_id: r.try_get("project_id")?,
-        crm_config,
-        pin: r.try_get("pin")?,
-        limits: serde_json::from_value(json_col(r, "limits")?)
-            .map_err(|e| StoreError::Db(format!("tenants.limits is not a limits object: {e}")))?,
-        updated_at_ms: r.try_get("updated_at_ms")?,
-    })
-}
-
-fn call_row(r: &SqliteRow) -> StoreResult<CallRecord> {
-    Ok(CallRecord {
-        call_id: r.try_get("call_id")?,
-        tenant: r.try_get("tenant")?,
-        func_id: r.try_get("func_id")?,
-        adapter: r.try_get("adapter")?,
-        version: r.try_get("version")?,
-        digest: r.try_get("digest")?,
-        started_at_ms: r.try_get("started_at_ms")?,
-        duration_us: r.try_get("duration_us")?,
-        outcome: r.try_get("outcome")?,
-        error_kind: r.try_get("error_kind")?,
-        trace: json_col(r, "trace")?,
-    })
+async fn all<T>(tx: &mut Transaction<'static, Sqlite>, sql: &str, row: fn(&SqliteRow) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+    sqlx::query(sql).fetch_all(&mut **tx).await?.iter().map(row).collect()
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn snapshot(&self) -> StoreResult<Snapshot> {
-        let mut conn = self.pool.acquire().await?;
-        let adapters = sqlx::query("SELECT name, active_digest, previous_digest FROM adapters ORDER BY name")
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| Ok(AdapterState { name: r.try_get(0)?, active: r.try_get(1)?, previous: r.try_get(2)? }))
-            .collect::<StoreResult<_>>()?;
-        let versions = sqlx::query("SELECT * FROM adapter_versions ORDER BY adapter, deployed_at_ms, rowid")
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(version_row)
-            .collect::<StoreResult<_>>()?;
-        let tenants = sqlx::query("SELECT * FROM tenants ORDER BY id")
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(tenant_row)
-            .collect::<StoreResult<_>>()?;
-        let keys = sqlx::query("SELECT key_id, tenant, key_hash, created_at_ms, created_by FROM api_keys")
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(KeyRecord {
-                    key_id: r.try_get(0)?,
-                    tenant: r.try_get(1)?,
-                    key_hash: r.try_get(2)?,
-                    created_at_ms: r.try_get(3)?,
-                    created_by: r.try_get(4)?,
-                })
-            })
-            .collect::<StoreResult<_>>()?;
-        Ok(Snapshot { adapters, versions, tenants, keys })
+        // One read transaction: the records and the cursor describe the same moment.
+        let mut tx = self.pool.begin().await?;
+        let adapters = all(&mut tx, "SELECT * FROM adapters ORDER BY name", rows::adapter).await?;
+        let versions = all(&mut tx, "SELECT * FROM adapter_versions ORDER BY adapter, deployed_at_ms, rowid", rows::version).await?;
+        let tenants = all(&mut tx, "SELECT * FROM tenants ORDER BY id", rows::tenant).await?;
+        let keys = all(&mut tx, "SELECT * FROM api_keys", rows::key).await?;
+        let cursor = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit").fetch_one(&mut *tx).await?;
+        Ok(Snapshot { adapters, versions, tenants, keys, cursor })
+    }
+
+    async fn adapter_records(&self, name: &str) -> StoreResult<(Option<AdapterState>, Vec<VersionRecord>)> {
+        let mut tx = self.pool.begin().await?;
+        let state = sqlx::query("SELECT * FROM adapters WHERE name = ?").bind(name).fetch_optional(&mut *tx).await?;
+        let versions = sqlx::query("SELECT * FROM adapter_versions WHERE adapter = ? ORDER BY deployed_at_ms, rowid")
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?;
+        Ok((state.as_ref().map(rows::adapter).transpose()?, versions.iter().map(rows::version).collect::<StoreResult<_>>()?))
+    }
+
+    async fn tenant_records(&self, id: &str) -> StoreResult<(Option<TenantRecord>, Vec<KeyRecord>)> {
+        let mut tx = self.pool.begin().await?;
+        let tenant = sqlx::query("SELECT * FROM tenants WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?;
+        let keys = sqlx::query("SELECT * FROM api_keys WHERE tenant = ?").bind(id).fetch_all(&mut *tx).await?;
+        Ok((tenant.as_ref().map(rows::tenant).transpose()?, keys.iter().map(rows::key).collect::<StoreResult<_>>()?))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn blob(&self, digest: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -393,27 +327,12 @@ impl Store for SqliteStore {
     }
 
     async fn audit_after(&self, cursor: i64, limit: u32) -> StoreResult<Vec<AuditEntry>> {
-        let rows = sqlx::query("SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
+        let found = sqlx::query("SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
             .bind(cursor)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let action: String = r.try_get("action")?;
-                let detail: Option<String> = r.try_get("detail")?;
-                Ok(AuditEntry {
-                    cursor: r.try_get("seq")?,
-                    at_ms: r.try_get("at_ms")?,
-                    actor: r.try_get("actor")?,
-                    action: AuditAction::parse(&action).ok_or_else(|| StoreError::Db(format!("unknown audit action {action}")))?,
-                    adapter: r.try_get("adapter")?,
-                    tenant: r.try_get("tenant")?,
-                    digest: r.try_get("digest")?,
-                    detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
-                })
-            })
-            .collect()
+        found.iter().map(rows::audit).collect()
     }
 
     async fn append_events(&self, tenant: &str, events: &[NewEvent], received_at_ms: i64, dedup_window_ms: i64) -> StoreResult<usize> {
@@ -462,7 +381,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|r| Ok(EventRecord { cursor: r.try_get(0)?, received_at_ms: r.try_get(1)?, event: json_col(r, "event")? }))
+            .map(rows::event)
             .collect()
     }
 
@@ -512,7 +431,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(call_row)
+            .map(rows::call)
             .collect()
     }
 
@@ -523,7 +442,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(call_row)
+            .map(rows::call)
             .transpose()
     }
 }

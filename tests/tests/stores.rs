@@ -1,0 +1,169 @@
+//! One contract, both storage backends: SQLite (embedded) and PostgreSQL (a real server).
+//! Whatever the host relies on from the `Store` trait is checked here against each.
+
+use crm_host::store::postgres::PgStore;
+use crm_host::store::sqlite::SqliteStore;
+use crm_host::store::*;
+use crm_tests::postgres::Postgres;
+use crm_tests::TempDir;
+use serde_json::{json, Map};
+
+fn audit(action: AuditAction, adapter: Option<&str>, tenant: Option<&str>) -> Audit {
+    Audit { at_ms: 1, actor: "test".into(), action, adapter: adapter.map(Into::into), tenant: tenant.map(Into::into), digest: None, detail: Some(json!({"n": 1})) }
+}
+
+fn version(adapter: &str, digest: &str, at: i64) -> VersionRecord {
+    VersionRecord {
+        adapter: adapter.into(),
+        digest: digest.into(),
+        version: format!("v-{digest}"),
+        manifest: json!({"name": adapter, "operations": ["a", "b"]}),
+        deployed_at_ms: at,
+        deployed_by: "test".into(),
+        staged: false,
+    }
+}
+
+fn tenant(id: &str, pin: Option<&str>) -> TenantRecord {
+    let mut crm_config = Map::new();
+    crm_config.insert("token".into(), json!("s3cret"));
+    crm_config.insert("nested".into(), json!({"b": 2, "a": [1, "שלום"]}));
+    TenantRecord {
+        id: id.into(),
+        adapter: "a".into(),
+        project_id: "p".into(),
+        crm_config,
+        pin: pin.map(Into::into),
+        limits: serde_json::from_value(json!({"memoryMb": 16})).unwrap(),
+        updated_at_ms: 5,
+    }
+}
+
+fn call(id: &str, tenant: &str) -> CallRecord {
+    CallRecord {
+        call_id: id.into(),
+        tenant: tenant.into(),
+        func_id: "getCustomerDetails".into(),
+        adapter: "a".into(),
+        version: "1".into(),
+        digest: "d1".into(),
+        started_at_ms: 7,
+        duration_us: 1234,
+        outcome: "failure".into(),
+        error_kind: Some("crm_error".into()),
+        trace: json!({"request": {"chat": {"id": "c"}}, "outbound": []}),
+    }
+}
+
+fn event(message_id: Option<&str>, hash: &str, text: &str) -> NewEvent {
+    NewEvent { message_id: message_id.map(Into::into), content_hash: hash.into(), event: json!({"text": text}) }
+}
+
+async fn contract(s: &dyn Store) {
+    let snap = s.snapshot().await.unwrap();
+    assert_eq!((snap.adapters.len(), snap.cursor), (0, 0), "an empty store");
+
+    // Versions: activate, stage, roll back, delete.
+    s.put_version(&version("a", "d1", 10), b"one", DeployMode::Activate, &audit(AuditAction::Deploy, Some("a"), None)).await.unwrap();
+    let st = s.put_version(&version("a", "d2", 20), b"two", DeployMode::Activate, &audit(AuditAction::Deploy, Some("a"), None)).await.unwrap();
+    assert_eq!((st.active.as_deref(), st.previous.as_deref()), (Some("d2"), Some("d1")));
+    let st = s.put_version(&version("a", "d3", 30), &[0, 255, 1], DeployMode::Stage, &audit(AuditAction::Stage, Some("a"), None)).await.unwrap();
+    assert_eq!(st.active.as_deref(), Some("d2"), "staging does not activate");
+    assert_eq!(s.blob("d3").await.unwrap().as_deref(), Some(&[0u8, 255, 1][..]), "bytes exactly");
+    assert_eq!(s.blob_size("d3").await.unwrap(), Some(3));
+    let st = s.rollback("a", &audit(AuditAction::Rollback, Some("a"), None)).await.unwrap();
+    assert_eq!((st.active.as_deref(), st.previous.as_deref()), (Some("d1"), Some("d2")));
+    assert!(matches!(s.delete_version("a", "d1", &audit(AuditAction::DeleteVersion, Some("a"), None)).await, Err(StoreError::VersionInUse(_))));
+    assert!(matches!(s.activate("a", "nope", &audit(AuditAction::Activate, Some("a"), None)).await, Err(StoreError::UnknownVersion { .. })));
+    let (state, versions) = s.adapter_records("a").await.unwrap();
+    assert_eq!(state.unwrap().active.as_deref(), Some("d1"));
+    assert_eq!(versions.iter().map(|v| (v.digest.as_str(), v.staged)).collect::<Vec<_>>(), [("d1", false), ("d2", false), ("d3", true)], "oldest first");
+    assert_eq!(versions[0], version("a", "d1", 10), "a version reads back as written");
+    assert_eq!(s.adapter_records("none").await.unwrap(), (None, vec![]));
+
+    // Tenants, pins and keys.
+    s.put_tenant(&tenant("t1", Some("d2")), &audit(AuditAction::Pin, Some("a"), Some("t1"))).await.unwrap();
+    assert!(matches!(s.delete_version("a", "d2", &audit(AuditAction::DeleteVersion, Some("a"), None)).await, Err(StoreError::VersionInUse(m)) if m.contains("t1")));
+    let key = KeyRecord { key_id: "k1".into(), tenant: "t1".into(), key_hash: "h".into(), created_at_ms: 3, created_by: "test".into() };
+    s.put_key(&key, &audit(AuditAction::KeyIssued, None, Some("t1"))).await.unwrap();
+    let (t, keys) = s.tenant_records("t1").await.unwrap();
+    assert_eq!(t.unwrap(), tenant("t1", Some("d2")), "a tenant reads back as written, nested JSON and all");
+    assert_eq!(keys, [key.clone()]);
+
+    // The snapshot and its cursor: every audit entry so far, in order.
+    let snap = s.snapshot().await.unwrap();
+    let log = s.audit_after(0, 100).await.unwrap();
+    assert_eq!(snap.cursor, log.last().unwrap().cursor);
+    assert_eq!(
+        log.iter().map(|e| e.action).collect::<Vec<_>>(),
+        [AuditAction::Deploy, AuditAction::Deploy, AuditAction::Stage, AuditAction::Rollback, AuditAction::Pin, AuditAction::KeyIssued]
+    );
+    assert_eq!(log[3].digest.as_deref(), Some("d1"), "a rollback's entry names the version it returned to");
+    assert_eq!(s.audit_after(log[1].cursor, 2).await.unwrap(), log[2..4], "paging from a cursor");
+    assert_eq!((snap.tenants.len(), snap.keys.len(), snap.versions.len()), (1, 1, 3));
+
+    // Inbound events: duplicates by message id (ever) or content (within the window).
+    let first = [event(Some("m1"), "h1", "one"), event(None, "h2", "two"), event(Some("m1"), "h9", "one again")];
+    assert_eq!(s.append_events("t1", &first, 1_000, 500).await.unwrap(), 2);
+    assert_eq!(s.append_events("t1", &[event(None, "h2", "two")], 1_400, 500).await.unwrap(), 0, "inside the window");
+    assert_eq!(s.append_events("t1", &[event(None, "h2", "two")], 1_600, 500).await.unwrap(), 1, "after the window");
+    assert_eq!(s.append_events("t2", &[event(Some("m1"), "h1", "other tenant")], 1_600, 500).await.unwrap(), 1, "ids are per tenant");
+    let events = s.events_after("t1", 0, 100).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.event["text"].as_str().unwrap()).collect::<Vec<_>>(), ["one", "two", "two"]);
+    assert!(events.windows(2).all(|w| w[0].cursor < w[1].cursor));
+    assert_eq!(s.events_after("t1", events[0].cursor, 1).await.unwrap(), events[1..2]);
+
+    // Recorded calls: newest first, kept up to the retention per tenant.
+    let calls: Vec<CallRecord> = (0..5).map(|i| call(&format!("c{i}"), "t1")).chain([call("x", "t2")]).collect();
+    s.record_calls(&calls, 3).await.unwrap();
+    let kept = s.calls("t1", 10).await.unwrap();
+    assert_eq!(kept.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), ["c4", "c3", "c2"]);
+    assert_eq!(s.call("t1", "c4").await.unwrap().unwrap(), calls[4], "a call reads back as written");
+    assert_eq!(s.call("t1", "x").await.unwrap(), None, "another tenant's call");
+
+    // Deleting a tenant takes its keys, calls and events with it.
+    assert!(s.delete_tenant("t1", &audit(AuditAction::TenantDelete, Some("a"), Some("t1"))).await.unwrap());
+    assert!(!s.delete_tenant("t1", &audit(AuditAction::TenantDelete, Some("a"), Some("t1"))).await.unwrap());
+    assert_eq!(s.tenant_records("t1").await.unwrap(), (None, vec![]));
+    assert!(s.events_after("t1", 0, 10).await.unwrap().is_empty());
+    assert!(s.calls("t1", 10).await.unwrap().is_empty());
+    let st = s.delete_version("a", "d2", &audit(AuditAction::DeleteVersion, Some("a"), None)).await.unwrap();
+    assert_eq!(st.previous, None, "the deleted version is no rollback target");
+    assert_eq!(s.blob("d2").await.unwrap(), None, "an unused blob goes with its last version");
+    assert!(matches!(s.rollback("a", &audit(AuditAction::Rollback, Some("a"), None)).await, Err(StoreError::NoPreviousVersion(_))));
+    s.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_store_contract() {
+    let dir = TempDir::new("store-sqlite");
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    contract(&store).await;
+    assert!(store.changes().is_none(), "one host: nothing to follow");
+}
+
+#[tokio::test]
+async fn postgres_keeps_the_store_contract() {
+    let pg = Postgres::start();
+    let url = pg.database("contract");
+    let store = PgStore::open(&url).await.unwrap();
+    contract(&store).await;
+    assert!(store.changes().is_some(), "a shared store announces changes");
+    drop(store);
+    // Migrations are recorded: opening again (as every replica does) changes nothing.
+    let again = PgStore::open(&url).await.unwrap();
+    assert_eq!(again.snapshot().await.unwrap().adapters[0].active.as_deref(), Some("d1"));
+}
+
+#[tokio::test]
+async fn a_postgres_store_announces_another_hosts_change() {
+    let pg = Postgres::start();
+    let url = pg.database("notify");
+    let (a, b) = (PgStore::open(&url).await.unwrap(), PgStore::open(&url).await.unwrap());
+    let changes = b.changes().unwrap();
+    // The listener's first notice is its catch-up after connecting; take it.
+    tokio::time::timeout(std::time::Duration::from_secs(10), changes.notified()).await.expect("catch-up notice");
+    a.put_version(&version("a", "d1", 1), b"x", DeployMode::Activate, &audit(AuditAction::Deploy, Some("a"), None)).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), changes.notified()).await.expect("a notice of A's deploy reaches B");
+    assert_eq!(b.audit_after(0, 10).await.unwrap().len(), 1);
+}
