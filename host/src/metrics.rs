@@ -16,6 +16,11 @@ pub struct Metrics {
     pub traces_dropped: prometheus::IntCounter,
     pub webhooks: IntCounterVec,
     pub inbound_events: IntCounterVec,
+    /// With a shared store: the last audit entry this host has applied, and how following
+    /// the other hosts goes.
+    pub registry_cursor: IntGauge,
+    pub registry_changes: prometheus::IntCounter,
+    pub registry_follow_failures: prometheus::IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -57,10 +62,21 @@ impl Metrics {
         registry.register(Box::new(instances_in_flight.clone())).expect("metric registered once");
         let traces_dropped = prometheus::IntCounter::new(
             "crm_call_traces_dropped_total",
-            "Call traces not recorded because the recorder was behind",
+            "Call traces not recorded: the recorder was behind, or the database failed",
         )
         .expect("valid metric");
         registry.register(Box::new(traces_dropped.clone())).expect("metric registered once");
+        let registry_cursor =
+            IntGauge::new("crm_registry_cursor", "The last audit entry this host's view includes").expect("valid metric");
+        registry.register(Box::new(registry_cursor.clone())).expect("metric registered once");
+        let plain = |name: &str, help: &str| {
+            let c = prometheus::IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("metric registered once");
+            c
+        };
+        let registry_changes = plain("crm_registry_changes_applied_total", "Audit entries of the shared store applied to this host's view");
+        let registry_follow_failures =
+            plain("crm_registry_follow_failures_total", "Attempts to follow the shared store that failed (the database did not answer)");
         Metrics {
             registry,
             calls,
@@ -74,6 +90,9 @@ impl Metrics {
             traces_dropped,
             webhooks,
             inbound_events,
+            registry_cursor,
+            registry_changes,
+            registry_follow_failures,
         }
     }
 

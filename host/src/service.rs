@@ -216,6 +216,7 @@ impl Host {
         for v in snapshot.versions {
             view.versions.entry(v.adapter.clone()).or_default().push(v);
         }
+        runtime.metrics().registry_cursor.set(view.cursor);
         let mut needed: Vec<String> = view.needed().into_iter().collect();
         needed.sort();
         for digest in needed {
@@ -258,6 +259,7 @@ impl Host {
                     Ok(_) if error.take().is_some() => tracing::info!("following the shared store again"),
                     Ok(_) => {}
                     Err(e) => {
+                        host.metrics().registry_follow_failures.inc();
                         if error.is_none() {
                             tracing::warn!("cannot follow the shared store, serving what this host has: {e}");
                         }
@@ -337,7 +339,10 @@ impl Host {
             }
             view.prune();
             view.cursor = last;
+            drop(view);
             applied += changes.len();
+            self.metrics().registry_cursor.set(last);
+            self.metrics().registry_changes.inc_by(changes.len() as u64);
         }
     }
 

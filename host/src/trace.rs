@@ -294,6 +294,7 @@ pub struct Recorder {
 impl Recorder {
     pub fn start(store: Arc<dyn Store>, keep_per_tenant: u32, metrics: Arc<Metrics>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Job>(4096);
+        let dropped = metrics.clone();
         tokio::spawn(async move {
             let mut batch: Vec<CallRecord> = Vec::new();
             let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
@@ -316,6 +317,7 @@ impl Recorder {
                 if !batch.is_empty() {
                     if let Err(e) = store.record_calls(&batch, keep_per_tenant).await {
                         tracing::error!("could not record {} call traces: {e}", batch.len());
+                        dropped.traces_dropped.inc_by(batch.len() as u64);
                     }
                     batch.clear();
                 }

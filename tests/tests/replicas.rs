@@ -255,6 +255,34 @@ async fn losing_the_database_keeps_calls_served_refuses_writes_and_heals() {
     assert_eq!(audit["entries"].as_array().unwrap().len(), 4, "nothing refused was half-written: {audit}");
 }
 
+#[tokio::test]
+async fn a_change_nobody_announced_is_found_by_the_poll() {
+    let c = Cluster::start(1);
+    let a = &c.hosts[0];
+    let v1 = deploy(a, component("whoami")).await;
+    // The deploy's own notice is taken (the host is at its entry) before the quiet write.
+    let cursor = async || a.req("GET", "/healthz?deep=1", None).await.1["cursor"].as_i64();
+    eventually("the deploy's notice", PROPAGATES, async || cursor().await == Some(1)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another writer that commits a tenant and its audit entry without NOTIFY, as if the
+    // notice had been lost: only the reconciliation poll can find it.
+    let db = sqlx::PgPool::connect(&c.pg.url("registry")).await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    sqlx::query("INSERT INTO tenants (id, adapter, project_id, crm_config, pin, updated_at_ms) VALUES ('quiet', 'whoami', '', '{\"region\":\"eu\"}', $1, 0)")
+        .bind(&v1)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let seq: i64 = sqlx::query_scalar("INSERT INTO audit (at_ms, actor, action, tenant) VALUES (0, 'elsewhere', 'tenant_put', 'quiet') RETURNING seq")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    eventually("the unannounced tenant", PROPAGATES, async || version(a, "quiet").await.as_deref() == Ok("1.0.0")).await;
+    let (_, health) = a.req("GET", "/healthz?deep=1", None).await;
+    assert_eq!(health["cursor"], seq, "{health}");
+}
+
 // ----- inbound events ----------------------------------------------------------------------
 
 fn planfix_message(text: &str) -> Vec<u8> {
@@ -320,6 +348,45 @@ async fn webhooks_taken_by_either_host_are_one_ordered_log() {
     // Paging from a cursor taken on A, through B.
     let (_, page) = b.req("GET", &format!("/v1/tenants/acme/events?after={}", on_a[0].0), None).await;
     assert_eq!(page["events"].as_array().unwrap().len(), 2, "{page}");
+}
+
+#[tokio::test]
+async fn a_reader_paging_through_one_host_while_both_take_messages_misses_none() {
+    let c = Arc::new(planfix_cluster().await);
+    let writers: Vec<_> = (0..2)
+        .map(|h| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    assert_eq!(webhook(&c.hosts[h], planfix_message(&format!("host {h} message {i}"))).await, 200);
+                }
+            })
+        })
+        .collect();
+    // Paging from `next` while the writes commit: a cursor that committed out of order would
+    // be skipped for good.
+    let (mut seen, mut after) = (Vec::new(), "0".to_string());
+    let reader = &c.hosts[1];
+    let until = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 80 {
+        assert!(Instant::now() < until, "read {} of 80 messages", seen.len());
+        let (s, page) = reader.req("GET", &format!("/v1/tenants/acme/events?after={after}&limit=7"), None).await;
+        assert_eq!(s, 200, "{page}");
+        seen.extend(page["events"].as_array().unwrap().iter().map(|e| e["text"].as_str().unwrap().to_string()));
+        after = page["next"].as_str().unwrap().to_string();
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 80, "each message once");
+    for h in 0..2 {
+        let mine: Vec<&String> = seen.iter().filter(|t| t.starts_with(&format!("host {h} "))).collect();
+        let expected: Vec<String> = (0..40).map(|i| format!("host {h} message {i}")).collect();
+        assert_eq!(mine, expected.iter().collect::<Vec<_>>(), "each host's messages in the order they were taken");
+    }
 }
 
 #[tokio::test]

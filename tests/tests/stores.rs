@@ -88,7 +88,7 @@ async fn contract(s: &dyn Store) {
     s.put_key(&key, &audit(AuditAction::KeyIssued, None, Some("t1"))).await.unwrap();
     let (t, keys) = s.tenant_records("t1").await.unwrap();
     assert_eq!(t.unwrap(), tenant("t1", Some("d2")), "a tenant reads back as written, nested JSON and all");
-    assert_eq!(keys, [key.clone()]);
+    assert_eq!(keys, std::slice::from_ref(&key));
 
     // The snapshot and its cursor: every audit entry so far, in order.
     let snap = s.snapshot().await.unwrap();

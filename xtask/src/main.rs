@@ -333,11 +333,13 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
             plugins(root)?;
             eprintln!("xtask: release build of the host and the benchmark (a cold one compiles wasmtime: about 10 minutes on 2 cores)");
             run(Command::new("cargo").current_dir(root).args(["build", "--release", "--package", "crm-tests", "--bin", "bench", "--bin", "crm-host-under-test"]))?;
-            eprintln!("xtask: host-vs-native benchmark (about 4 minutes)");
+            eprintln!("xtask: host-vs-native and replicas benchmark (about 5 minutes)");
             // The host runs with its default logging, as operators run it.
+            let pg_bin = postgres()?;
             run(Command::new(root.join("target/release/bench"))
                 .current_dir(root)
                 .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
+                .env("CRM_PG_BIN", pg_bin)
                 .env_remove("RUST_LOG"))
         }
         _ => bail!("usage: cargo xtask bench [neighbours]"),

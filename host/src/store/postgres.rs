@@ -47,7 +47,11 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await?;
-        Migrator::new(MIGRATIONS).await?.run(&pool).await?;
+        let mut migrator = Migrator::new(MIGRATIONS).await?;
+        // During a rolling upgrade the database may already carry a newer host's migrations;
+        // this (older) host still starts. Migrations are therefore additive (ARCHITECTURE.md).
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
         let changes = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(pool.clone(), changes.clone()));
         Ok(PgStore { pool, changes, listener })

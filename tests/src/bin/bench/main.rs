@@ -9,6 +9,7 @@
 mod fast_plando;
 mod load;
 mod native;
+mod replicas;
 
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
@@ -55,6 +56,9 @@ fn main() -> Result<()> {
     }
     if on("6") {
         many_tenants(&mut t)?;
+    }
+    if on("8") {
+        replicas::replicas(&mut t, &crm, Duration::from_secs(secs))?;
     }
     println!();
     t.print();
