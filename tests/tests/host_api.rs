@@ -1,6 +1,6 @@
 //! The host's HTTP API contract: statuses, bodies, errors that say what was wrong.
 
-use crm_tests::{component, TestHost};
+use crm_tests::{component, TestHost, TestHostConfig};
 use serde_json::{json, Value};
 
 async fn host_with_plando() -> TestHost {
@@ -13,6 +13,13 @@ async fn host_with_plando() -> TestHost {
 async fn healthz_answers() {
     let host = TestHost::start(&[]).await;
     assert_eq!(host.get("/healthz").await, (200, json!({"status": "ok"})));
+    // Deep: the database answers; the cursor is the last audit entry the view includes.
+    assert_eq!(host.get("/healthz?deep=1").await, (200, json!({"status": "ok", "store": "ok", "cursor": 0})));
+    host.deploy("plando").await;
+    let reopened = TestHost::start_in(TestHostConfig::default(), host.data_dir.clone()).await;
+    assert_eq!(reopened.get("/healthz?deep=true").await.1["cursor"], 1, "restored with the state");
+    let (s, e) = host.get("/healthz?deep=maybe").await;
+    assert_eq!((s, e["error"]["kind"].clone()), (400, json!("bad_request")), "{e}");
 }
 
 #[tokio::test]
