@@ -6,6 +6,7 @@
 //! `postgresql` when missing) or `/usr/lib/postgresql/*/bin`. Without them the tests fail
 //! and say how to get them: they are never skipped.
 
+use crate::process::DieWithParent;
 use crate::TempDir;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -89,6 +90,8 @@ impl Postgres {
         if let Some((uid, gid)) = self.run_as {
             c.uid(uid).gid(gid);
         }
+        // Killed with the test process (SIGKILL: it cannot clean up then anyway).
+        c.die_with_parent();
         c
     }
 

@@ -4,6 +4,28 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// Children that end with the test: a test process killed before its `Drop`s ran (a CI
+/// timeout) leaves no host or database running.
+pub trait DieWithParent {
+    fn die_with_parent(&mut self) -> &mut Self;
+}
+
+impl DieWithParent for Command {
+    fn die_with_parent(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
+        // It runs after any uid change, which would clear it.
+        unsafe {
+            self.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
 pub const ADMIN: &str = "process-admin-token";
 
 /// A running `crm-host serve`; killed (SIGKILL) on drop. Its stderr goes to a file.
@@ -29,6 +51,7 @@ impl Proc {
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .die_with_parent()
             .spawn()
             .expect("start crm-host");
         let (_, url) = crate::read_listen_url(child.stdout.take().unwrap()).expect("listen line");

@@ -41,7 +41,9 @@ impl PgStore {
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         let options: PgConnectOptions = url.parse().map_err(|e| anyhow::anyhow!("not a PostgreSQL URL: {e}"))?;
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            // Calls do not use it (their traces go in batches on one); writes are serialised.
+            // With the LISTEN connection: at most 9 per replica (README).
+            .max_connections(8)
             // A write while the database is away fails within this, as a 503, instead of
             // hanging the request; calls never wait for the database.
             .acquire_timeout(Duration::from_secs(3))

@@ -1,4 +1,4 @@
-//! 8. Several hosts on one PostgreSQL database (a real server, started here like the tests
+//! Section 8, several hosts on one PostgreSQL database (a real server, started here like the tests
 //! do): calls/s per replica against the SQLite default in the same run, how long until the
 //! other replica serves a deploy, and what a deploy and a call write to the database (WAL
 //! bytes, exact; PostgreSQL's own per-transaction statistics lag by up to 10 s, so they are
