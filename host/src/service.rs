@@ -346,8 +346,8 @@ impl Host {
         }
     }
 
-    /// `deep`: whether the database answers and, with a shared store, whether this host is
-    /// following it. Calls are served from memory either way.
+    /// What `/healthz?deep=1` reports: whether the database answers and, with a shared store,
+    /// whether this host is following it. Calls are served from memory either way.
     pub async fn health(&self) -> Health {
         let store = match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await {
             Ok(Ok(())) => "ok".to_string(),

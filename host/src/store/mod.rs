@@ -15,11 +15,11 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType};
 use std::borrow::Cow;
 use std::sync::Arc;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 /// A write that the store refused for a reason of the data, not of the database.
 #[derive(Debug, thiserror::Error)]

@@ -170,6 +170,37 @@ pub fn replicas(t: &mut Table, crm: &str, duration: Duration) -> Result<()> {
         &warm,
         format!("target ≤ 1 s: {}; {} bytes WAL per deploy", super::verdict(warm.pct(1.0) <= Duration::from_secs(1)), warm_wal / 20),
     );
+    // A replica joining a registry of 100,000 tenants (written straight into the database:
+    // validating that many crmConfigs through the API is not what is measured).
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&url).await?;
+        sqlx::query(
+            "INSERT INTO tenants (id, adapter, project_id, crm_config, updated_at_ms)
+             SELECT 't' || i, 'plando', 'p' || i, '{\"token\":\"key-' || i || '\",\"chat\":\"' || i || '\"}', 0
+             FROM generate_series(1, 100000) AS i",
+        )
+        .execute(&mut c)
+        .await?;
+        anyhow::Ok(())
+    })?;
+    let mut startups = Vec::new();
+    let mut kb = 0;
+    let data = TempDir::new("bench-join");
+    for _ in 0..3 {
+        let (mut child, joined, started) = spawn_host(data.path(), &["--database".into(), url.clone()])?;
+        let status = client.get(format!("{joined}/v1/tenants/t100000")).send()?.status();
+        ensure!(status == 200, "the joining replica does not serve tenant t100000: {status}");
+        kb = super::rss_kb(child.id())?;
+        startups.push(started);
+        stop(&mut child);
+    }
+    t.sample(
+        "8",
+        "a replica joining 100,000 tenants: start-up (exec -> listening, median of 3)",
+        &load::Sample::new(startups),
+        format!("RSS {} MB; the first start compiles, the others use its compile cache", kb / 1024),
+    );
     // Idle: each replica reads the audit log after its cursor once per --sync-interval-ms.
     let before = wal(&rt, &url)?;
     std::thread::sleep(Duration::from_secs(3));
