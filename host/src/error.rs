@@ -53,6 +53,8 @@ pub enum HostError {
     #[error("{0}")]
     RateLimited(String),
     #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
     Storage(String),
     #[error("{0}")]
     Internal(String),
@@ -86,7 +88,7 @@ impl HostError {
             | HostError::WebhooksUnsupported(_) => 404,
             HostError::PayloadTooLarge(_) => 413,
             HostError::AdapterFailed(_) => 502,
-            HostError::InvalidTenants { .. } | HostError::NoPreviousVersion(_) | HostError::VersionInUse(_) => 409,
+            HostError::InvalidTenants { .. } | HostError::NoPreviousVersion(_) | HostError::VersionInUse(_) | HostError::Conflict(_) => 409,
             HostError::InvalidConfig { .. } | HostError::InvalidPin(_) | HostError::InvalidLimits { .. } => 422,
             HostError::RateLimited(_) => 429,
             HostError::Storage(_) => 503,
@@ -119,6 +121,7 @@ impl HostError {
             HostError::Unauthorized(_) => "unauthorized",
             HostError::Forbidden(_) => "forbidden",
             HostError::RateLimited(_) => "rate_limited",
+            HostError::Conflict(_) => "conflict",
             HostError::Storage(_) => "storage_unavailable",
             HostError::Internal(_) => "internal",
         }
@@ -143,6 +146,7 @@ impl From<StoreError> for HostError {
             StoreError::UnknownVersion { .. } => HostError::UnknownVersion(e.to_string()),
             StoreError::NoPreviousVersion(_) => HostError::NoPreviousVersion(e.to_string()),
             StoreError::VersionInUse(m) => HostError::VersionInUse(m),
+            StoreError::Conflict(m) => HostError::Conflict(m),
             StoreError::Db(m) => {
                 tracing::error!("storage error: {m}");
                 HostError::Storage(format!("the host's database failed, nothing was changed: {m}"))

@@ -9,7 +9,7 @@
 use crate::process::DieWithParent;
 use crate::TempDir;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,8 +42,9 @@ fn bin_dir() -> PathBuf {
     })
 }
 
-fn id(flag: &str, user: &str) -> Option<u32> {
-    let out = Command::new("id").args([flag, user]).output().ok()?;
+/// `id ARGS`, as a number.
+fn id(args: &[&str]) -> Option<u32> {
+    let out = Command::new("id").args(args).output().ok()?;
     String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
@@ -56,10 +57,9 @@ impl Postgres {
     pub fn start() -> Postgres {
         let bin = bin_dir();
         let dir = TempDir::new("pg");
-        let uid = Command::new("id").arg("-u").output().ok().and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<u32>().ok());
-        let run_as = if uid == Some(0) {
-            let uid = id("-u", "postgres").expect("running as root, and there is no `postgres` user to run PostgreSQL as");
-            Some((uid, id("-g", "postgres").unwrap()))
+        let run_as = if id(&["-u"]) == Some(0) {
+            let uid = id(&["-u", "postgres"]).expect("running as root, and there is no `postgres` user to run PostgreSQL as");
+            Some((uid, id(&["-g", "postgres"]).unwrap()))
         } else {
             None
         };
@@ -78,10 +78,9 @@ impl Postgres {
             .arg(&data)
             .args(["-U", USER, "-E", "UTF8", "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"])
             .arg(format!("--pwfile={}", pwfile.display()));
-        let pg = Postgres { bin, dir, port: free_port(), server: None, run_as };
+        let mut pg = Postgres { bin, dir, port: free_port(), server: None, run_as };
         let out = pg.as_user(&mut initdb).output().expect("run initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let mut pg = pg;
         pg.resume();
         pg
     }
@@ -157,10 +156,6 @@ impl Postgres {
 
     pub fn url(&self, db: &str) -> String {
         format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 

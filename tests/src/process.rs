@@ -3,6 +3,7 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Children that end with the test: a test process killed before its `Drop`s ran (a CI
 /// timeout) leaves no host or database running.
@@ -97,3 +98,11 @@ impl Drop for Proc {
     }
 }
 
+/// Polls `check` until it holds; panics after `timeout`, naming `what`.
+pub async fn eventually(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

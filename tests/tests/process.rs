@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crm_tests::process::{Proc, ADMIN};
+use crm_tests::process::{eventually, Proc, ADMIN};
 
 fn host_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_crm-host-under-test"))
@@ -24,17 +24,6 @@ async fn whoami_version(p: &Proc, tenant: &str) -> Value {
     let (s, out) = p.req("POST", &format!("/v1/tenants/{tenant}/crm/whoami"), Some(body)).await;
     assert_eq!(s, 200, "{out}");
     out["crmData"]["version"].clone()
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let until = Instant::now() + timeout;
-    while Instant::now() < until {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test]
@@ -53,7 +42,7 @@ async fn kill_9_inside_the_deploy_transaction_leaves_the_previous_state() {
     let upload = tokio::spawn(async move {
         reqwest::Client::new().put(format!("{url}/v1/adapters/whoami")).bearer_auth(ADMIN).body(component("whoami-v2")).send().await
     });
-    wait_for("the failpoint", Duration::from_secs(30), async || p.logs().contains("failpoint deploy-commit")).await;
+    eventually("the failpoint", Duration::from_secs(30), async || p.logs().contains("failpoint deploy-commit")).await;
     p.kill9();
     assert!(upload.await.unwrap().is_err(), "the deploy never answered");
 
@@ -116,11 +105,11 @@ async fn the_plugins_directory_is_watched() {
     // A new file.
     std::fs::write(dir.path().join("plando.wasm"), component("plando")).unwrap();
     let started = Instant::now();
-    wait_for("plando deployed", Duration::from_secs(10), async || p.active("plando").await.is_some()).await;
+    eventually("plando deployed", Duration::from_secs(10), async || p.active("plando").await.is_some()).await;
     assert!(started.elapsed() < Duration::from_secs(3), "deployed within 2 s (plus the compile): {:?}", started.elapsed());
     // A changed file.
     std::fs::write(dir.path().join("whoami.wasm"), component("whoami-v2")).unwrap();
-    wait_for("whoami 2.0.0 active", Duration::from_secs(10), async || {
+    eventually("whoami 2.0.0 active", Duration::from_secs(10), async || {
         p.active("whoami").await.is_some_and(|v| v["version"] == "2.0.0")
     })
     .await;
@@ -128,7 +117,7 @@ async fn the_plugins_directory_is_watched() {
     assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["actor"] == "watcher"), "{audit}");
     // A broken file: logged, and the serving version stays.
     std::fs::write(dir.path().join("whoami.wasm"), b"\0asm broken").unwrap();
-    wait_for("the broken file logged", Duration::from_secs(10), async || p.logs().contains("watcher: not deployed")).await;
+    eventually("the broken file logged", Duration::from_secs(10), async || p.logs().contains("watcher: not deployed")).await;
     assert!(p.logs().contains("not WebAssembly") || p.logs().contains("invalid_component"), "{}", p.logs());
     assert_eq!(p.active("whoami").await.unwrap()["version"], "2.0.0");
 }

@@ -3,7 +3,7 @@
 //! calls served, refuses writes with 503 and heals by itself; inbound events are one log.
 
 use crm_tests::postgres::Postgres;
-use crm_tests::process::Proc;
+use crm_tests::process::{eventually, Proc};
 use crm_tests::{component, with_custom_section, TempDir};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -51,18 +51,6 @@ async fn version(p: &Proc, tenant: &str) -> Result<String, String> {
 
 async fn active_digest(p: &Proc, adapter: &str) -> Option<String> {
     Some(p.active(adapter).await?["digest"].as_str()?.to_string())
-}
-
-/// Polls until `check` holds; panics after `timeout`, naming `what`.
-async fn eventually(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let until = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Propagation is specified at 1 s and measured by `cargo xtask bench`; tests wait longer so
@@ -281,6 +269,27 @@ async fn a_change_nobody_announced_is_found_by_the_poll() {
     eventually("the unannounced tenant", PROPAGATES, async || version(a, "quiet").await.as_deref() == Ok("1.0.0")).await;
     let (_, health) = a.req("GET", "/healthz?deep=1", None).await;
     assert_eq!(health["cursor"], seq, "{health}");
+}
+
+#[tokio::test]
+async fn a_change_built_on_what_another_host_just_removed_is_a_409_conflict() {
+    let c = Cluster::start(1);
+    let a = &c.hosts[0];
+    let v1 = deploy(a, component("whoami")).await;
+    deploy(a, component("whoami-v2")).await;
+    put_tenant(a, "acme", json!({"adapter": "whoami", "crmConfig": {"region": "eu"}})).await;
+    // Another host removes v1 and tenant acme; this host has not heard yet (no audit entry,
+    // no notice), so its own checks pass and the database's constraints refuse.
+    let db = sqlx::PgPool::connect(&c.pg.url("registry")).await.unwrap();
+    sqlx::query("DELETE FROM adapter_versions WHERE digest = $1").bind(&v1).execute(&db).await.unwrap();
+    let (s, out) = a.req("PUT", "/v1/tenants/other", json_body(json!({"adapter": "whoami", "crmConfig": {"region": "eu"}, "pin": v1}))).await;
+    assert_eq!((s, out["error"]["kind"].clone()), (409, json!("conflict")), "{out}");
+    assert!(out["error"]["message"].as_str().unwrap().contains("retry"), "{out}");
+    sqlx::query("DELETE FROM tenants WHERE id = 'acme'").execute(&db).await.unwrap();
+    let (s, out) = a.req("POST", "/v1/tenants/acme/keys", None).await;
+    assert_eq!((s, out["error"]["kind"].clone()), (409, json!("conflict")), "{out}");
+    let (_, audit) = a.req("GET", "/v1/audit", None).await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 3, "nothing refused was recorded: {audit}");
 }
 
 // ----- inbound events ----------------------------------------------------------------------

@@ -30,6 +30,10 @@ pub enum StoreError {
     NoPreviousVersion(String),
     #[error("{0}")]
     VersionInUse(String),
+    /// A constraint refused the write: with several hosts, another host changed what this
+    /// host's view said (a version deleted, a tenant gone) a moment before.
+    #[error("{0}")]
+    Conflict(String),
     #[error("storage failed: {0}")]
     Db(String),
 }
@@ -52,7 +56,13 @@ impl MigrationSource<'static> for Migrations {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Db(e.to_string())
+        use sqlx::error::ErrorKind;
+        match e.as_database_error().map(|d| d.kind()) {
+            Some(ErrorKind::ForeignKeyViolation | ErrorKind::UniqueViolation) => StoreError::Conflict(format!(
+                "another host changed what this one was about to build on (the database refused: {e}); nothing was changed, retry"
+            )),
+            _ => StoreError::Db(e.to_string()),
+        }
     }
 }
 
