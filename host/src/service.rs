@@ -189,7 +189,7 @@ const FOLLOW_BATCH: u32 = 500;
 
 /// What `/healthz?deep=1` reports.
 #[derive(Debug, serde::Serialize)]
-pub struct Health {
+pub struct DeepHealth {
     pub status: &'static str,
     /// `ok`, or why the database does not answer.
     pub store: String,
@@ -348,7 +348,7 @@ impl Host {
 
     /// What `/healthz?deep=1` reports: whether the database answers and, with a shared store,
     /// whether this host is following it. Calls are served from memory either way.
-    pub async fn health(&self) -> Health {
+    pub async fn health(&self) -> DeepHealth {
         let store = match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await {
             Ok(Ok(())) => "ok".to_string(),
             Ok(Err(e)) => e.to_string(),
@@ -356,7 +356,7 @@ impl Host {
         };
         let following = crate::trace::lock(&self.follow_error).clone();
         let status = if store == "ok" && following.is_none() { "ok" } else { "unhealthy" };
-        Health { status, store, cursor: self.read().cursor, following }
+        DeepHealth { status, store, cursor: self.read().cursor, following }
     }
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {

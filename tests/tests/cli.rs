@@ -74,32 +74,27 @@ async fn serve_prints_its_address_and_serves_plugins_through_upstreams() {
     assert_eq!(out["crmData"]["contact_id"], "8");
 }
 
+/// Runs `crm-host serve --listen 127.0.0.1:0 ARGS`, which must refuse to start; its stderr.
+fn refused(args: &[&str]) -> String {
+    let out = Command::new(host_bin()).args(["serve", "--listen", "127.0.0.1:0"]).args(args).output().unwrap();
+    assert!(!out.status.success(), "started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
 #[test]
 fn bad_flags_fail_with_a_message() {
-    let out = Command::new(host_bin()).args(["serve", "--listen", "127.0.0.1:0", "--upstream", "nonsense"]).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&["--upstream", "nonsense"]);
     assert!(err.contains("expected HOST=URL"), "{err}");
-    let out = Command::new(host_bin()).args(["serve", "--listen", "127.0.0.1:0", "--allocator", "bogus"]).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&["--allocator", "bogus"]);
     assert!(err.contains("unknown allocator 'bogus' (pooling, on-demand)"), "{err}");
 
     let data = crm_tests::TempDir::new("cli-database");
-    let serve = |database: &str| {
-        let out = Command::new(host_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", database, "--data-dir"])
-            .arg(data.path())
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).to_string()
-    };
-    let err = serve("mysql://u:p@127.0.0.1/x");
+    let dir = data.path().to_str().unwrap();
+    let err = refused(&["--database", "mysql://u:p@127.0.0.1/x", "--data-dir", dir]);
     assert!(err.contains("only PostgreSQL (postgres://USER:PASS@HOST:PORT/DB) is supported"), "{err}");
     // Nothing listens on port 1: the host does not start, and says where it failed without
     // printing the password.
-    let err = serve("postgres://crm:hunter2@127.0.0.1:1/registry");
+    let err = refused(&["--database", "postgres://crm:hunter2@127.0.0.1:1/registry", "--data-dir", dir]);
     assert!(err.contains("--database postgres://crm:***@127.0.0.1:1/registry"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }

@@ -67,12 +67,9 @@ async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, a: &Audit) -> Store
 }
 
 async fn adapter_state(tx: &mut Transaction<'static, Sqlite>, name: &str) -> StoreResult<AdapterState> {
-    let row = sqlx::query("SELECT active_digest, previous_digest FROM adapters WHERE name = ?")
-        .bind(name)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row = sqlx::query("SELECT * FROM adapters WHERE name = ?").bind(name).fetch_optional(&mut **tx).await?;
     Ok(match row {
-        Some(r) => AdapterState { name: name.to_string(), active: r.try_get(0)?, previous: r.try_get(1)? },
+        Some(r) => rows::adapter(&r)?,
         None => AdapterState { name: name.to_string(), ..Default::default() },
     })
 }

@@ -281,6 +281,23 @@ fn spawn_host(data: &std::path::Path, extra: &[String]) -> Result<(Child, String
     Ok((child, url, started.elapsed()))
 }
 
+/// Deploys `bytes` as `plando` through a host's API; returns the digest.
+fn deploy_plando(client: &reqwest::blocking::Client, base: &str, bytes: Vec<u8>) -> Result<String> {
+    let r = client.put(format!("{base}/v1/adapters/plando")).body(bytes).send()?;
+    ensure!(r.status().is_success(), "deploy: {}", r.text()?);
+    let v: Value = r.json()?;
+    Ok(v["digest"].as_str().context("the deploy answer has no digest")?.to_string())
+}
+
+/// Plando deployed and tenant `acme` on the fast emulator, through a host's API.
+fn setup_acme(client: &reqwest::blocking::Client, base: &str) -> Result<()> {
+    deploy_plando(client, base, component("plando"))?;
+    let tenant = json!({"adapter": "plando", "projectId": "acme", "crmConfig": {"token": fast_plando::TOKEN, "chat": "1"}});
+    let r = client.put(format!("{base}/v1/tenants/acme")).body(tenant.to_string()).send()?;
+    ensure!(r.status() == 200, "tenant: {}", r.text()?);
+    Ok(())
+}
+
 impl Servers {
     fn start(crm: &str) -> Result<Servers> {
         let data = TempDir::new("bench-served");
@@ -299,10 +316,7 @@ impl Servers {
         }
         let client = reqwest::blocking::Client::new();
         let s = Servers { host, host_url, natives, _data: data, client };
-        s.deploy(component("plando"))?;
-        let tenant = json!({"adapter": "plando", "projectId": "acme", "crmConfig": {"token": fast_plando::TOKEN, "chat": "1"}});
-        let r = s.client.put(format!("{}/v1/tenants/acme", s.host_url)).body(tenant.to_string()).send()?;
-        ensure!(r.status() == 200, "tenant: {}", r.text()?);
+        setup_acme(&s.client, &s.host_url)?;
         for url in std::iter::once(&s.host_url).chain(s.natives.iter().map(|n| &n.1)) {
             let (ok, _) = s.call(url)?;
             ensure!(ok, "{url} does not answer getCustomerDetails");
@@ -311,9 +325,7 @@ impl Servers {
     }
 
     fn deploy(&self, bytes: Vec<u8>) -> Result<()> {
-        let r = self.client.put(format!("{}/v1/adapters/plando", self.host_url)).body(bytes).send()?;
-        ensure!(r.status().is_success(), "deploy: {}", r.text()?);
-        Ok(())
+        deploy_plando(&self.client, &self.host_url, bytes).map(drop)
     }
 
     /// One call; whether it completed, and its call id.

@@ -4,12 +4,12 @@
 //! bytes, exact; PostgreSQL's own per-transaction statistics lag by up to 10 s, so they are
 //! not used).
 
-use super::{call_body, load, spawn_host, stop, us, Table};
-use anyhow::{ensure, Context, Result};
+use super::{call_body, deploy_plando, load, setup_acme, spawn_host, stop, us, Table};
+use anyhow::{ensure, Result};
 use bytes::Bytes;
 use crm_tests::postgres::Postgres;
 use crm_tests::{component, with_custom_section, TempDir};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -50,21 +50,6 @@ fn target(r: &Replica) -> load::Target {
     }
 }
 
-fn setup(client: &reqwest::blocking::Client, r: &Replica) -> Result<()> {
-    deploy(client, r, component("plando"))?;
-    let tenant = json!({"adapter": "plando", "projectId": "acme", "crmConfig": {"token": super::fast_plando::TOKEN, "chat": "1"}});
-    let resp = client.put(format!("{}/v1/tenants/acme", r.url)).body(tenant.to_string()).send()?;
-    ensure!(resp.status() == 200, "tenant: {}", resp.text()?);
-    Ok(())
-}
-
-fn deploy(client: &reqwest::blocking::Client, r: &Replica, bytes: Vec<u8>) -> Result<String> {
-    let resp = client.put(format!("{}/v1/adapters/plando", r.url)).body(bytes).send()?;
-    ensure!(resp.status().is_success(), "deploy: {}", resp.text()?);
-    let v: Value = resp.json()?;
-    Ok(v["digest"].as_str().context("digest")?.to_string())
-}
-
 fn active(client: &reqwest::blocking::Client, r: &Replica) -> Result<Option<String>> {
     let v: Value = client.get(format!("{}/v1/adapters/plando/versions", r.url)).send()?.json()?;
     Ok(v["versions"].as_array().and_then(|a| a.iter().find(|x| x["state"] == "active")).and_then(|x| x["digest"].as_str()).map(String::from))
@@ -85,7 +70,7 @@ pub fn replicas(t: &mut Table, crm: &str, duration: Duration) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let client = reqwest::blocking::Client::new();
     let (a, b) = (start(crm, Some(&url))?, start(crm, Some(&url))?);
-    setup(&client, &a)?;
+    setup_acme(&client, &a.url)?;
     let until = Instant::now() + Duration::from_secs(30);
     while client.post(format!("{}/v1/tenants/acme/crm/getCustomerDetails", b.url)).body(call_body().to_string()).send()?.status() != 200 {
         ensure!(Instant::now() < until, "replica B never served the tenant made on A");
@@ -94,7 +79,7 @@ pub fn replicas(t: &mut Table, crm: &str, duration: Duration) -> Result<()> {
 
     // Calls: the SQLite default alone, one replica on PostgreSQL, then both replicas at once.
     let sqlite = start(crm, None)?;
-    setup(&client, &sqlite)?;
+    setup_acme(&client, &sqlite.url)?;
     let base = load::run(&target(&sqlite), 64, duration, 2);
     drop(sqlite);
     ensure!(base.failed == 0, "SQLite host: {} failed requests", base.failed);
@@ -130,7 +115,7 @@ pub fn replicas(t: &mut Table, crm: &str, duration: Duration) -> Result<()> {
     let variants: Vec<Vec<u8>> = (0..10).map(|i| with_custom_section(component("plando"), &format!("replica-bench-{nanos}-{i}"))).collect();
     let measure = |bytes: &Vec<u8>| -> Result<(Duration, i64)> {
         let before = wal(&rt, &url)?;
-        let digest = deploy(&client, &a, bytes.clone())?;
+        let digest = deploy_plando(&client, &a.url, bytes.clone())?;
         let deployed = Instant::now();
         while active(&client, &b)?.as_deref() != Some(digest.as_str()) {
             ensure!(deployed.elapsed() < Duration::from_secs(30), "replica B never served {digest}");
