@@ -2,6 +2,8 @@
 //! plus the origins of URL-valued crmConfig fields the adapter marks as endpoints. Once a
 //! request is allowed, `--upstream HOST=URL` may route it elsewhere (tests, demos).
 
+use crate::error::FieldError;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -95,6 +97,24 @@ impl std::fmt::Display for OriginRule {
     }
 }
 
+/// An endpoint field's value as a URL that egress can be derived from: http or https, with a
+/// host. The one rule for endpoint URLs, at tenant validation and in the policy alike.
+pub fn endpoint_url(value: &str) -> Option<url::Url> {
+    url::Url::parse(value.trim()).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+}
+
+/// Every endpoint field a crmConfig sets (null counts as unset) holds an [`endpoint_url`].
+pub fn check_endpoint_fields(endpoint_fields: &[String], crm_config: &Map<String, Value>) -> Result<(), FieldError> {
+    for field in endpoint_fields {
+        if let Some(v) = crm_config.get(field).filter(|v| !v.is_null()) {
+            if v.as_str().and_then(endpoint_url).is_none() {
+                return Err(FieldError { field: field.clone(), message: format!("crmConfig.{field}: must be an http(s) URL") });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The origins one call may reach.
 #[derive(Debug, Clone, Default)]
 pub struct EgressPolicy {
@@ -103,6 +123,16 @@ pub struct EgressPolicy {
 
 impl EgressPolicy {
     pub fn new(rules: Vec<OriginRule>) -> Self {
+        EgressPolicy { rules }
+    }
+
+    /// The origins a tenant's calls may reach: its adapter's declared hosts, plus the origin
+    /// of each endpoint field of its crmConfig.
+    pub fn for_tenant(declared: &[OriginRule], endpoint_fields: &[String], crm_config: &Map<String, Value>) -> Self {
+        let mut rules = declared.to_vec();
+        for field in endpoint_fields {
+            rules.extend(crm_config.get(field).and_then(Value::as_str).and_then(endpoint_url).and_then(|u| OriginRule::of_url(&u)));
+        }
         EgressPolicy { rules }
     }
 

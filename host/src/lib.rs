@@ -1,10 +1,11 @@
 //! `crm-host`: runs CRM adapter components for tenants.
 //!
-//! Data flow of a call (see ARCHITECTURE.md): HTTP request ([`api`], caller identified by
-//! [`auth`]) -> tenant and its version ([`service`]'s in-memory view of the [`store`]) ->
-//! fresh wasm instance with the tenant's crmConfig ([`runtime`]) -> outbound wasi-http
-//! requests ([`outbound`]: [`egress`] policy, routing, retries) -> crmData or a typed
-//! failure -> HTTP response; the call's [`trace`] is recorded after it, [`metrics`] counted.
+//! Data flow of a call (ARCHITECTURE.md): HTTP request ([`api`], caller identified by
+//! [`auth`]) -> tenant and its version ([`service`]'s in-memory registry, built from the
+//! [`store`]) -> a fresh wasm instance with the tenant's crmConfig under its [`limits`]
+//! ([`runtime`]) -> outbound wasi-http requests ([`outbound`]: the [`egress`] policy,
+//! routing, retries) -> crmData or a typed failure -> HTTP response; then the call's
+//! [`trace`] is written (secrets [`redact`]ed) and its [`metrics`] counted.
 
 pub mod api;
 pub mod auth;
@@ -14,14 +15,16 @@ pub mod cli;
 pub mod compile_cache;
 pub mod egress;
 pub mod error;
-pub mod limits;
 mod failpoint;
 #[cfg(test)]
 mod fuzz;
+pub mod limits;
 pub mod metrics;
 pub mod outbound;
+pub mod redact;
 pub mod runtime;
 pub mod service;
+pub mod setup;
 pub mod store;
 pub mod trace;
 pub mod watch;
@@ -30,3 +33,10 @@ pub use error::{CallFailure, FailureKind, HostError};
 pub use outbound::{OutboundConfig, RetryPolicy};
 pub use runtime::{Limits, Runtime};
 pub use service::{Host, HostOptions};
+
+/// A poisoned lock only means another thread panicked while holding it; what these locks
+/// guard (counters, lists, the registry) stays valid, so later requests go on instead of
+/// panicking in turn.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,9 +1,13 @@
-//! Every limit a call runs under, in one place: what an instance may use (memory, time,
-//! outbound requests, response and output sizes) and how many calls may run at once (per
-//! tenant, and host-wide). Each limit that trips ends the call with a failure that names it.
+//! Every limit, in one place: what an instance may use (memory, time, outbound requests,
+//! header entries, response, request and output sizes), a tenant's overrides and their
+//! ceilings, how many calls may run at once (per tenant, and host-wide), the API's body caps
+//! and what the host keeps (trace bodies, idle connections). Each limit that trips ends the
+//! call with a failure that names it.
 
-use crate::error::{CallFailure, FailureKind};
+use crate::error::{CallFailure, FailureKind, FieldError};
+use crate::lock;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::ResourceLimiter;
@@ -11,6 +15,30 @@ use wasmtime::ResourceLimiter;
 /// The largest linear memory any call may be given (a tenant's `memoryMb` ceiling); the
 /// pooling allocator sizes its slots for it.
 pub const MAX_MEMORY_BYTES: usize = 4 << 30;
+
+/// Largest request body an adapter may send (buffered whole: retries resend it).
+pub const MAX_OUTBOUND_REQUEST_BODY: usize = 4 << 20;
+
+/// Largest component upload (`PUT /v1/adapters/{name}`).
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// Largest JSON body of the API (a chat with a long transcript).
+pub const MAX_JSON_BYTES: usize = 8 << 20;
+/// Largest webhook body: CRM notifications are small forms.
+pub const MAX_WEBHOOK_BYTES: usize = 1 << 20;
+
+/// Largest body kept per request or response in a trace.
+pub const MAX_TRACE_BODY: usize = 64 << 10;
+/// Recorded calls kept per tenant unless the host is told otherwise (`--trace-retention`).
+pub const DEFAULT_TRACE_RETENTION: u32 = 1000;
+
+/// Idle keep-alive connections to CRMs: closed after this long unused, at most so many per
+/// address and TLS name, and so many in all.
+pub const OUTBOUND_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const OUTBOUND_IDLE_PER_KEY: usize = 256;
+pub const OUTBOUND_IDLE_TOTAL: usize = 2048;
+
+/// Table elements one instance may grow to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Per-call limits. Defaults suit CRM mapping code: small heaps, a few round trips.
 #[derive(Debug, Clone)]
@@ -107,20 +135,20 @@ impl TenantLimits {
     }
 
     /// Every value between 1 and its ceiling; `fuel` only on a host that meters fuel.
-    /// `Err((field, message))`.
-    pub fn check(&self, fuel_metering: bool) -> Result<(), (String, String)> {
+    pub fn check(&self, fuel_metering: bool) -> Result<(), FieldError> {
         for (name, value, ceiling) in self.fields() {
             let Some(v) = value else { continue };
             let field = format!("limits.{name}");
             if v == 0 || v > ceiling {
-                return Err((field.clone(), format!("{field} must be between 1 and {ceiling}, not {v}")));
+                let message = format!("{field} must be between 1 and {ceiling}, not {v}");
+                return Err(FieldError { field, message });
             }
         }
         if self.fuel.is_some() && !fuel_metering {
-            return Err((
-                "limits.fuel".into(),
-                "limits.fuel needs fuel metering, which this host runs without (start it with --fuel N)".into(),
-            ));
+            return Err(FieldError {
+                field: "limits.fuel".into(),
+                message: "limits.fuel needs fuel metering, which this host runs without (start it with --fuel N)".into(),
+            });
         }
         Ok(())
     }
@@ -186,8 +214,65 @@ impl ResourceLimiter for MemoryCap {
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> anyhow::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
+}
+
+/// What one call spends of its per-call counts (outbound requests, header entries), and the
+/// first limit that ended it.
+#[derive(Debug, Default)]
+pub struct CallBudget {
+    requests: AtomicU32,
+    headers: AtomicU32,
+    hit: Mutex<Option<(FailureKind, String)>>,
+}
+
+impl CallBudget {
+    /// Counts one more outbound request; `false` once `max` are spent (and the call is
+    /// marked as ended by that limit).
+    pub fn take_request(&self, max: u32) -> bool {
+        self.requests.fetch_add(1, Relaxed) < max
+            || self.hit(
+                FailureKind::OutboundLimitExceeded,
+                format!("the adapter made more than the {max} outbound requests a call may make (--max-outbound-requests)"),
+            )
+    }
+
+    /// Takes one more request for a retry if any is left; never ends the call (a retry that
+    /// does not fit is simply not made).
+    pub fn take_retry(&self, max: u32) -> bool {
+        self.requests.fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    /// Counts one more header entry; `false` once `max` are spent.
+    pub fn take_header(&self, max: u32) -> bool {
+        self.headers.fetch_add(1, Relaxed) < max
+            || self.hit(
+                FailureKind::ResourceLimitExceeded,
+                format!("the adapter created more than the {max} header entries a call may create (--max-header-entries)"),
+            )
+    }
+
+    /// Records the first limit that ended the call; always `false` (nothing more is allowed).
+    pub fn hit(&self, kind: FailureKind, why: String) -> bool {
+        lock(&self.hit).get_or_insert((kind, why));
+        false
+    }
+
+    pub fn limit_hit(&self) -> Option<(FailureKind, String)> {
+        lock(&self.hit).clone()
+    }
+}
+
+/// The crmData cap, checked on the text's size while it is still in guest memory.
+pub fn check_crm_data_size(len: usize, max_bytes: usize) -> Result<(), CallFailure> {
+    if len > max_bytes {
+        return Err(CallFailure::new(
+            FailureKind::InvalidOutput,
+            format!("the adapter returned {len} bytes of crmData, more than the {max_bytes} bytes allowed (--max-crm-data-bytes)"),
+        ));
+    }
+    Ok(())
 }
 
 /// Admission of calls: at most N per tenant and M host-wide at once. Excess calls are refused
@@ -214,7 +299,7 @@ impl Admission {
     /// Admits one call of `tenant`, whose own cap is `per_tenant`.
     pub fn enter(self: &Arc<Self>, tenant: &str, per_tenant: u32) -> Result<Admitted, CallFailure> {
         let per_tenant_cap = per_tenant.max(1);
-        let mut running = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut running = lock(&self.running);
         let (total, per_tenant) = &mut *running;
         let mine = per_tenant.get(tenant).copied().unwrap_or(0);
         let refuse = |why: String| {
@@ -238,7 +323,7 @@ impl Admission {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut running = self.admission.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut running = lock(&self.admission.running);
         let (total, per_tenant) = &mut *running;
         *total -= 1;
         if let Some(n) = per_tenant.get_mut(&self.tenant) {
@@ -278,11 +363,11 @@ mod tests {
         assert_eq!((l.memory_bytes, l.deadline, l.max_concurrent_calls_per_tenant), (8 << 20, Duration::from_millis(500), 2));
         assert_eq!(l.max_outbound_requests, base.max_outbound_requests, "the rest follows the host");
         let too_big = TenantLimits { memory_mb: Some(1 << 20), ..Default::default() };
-        assert_eq!(too_big.check(false).unwrap_err().0, "limits.memoryMb");
+        assert_eq!(too_big.check(false).unwrap_err().field, "limits.memoryMb");
         let zero = TenantLimits { deadline_ms: Some(0), ..Default::default() };
-        assert!(zero.check(false).unwrap_err().1.contains("between 1 and 300000"));
+        assert!(zero.check(false).unwrap_err().message.contains("between 1 and 300000"));
         let fuel = TenantLimits { fuel: Some(1000), ..Default::default() };
-        assert!(fuel.check(false).unwrap_err().1.contains("--fuel"));
+        assert!(fuel.check(false).unwrap_err().message.contains("--fuel"));
         assert_eq!(fuel.check(true), Ok(()));
         assert!(serde_json::from_str::<TenantLimits>(r#"{"memoryMB": 3}"#).is_err(), "unknown fields are refused");
     }

@@ -1,82 +1,19 @@
 //! Per-call traces: what the platform sent, every outbound exchange (each retry attempt
-//! too) and what the call answered, with every secret crmConfig value replaced by
-//! `[redacted]`. Recorded off the response path by [`Recorder`] and kept per tenant up to a
-//! retention. These records are what a later replay runs candidate versions against, so
-//! bodies are kept as exact text (or base64 for non-UTF-8 bytes) up to 64 KiB each.
+//! too) and what the call answered, secrets redacted ([`crate::redact`]). Written off the
+//! response path by [`TraceWriter`] and kept per tenant up to a retention. These records are
+//! what a later replay runs candidate versions against, so bodies are kept as exact text (or
+//! base64 for non-UTF-8 bytes) up to [`MAX_TRACE_BODY`] each.
 
-use crate::error::FailureKind;
+use crate::limits::MAX_TRACE_BODY;
 use crate::metrics::Metrics;
+use crate::redact::Redactor;
 use crate::store::{CallRecord, Store};
 use base64::Engine as _;
 use serde::Serialize;
-use serde_json::{Map, Value};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-
-/// Shown instead of a secret value.
-pub const REDACTED: &str = "[redacted]";
-
-/// Largest body kept per request or response in a trace.
-pub const MAX_TRACE_BODY: usize = 64 << 10;
-
-/// Replaces secret values, and the ways they get encoded on the wire, in text.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    /// Longest first, so a secret that contains another is replaced whole.
-    needles: Vec<String>,
-}
-
-impl Redactor {
-    /// The values of `secret_fields` in `crm_config` (strings, or numbers as text).
-    pub fn new(secret_fields: &[String], crm_config: &Map<String, Value>) -> Self {
-        let mut needles = Vec::new();
-        for field in secret_fields {
-            let raw = match crm_config.get(field) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => continue,
-            };
-            if raw.is_empty() {
-                continue;
-            }
-            let form: String = form_urlencoded::byte_serialize(raw.as_bytes()).collect();
-            let percent = form.replace('+', "%20");
-            let json = Value::String(raw.clone()).to_string();
-            let json = json[1..json.len() - 1].to_string();
-            for n in [raw, form, percent, json] {
-                if !needles.contains(&n) {
-                    needles.push(n);
-                }
-            }
-        }
-        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-        Redactor { needles }
-    }
-
-    pub fn text(&self, s: &str) -> String {
-        let mut out = s.to_string();
-        for n in &self.needles {
-            if out.contains(n.as_str()) {
-                out = out.replace(n.as_str(), REDACTED);
-            }
-        }
-        out
-    }
-
-    /// Redacts every string (and key) in a JSON value.
-    pub fn json(&self, v: &Value) -> Value {
-        if self.needles.is_empty() {
-            return v.clone();
-        }
-        match v {
-            Value::String(s) => Value::String(self.text(s)),
-            Value::Array(a) => Value::Array(a.iter().map(|x| self.json(x)).collect()),
-            Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (self.text(k), self.json(x))).collect()),
-            other => other.clone(),
-        }
-    }
-}
 
 /// A request or response body as recorded.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -172,108 +109,6 @@ impl CallTrace {
     }
 }
 
-/// What one execution (a call, or a deploy's describe) shares with its outbound requests.
-pub struct CallScope {
-    pub call_id: String,
-    pub adapter: String,
-    pub started: Instant,
-    pub deadline: Instant,
-    pub redactor: Redactor,
-    pub metrics: Arc<Metrics>,
-    exchanges: Mutex<Vec<Exchange>>,
-    /// Why requests were denied, for the failure message.
-    denials: Mutex<Vec<String>>,
-    /// Outbound requests started, for the per-call cap.
-    requests: std::sync::atomic::AtomicU32,
-    /// Header entries created, for the per-call cap.
-    headers: std::sync::atomic::AtomicU32,
-    /// A limit that ended the call: its failure kind and a message naming it.
-    limit_hit: Mutex<Option<(FailureKind, String)>>,
-}
-
-impl CallScope {
-    pub fn new(call_id: String, adapter: String, deadline: Duration, redactor: Redactor, metrics: Arc<Metrics>) -> Self {
-        let started = Instant::now();
-        CallScope {
-            call_id,
-            adapter,
-            started,
-            deadline: started + deadline,
-            redactor,
-            metrics,
-            exchanges: Mutex::default(),
-            denials: Mutex::default(),
-            requests: Default::default(),
-            headers: Default::default(),
-            limit_hit: Mutex::default(),
-        }
-    }
-
-    /// Counts one more outbound request; `false` once `max` are spent (and the call is
-    /// marked as ended by that limit).
-    pub fn take_request(&self, max: u32) -> bool {
-        let n = self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        n < max
-            || self.hit(
-                FailureKind::OutboundLimitExceeded,
-                format!("the adapter made more than the {max} outbound requests a call may make (--max-outbound-requests)"),
-            )
-    }
-
-    /// Takes one more request for a retry if any is left; never ends the call (a retry that
-    /// does not fit is simply not made).
-    pub fn take_retry(&self, max: u32) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.requests.fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1)).is_ok()
-    }
-
-    /// Counts one more header entry; `false` once `max` are spent.
-    pub fn take_header(&self, max: u32) -> bool {
-        let n = self.headers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        n < max
-            || self.hit(
-                FailureKind::ResourceLimitExceeded,
-                format!("the adapter created more than the {max} header entries a call may create (--max-header-entries)"),
-            )
-    }
-
-    /// Records the first limit that ended the call; always `false` (nothing more is allowed).
-    pub fn hit(&self, kind: FailureKind, why: String) -> bool {
-        lock(&self.limit_hit).get_or_insert((kind, why));
-        false
-    }
-
-    pub fn limit_hit(&self) -> Option<(FailureKind, String)> {
-        lock(&self.limit_hit).clone()
-    }
-
-    pub fn record(&self, e: Exchange) {
-        lock(&self.exchanges).push(e);
-    }
-
-    pub fn exchanges(&self) -> Vec<Exchange> {
-        lock(&self.exchanges).clone()
-    }
-
-    pub fn deny(&self, why: String) {
-        lock(&self.denials).push(why);
-    }
-
-    pub fn denials(&self) -> Vec<String> {
-        lock(&self.denials).clone()
-    }
-
-    pub fn elapsed_ms(&self, at: Instant) -> f64 {
-        at.duration_since(self.started).as_secs_f64() * 1000.0
-    }
-}
-
-/// A poisoned lock only means another thread panicked while holding it; the vectors behind
-/// these locks stay valid, so later requests go on instead of panicking in turn.
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 enum Job {
     Record(Box<CallRecord>),
     Flush(oneshot::Sender<()>),
@@ -286,12 +121,12 @@ const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 /// Writes call records in batches on a task of its own, so a call's answer never waits for
 /// the database. `flush` lets readers see every call answered before it.
 #[derive(Clone)]
-pub struct Recorder {
+pub struct TraceWriter {
     tx: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
 }
 
-impl Recorder {
+impl TraceWriter {
     pub fn start(store: Arc<dyn Store>, keep_per_tenant: u32, metrics: Arc<Metrics>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Job>(4096);
         let dropped = metrics.clone();
@@ -326,10 +161,10 @@ impl Recorder {
                 }
             }
         });
-        Recorder { tx, metrics }
+        TraceWriter { tx, metrics }
     }
 
-    pub fn record(&self, r: CallRecord) {
+    pub fn write(&self, r: CallRecord) {
         if self.tx.try_send(Job::Record(Box::new(r))).is_err() {
             self.metrics.traces_dropped.inc();
         }
@@ -344,21 +179,10 @@ impl Recorder {
     }
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn redacts_raw_form_and_percent_encoded_secrets() {
-        let config = json!({"token": "s3c ret+/x", "chat": "77", "empty": ""});
-        let r = Redactor::new(&["token".into(), "empty".into()], config.as_object().unwrap());
-        assert_eq!(r.text("a=s3c ret+/x"), "a=[redacted]");
-        assert_eq!(r.text("access_key=s3c+ret%2B%2Fx&chat=77"), "access_key=[redacted]&chat=77");
-        assert_eq!(r.text("/p?k=s3c%20ret%2B%2Fx"), "/p?k=[redacted]");
-        assert_eq!(r.json(&json!({"s3c ret+/x": ["s3c ret+/x", 1]})), json!({"[redacted]": ["[redacted]", 1]}));
-        assert_eq!(r.text("77"), "77", "only secret fields are redacted");
-    }
 
     #[test]
     fn bodies_keep_text_exactly_and_bytes_as_base64() {

@@ -11,8 +11,8 @@ pub mod process;
 
 use crm_host::egress::Upstreams;
 use crm_host::outbound::connect::{Connector, Dial, Resolve};
-use crm_host::store::sqlite::SqliteStore;
-use crm_host::{Host, HostOptions, Limits, OutboundConfig, RetryPolicy, Runtime};
+use crm_host::setup::HostSettings;
+use crm_host::{HostOptions, Limits, OutboundConfig, RetryPolicy};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -178,15 +178,14 @@ impl TestHost {
             retry: config.retry.clone(),
             connector: config.connector.clone().unwrap_or_else(|| Connector::new(Arc::new(LocalResolver::default()), Arc::new(LoopbackDialer::default()))),
         };
-        let runtime = Runtime::new(config.limits.clone(), outbound)
-            .expect("runtime")
-            .with_guest_threads(config.guest_threads.unwrap_or_else(crm_host::runtime::default_guest_threads))
-            .expect("guest threads")
-            .with_compile_cache(data_dir.path().join("compiled"))
-            .expect("compile cache");
-        let store = SqliteStore::open(data_dir.path()).await.expect("open store");
-        let options = HostOptions { trace_retention: config.trace_retention, admin_token: config.admin_token.clone() };
-        let host = Arc::new(Host::open(runtime, Arc::new(store), options).await.expect("host"));
+        let settings = HostSettings {
+            limits: config.limits.clone(),
+            outbound,
+            guest_threads: config.guest_threads.unwrap_or_else(crm_host::runtime::default_guest_threads),
+            options: HostOptions { trace_retention: config.trace_retention, admin_token: config.admin_token.clone() },
+            ..HostSettings::new(data_dir.path())
+        };
+        let host = Arc::new(settings.open().await.expect("host"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind host");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

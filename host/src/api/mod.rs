@@ -5,7 +5,8 @@ pub mod model;
 
 use crate::auth::Caller;
 use crate::error::HostError;
-use crate::service::{DeployOptions, Host};
+use crate::limits::{MAX_COMPONENT_BYTES, MAX_JSON_BYTES, MAX_WEBHOOK_BYTES};
+use crate::service::{DeployOptions, HealthStatus, Host};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -17,18 +18,15 @@ use model::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Largest component upload.
-const MAX_COMPONENT_BYTES: usize = 64 << 20;
-/// Largest JSON body (a chat with a long transcript).
-const MAX_JSON_BYTES: usize = 8 << 20;
-/// Largest webhook body: CRM notifications are small forms.
-const MAX_WEBHOOK_BYTES: usize = 1 << 20;
 /// The header that carries a call's id, in answers and in logs.
 pub const CALL_ID_HEADER: &str = "x-call-id";
 
 impl IntoResponse for HostError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(kind = self.kind(), "answering {}: {self}", status.as_u16());
+        }
         let mut response = (status, Json(self.body())).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -146,10 +144,13 @@ async fn json_errors(uri: axum::http::Uri, response: Response) -> Response {
 /// this host follows it): 503 while it does not, though calls go on being served.
 async fn healthz(State(host): Shared, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     if !flag(&q, "deep")? {
-        return Ok(Json(Health { status: "ok" }).into_response());
+        return Ok(Json(Health { status: HealthStatus::Ok }).into_response());
     }
     let health = host.health().await;
-    let status = if health.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = match health.status {
+        HealthStatus::Ok => StatusCode::OK,
+        HealthStatus::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+    };
     Ok((status, Json(health)).into_response())
 }
 
@@ -267,7 +268,7 @@ async fn revoke_key(State(host): Shared, auth: Authed, Path((tenant, key_id)): P
 async fn call(State(host): Shared, auth: Authed, Path((tenant, func_id)): Path<(String, String)>, body: Bytes) -> Response {
     let call_id = new_call_id();
     let answer = match auth.0.require_tenant(&tenant) {
-        Ok(()) => host.call(&tenant, &func_id, &body, &call_id).await.map(|a| Json(CallResponse::from(a.result)).into_response()),
+        Ok(()) => host.call(&tenant, &func_id, &body, &call_id).await.map(|outcome| Json(CallResponse::from(outcome)).into_response()),
         Err(e) => Err(e),
     };
     let mut response = answer.unwrap_or_else(IntoResponse::into_response);
@@ -287,9 +288,7 @@ async fn webhook(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Response> {
     let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            HostError::PayloadTooLarge(format!("a webhook body may hold at most {MAX_WEBHOOK_BYTES} bytes"))
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => HostError::PayloadTooLarge { what: "webhook body", limit: MAX_WEBHOOK_BYTES },
         _ => HostError::BadRequest(format!("cannot read the webhook body: {e}")),
     })?;
     let request = crate::runtime::WebhookRequest {
@@ -323,7 +322,7 @@ async fn events(
     let limit = number(&q, "limit", 100u32)?.clamp(1, 1000);
     let events = host.events(&tenant, after, limit).await?;
     let next = events.last().map(|e| e.cursor).unwrap_or(after).to_string();
-    Ok(Json(EventList { events: events.into_iter().map(EventView::from).collect(), next }))
+    Ok(Json(EventList { events: events.into_iter().map(EventItem::from).collect(), next }))
 }
 
 async fn calls(
@@ -352,7 +351,7 @@ async fn audit(State(host): Shared, auth: Authed, Query(q): Query<HashMap<String
     let limit = number(&q, "limit", 100u32)?.clamp(1, 1000);
     let entries = host.audit_log(after, limit).await?;
     let next = entries.last().map(|e| e.cursor).unwrap_or(after).to_string();
-    Ok(Json(AuditList { entries: entries.into_iter().map(AuditView::from).collect(), next }))
+    Ok(Json(AuditList { entries: entries.into_iter().map(AuditItem::from).collect(), next }))
 }
 
 /// 128 random bits, hex: unique without coordination between hosts.

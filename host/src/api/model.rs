@@ -2,7 +2,7 @@
 
 use crate::error::{CallFailure, InvalidTenant};
 use crate::runtime::Compiled;
-use crate::service::{Deployed, TenantView, VersionInfo, VersionState};
+use crate::service::{Deployed, RedactedTenant, VersionInfo, VersionState};
 use crate::store::{AuditEntry, CallRecord, EventRecord, VersionRecord};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -127,8 +127,8 @@ pub struct TenantResponse {
     pub limits: crate::limits::TenantLimits,
 }
 
-impl From<TenantView> for TenantResponse {
-    fn from(t: TenantView) -> Self {
+impl From<RedactedTenant> for TenantResponse {
+    fn from(t: RedactedTenant) -> Self {
         TenantResponse {
             tenant: t.record.id.clone(),
             adapter: t.record.adapter.clone(),
@@ -208,29 +208,29 @@ impl From<CallRecord> for CallSummary {
 
 #[derive(Debug, Serialize)]
 pub struct AuditList {
-    pub entries: Vec<AuditView>,
+    pub entries: Vec<AuditItem>,
     /// Pass as `after` to read on; the same cursor when nothing is new.
     pub next: String,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AuditView {
+pub struct AuditItem {
     pub cursor: String,
     pub at: String,
     #[serde(flatten)]
     pub entry: AuditEntry,
 }
 
-impl From<AuditEntry> for AuditView {
+impl From<AuditEntry> for AuditItem {
     fn from(entry: AuditEntry) -> Self {
-        AuditView { cursor: entry.cursor.to_string(), at: rfc3339(entry.at_ms), entry }
+        AuditItem { cursor: entry.cursor.to_string(), at: rfc3339(entry.at_ms), entry }
     }
 }
 
 #[derive(Debug, Serialize)]
 pub struct EventList {
-    pub events: Vec<EventView>,
+    pub events: Vec<EventItem>,
     /// Pass as `after` to read on; the same cursor when nothing is new.
     pub next: String,
 }
@@ -239,26 +239,26 @@ pub struct EventList {
 /// `media`, `extra` as stored.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EventView {
+pub struct EventItem {
     pub cursor: String,
     pub received_at: String,
     #[serde(flatten)]
     pub event: Map<String, Value>,
 }
 
-impl From<EventRecord> for EventView {
+impl From<EventRecord> for EventItem {
     fn from(e: EventRecord) -> Self {
         let event = match e.event {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        EventView { cursor: e.cursor.to_string(), received_at: rfc3339(e.received_at_ms), event }
+        EventItem { cursor: e.cursor.to_string(), received_at: rfc3339(e.received_at_ms), event }
     }
 }
 
 #[derive(Debug, Serialize)]
 pub struct Health {
-    pub status: &'static str,
+    pub status: crate::service::HealthStatus,
 }
 
 /// Unix milliseconds as RFC 3339 in UTC (`2026-11-22T10:00:00.000Z`).

@@ -4,10 +4,8 @@
 mod client;
 
 use crate::egress::Upstreams;
-use crate::store::postgres::PgStore;
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
-use crate::{Host, HostOptions, Limits, OutboundConfig, RetryPolicy, Runtime};
+use crate::setup::HostSettings;
+use crate::{HostOptions, Limits, OutboundConfig, RetryPolicy};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
@@ -124,7 +122,7 @@ struct Serve {
     #[arg(long, default_value_t = 100)]
     retry_base_ms: u64,
     /// Recorded calls kept per tenant.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = crate::limits::DEFAULT_TRACE_RETENTION)]
     trace_retention: u32,
     /// Log lines for people (human) or machines (json).
     #[arg(long, value_enum, default_value = "human")]
@@ -191,26 +189,17 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         fuel: args.fuel,
     };
     let retry = RetryPolicy { max_attempts: args.retry_attempts.max(1), base: Duration::from_millis(args.retry_base_ms), ..Default::default() };
-    let outbound = OutboundConfig { upstreams, upstream_only: args.upstream_only, retry, ..Default::default() };
-    let runtime = Runtime::with_allocator(limits, outbound, args.allocator)?
-        .with_guest_threads(args.guest_threads.unwrap_or_else(crate::runtime::default_guest_threads))?
-        .with_compile_cache(args.data_dir.join("compiled"))
-        .with_context(|| format!("creating the compile cache in {}", args.data_dir.display()))?;
-    let (store, database): (Arc<dyn Store>, String) = match args.database.as_deref().filter(|d| !d.is_empty()) {
-        None => {
-            let store = SqliteStore::open(&args.data_dir)
-                .await
-                .with_context(|| format!("opening the database in {}", args.data_dir.display()))?;
-            (Arc::new(store), args.data_dir.join(crate::store::sqlite::DB_FILE).display().to_string())
-        }
-        Some(url) => {
-            let shown = without_password(url)?;
-            let store = PgStore::open(url).await.with_context(|| format!("--database {shown}"))?;
-            (Arc::new(store), shown)
-        }
+    let settings = HostSettings {
+        data_dir: args.data_dir.clone(),
+        database: args.database.clone().filter(|d| !d.is_empty()),
+        limits,
+        outbound: OutboundConfig { upstreams, upstream_only: args.upstream_only, retry, ..Default::default() },
+        allocator: args.allocator,
+        guest_threads: args.guest_threads.unwrap_or_else(crate::runtime::default_guest_threads),
+        options: HostOptions { trace_retention: args.trace_retention, admin_token },
     };
-    let options = HostOptions { trace_retention: args.trace_retention, admin_token };
-    let host = Arc::new(Host::open(runtime, store, options).await?);
+    let database = settings.database_shown()?;
+    let host = Arc::new(settings.open().await?);
     host.follow(Duration::from_millis(args.sync_interval_ms.max(10)));
     tracing::info!(%database, adapters = host.list_adapters().len(), "state restored");
 
@@ -241,19 +230,4 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     // Calls answered before the shutdown keep their traces.
     host.flush_traces().await;
     Ok(())
-}
-
-/// A `--database` URL fit for logs, after checking it is one this host takes.
-fn without_password(url: &str) -> anyhow::Result<String> {
-    let mut u = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--database: not a URL ({e}); expected postgres://USER:PASS@HOST:PORT/DB"))?;
-    if !matches!(u.scheme(), "postgres" | "postgresql") {
-        anyhow::bail!(
-            "--database {}://…: only PostgreSQL (postgres://USER:PASS@HOST:PORT/DB) is supported; without --database the host uses SQLite in --data-dir",
-            u.scheme()
-        );
-    }
-    if u.password().is_some() {
-        let _ = u.set_password(Some("***"));
-    }
-    Ok(u.to_string())
 }

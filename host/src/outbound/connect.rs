@@ -7,6 +7,7 @@
 //! Name resolution and dialing are traits so tests can prove what would have been dialed
 //! without any traffic leaving the machine.
 
+use super::pool::{Lease, Pool, PoolKey};
 use crate::egress::is_public;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -14,11 +15,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::bindings::http::types::{DnsErrorPayload, ErrorCode};
 
@@ -70,108 +70,6 @@ pub struct Target<'a> {
     pub port: u16,
     pub use_tls: bool,
     pub routed: bool,
-}
-
-/// Keep-alive connections by the address they were dialed to and the TLS name they were
-/// verified for. A connection is only ever taken for a request whose own checks (the
-/// tenant's policy, then resolving and checking the address) led to exactly that key, so
-/// pooling skips the handshake, never a check.
-#[derive(Default)]
-struct Pool {
-    idle: Mutex<IdleSet>,
-}
-
-#[derive(Default)]
-struct IdleSet {
-    by_key: HashMap<PoolKey, Vec<Idle>>,
-    /// Connections in `by_key`, all keys together.
-    total: usize,
-}
-
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-struct PoolKey {
-    addr: SocketAddr,
-    /// The name the certificate was checked against; `None` for plain HTTP.
-    tls_name: Option<String>,
-}
-
-struct Idle {
-    sender: SendRequest<Full<Bytes>>,
-    since: Instant,
-}
-
-impl Idle {
-    fn usable(&self) -> bool {
-        !self.sender.is_closed() && self.since.elapsed() < IDLE_TIMEOUT
-    }
-}
-
-/// Idle connections are closed after this long unused (servers close theirs after 60 s or
-/// more; closing first avoids sending on a connection the server is closing).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Idle connections kept per key and in all: bounds the host's file descriptors however
-/// many CRMs its tenants reach.
-const MAX_IDLE_PER_KEY: usize = 256;
-const MAX_IDLE: usize = 2048;
-
-impl Pool {
-    /// The most recently used idle connection for `key` that is still open.
-    fn take(&self, key: &PoolKey) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let IdleSet { by_key, total } = &mut *idle;
-        let list = by_key.get_mut(key)?;
-        while let Some(c) = list.pop() {
-            *total -= 1;
-            if c.usable() {
-                return Some(c.sender);
-            }
-        }
-        by_key.remove(key);
-        None
-    }
-
-    fn put(&self, key: PoolKey, sender: SendRequest<Full<Bytes>>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.total >= MAX_IDLE {
-            idle.by_key.retain(|_, list| {
-                list.retain(Idle::usable);
-                !list.is_empty()
-            });
-            idle.total = idle.by_key.values().map(Vec::len).sum();
-        }
-        if idle.total >= MAX_IDLE {
-            return;
-        }
-        let list = idle.by_key.entry(key).or_default();
-        if list.len() < MAX_IDLE_PER_KEY {
-            list.push(Idle { sender, since: Instant::now() });
-            idle.total += 1;
-        }
-    }
-
-    #[cfg(test)]
-    fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap().total
-    }
-}
-
-/// A connection lent to one exchange. [`Lease::release`] gives it back once the response
-/// was read to its end; dropped instead (an error, a cap, a timeout mid-body), the
-/// connection closes, so a half-read response can never reach the next request.
-pub struct Lease {
-    conn: Option<(PoolKey, SendRequest<Full<Bytes>>)>,
-    pool: Arc<Pool>,
-}
-
-impl Lease {
-    pub fn release(mut self) {
-        if let Some((key, sender)) = self.conn.take() {
-            self.pool.put(key, sender);
-        }
-    }
 }
 
 #[derive(Clone)]

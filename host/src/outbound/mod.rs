@@ -4,13 +4,15 @@
 //! call's request budget, `--upstream` routing or the `--upstream-only` refusal, capped
 //! timeouts); [`send`] makes the attempts (retries, the response cap, trace and metrics);
 //! [`connect`] resolves once, checks the address it will dial and dials exactly that (or
-//! reuses a keep-alive connection to exactly that address).
+//! reuses a keep-alive connection to exactly that address, from `pool.rs`).
 
 pub mod connect;
+mod pool;
 mod send;
 
 use crate::egress::{EgressPolicy, Upstreams};
-use crate::trace::CallScope;
+use crate::limits::MAX_OUTBOUND_REQUEST_BODY;
+use crate::runtime::CallScope;
 use connect::Connector;
 use http_body_util::{BodyExt, Limited};
 pub use send::RetryPolicy;
@@ -25,9 +27,6 @@ use wasmtime_wasi_http::HttpResult;
 /// `Request::idempotent`, `Request::not_idempotent`). The host removes it: it never reaches
 /// the CRM.
 pub const IDEMPOTENT_HEADER: &str = "x-crm-idempotent";
-
-/// Largest request body an adapter may send (buffered: retries resend it).
-const MAX_REQUEST_BODY: usize = 4 << 20;
 
 /// Where outbound requests may go, host-wide.
 #[derive(Debug, Clone, Default)]
@@ -87,7 +86,7 @@ impl CallOutbound {
         if let Err(why) = self.policy.check(scheme, &host, port) {
             return deny(why);
         }
-        if !scope.take_request(self.max_requests) {
+        if !scope.budget.take_request(self.max_requests) {
             return deny(format!("the call's {} outbound requests are spent", self.max_requests));
         }
         let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.clone());
@@ -140,9 +139,9 @@ impl CallOutbound {
         let outbound = self.config.clone();
         let caps = (self.max_response_bytes, self.max_requests);
         let handle = wasmtime_wasi::runtime::spawn(async move {
-            let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+            let body = match Limited::new(body, MAX_OUTBOUND_REQUEST_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(_) => return Ok(Err(ErrorCode::HttpRequestBodySize(Some(MAX_REQUEST_BODY as u64)))),
+                Err(_) => return Ok(Err(ErrorCode::HttpRequestBodySize(Some(MAX_OUTBOUND_REQUEST_BODY as u64)))),
             };
             Ok(send_with_retries(&prepared, body, timeouts, &outbound, caps, &scope, &target).await)
         });

@@ -5,7 +5,8 @@
 
 use super::connect::{hyper_error, ConnectError, ExchangeTimeouts, Target};
 use super::{OutboundConfig, Prepared};
-use crate::trace::{BodyRecord, CallScope, Exchange};
+use crate::runtime::CallScope;
+use crate::trace::{BodyRecord, Exchange};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use rand::Rng;
@@ -79,7 +80,7 @@ pub(super) async fn send_with_retries(
         record(p, &body, attempt, started, duration, &result, scope);
         if let Err(ErrorCode::HttpResponseBodySize(Some(max))) = &result {
             // A limit, not a transport failure: the call ends on it, naming it.
-            scope.hit(
+            scope.budget.hit(
                 crate::error::FailureKind::ResponseLimitExceeded,
                 format!("the answer to {target} was larger than the {max} bytes allowed (--max-response-bytes)"),
             );
@@ -101,7 +102,7 @@ pub(super) async fn send_with_retries(
         }
         // Another attempt must fit in what is left of the call, and in its request budget.
         let fits = Instant::now() + wait + t.connect.min(Duration::from_millis(50)) < scope.deadline;
-        if !fits || !scope.take_retry(max_requests) {
+        if !fits || !scope.budget.take_retry(max_requests) {
             return result.map(|(_, resp, _)| resp);
         }
         scope.metrics.outbound_retries.with_label_values(&[&scope.adapter, &p.host, &reason]).inc();

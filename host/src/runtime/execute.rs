@@ -1,19 +1,20 @@
-//! One execution of one component function: a fresh store under the call's limits, a fresh
-//! instance, the call, and the classification of how it ended (a limit, a trap, or the
-//! adapter's own answer).
+//! One execution: a fresh store under the call's limits, a fresh instance, whatever the
+//! caller runs in it (one export; see `exports.rs`), and the classification of how it ended
+//! (a limit, a trap, or the adapter's own answer). Generic over what is called, in the
+//! manner of Zed's `WasmExtension::call`: the closure gets the store and the instance.
 
+use super::scope::CallScope;
 use super::state::HostState;
 use super::Runtime;
-use crate::bindings::{wit, Adapter, AdapterPre};
+use crate::bindings::AdapterPre;
 use crate::egress::EgressPolicy;
 use crate::error::{CallFailure, FailureKind};
 use crate::limits::{Limits, MemoryCap};
 use crate::metrics::InFlight;
 use crate::outbound::CallOutbound;
-use crate::trace::CallScope;
-use serde_json::{Map, Value};
+use futures::future::BoxFuture;
 use std::sync::Arc;
-use wasmtime::component::{ComponentExportIndex, Instance, ResourceTable, ResourceTableError, WasmStr};
+use wasmtime::component::{Instance, ResourceTable, ResourceTableError};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::types::FieldSizeLimitError;
@@ -30,18 +31,22 @@ pub(super) struct Executor {
 }
 
 impl Runtime {
-    /// Runs `op` in a fresh instance: on the guest threads when the host has them (so a
+    /// Runs `call` in a fresh instance: on the guest threads when the host has them (so a
     /// guest burning CPU competes with other guests, never with the threads that serve the
     /// API), otherwise on the caller's runtime.
-    pub(super) async fn execute(
+    pub(super) async fn execute<T, F>(
         &self,
         pre: &AdapterPre<HostState>,
         limits: &Limits,
         policy: EgressPolicy,
         scope: Arc<CallScope>,
-        op: Op,
-    ) -> Result<OpResult, CallFailure> {
-        let run = self.executor.clone().execute(pre.clone(), limits.clone(), policy, scope, op);
+        call: F,
+    ) -> Result<T, CallFailure>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Store<HostState>, &'a Instance) -> BoxFuture<'a, anyhow::Result<T>> + Send + 'static,
+    {
+        let run = self.executor.clone().run(pre.clone(), limits.clone(), policy, scope, call);
         let Some(pool) = &self.guests else { return run.await };
         // If the caller goes away (the client hung up), the execution goes too, at its next
         // yield, as it would on the caller's own runtime: its admission place is gone.
@@ -108,30 +113,24 @@ impl Executor {
         store
     }
 
-    async fn execute(
+    /// The execution itself, owning all it needs (it may run on the guest pool).
+    async fn run<T, F>(
         self,
         pre: AdapterPre<HostState>,
         limits: Limits,
         policy: EgressPolicy,
         scope: Arc<CallScope>,
-        op: Op,
-    ) -> Result<OpResult, CallFailure> {
+        call: F,
+    ) -> Result<T, CallFailure>
+    where
+        F: for<'a> FnOnce(&'a mut Store<HostState>, &'a Instance) -> BoxFuture<'a, anyhow::Result<T>>,
+    {
         let limits = &limits;
         let _in_flight = InFlight::enter(&self.metrics.instances_in_flight);
         let mut store = self.new_store(limits, policy, scope.clone());
         let run = async {
             let instance = pre.instance_pre().instantiate_async(&mut store).await?;
-            if let Op::Invoke(export, f, ctx) = &op {
-                return invoke_checked(&mut store, &instance, export, f, ctx, limits.max_crm_data_bytes).await;
-            }
-            let adapter = Adapter::new(&mut store, &instance)?;
-            let crm = adapter.crm_adapter_crm();
-            anyhow::Ok(match op {
-                Op::Describe => OpResult::Describe(crm.call_describe(&mut store).await?),
-                Op::Validate(c) => OpResult::Validate(crm.call_validate_config(&mut store, &c).await?),
-                Op::Webhook(p, c, r) => OpResult::Webhook(crm.call_handle_webhook(&mut store, &p, &c, &r).await?),
-                Op::Invoke(..) => unreachable!("handled above"),
-            })
+            call(&mut store, &instance).await
         };
         let outcome = tokio::time::timeout(limits.deadline, run).await;
         let deadline = || {
@@ -209,7 +208,7 @@ fn classify(e: anyhow::Error, limits: &Limits) -> Option<CallFailure> {
 /// An answer the host refuses to take from the guest, raised inside the run so that the
 /// instance's memory is still there to look at.
 #[derive(Debug)]
-struct Refused(CallFailure);
+pub(super) struct Refused(pub CallFailure);
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,65 +218,6 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-/// `invoke`, with its crmData lifted lazily: the string stays in guest memory until its size
-/// is known to be within the cap, and is parsed from there, never copied whole first.
-async fn invoke_checked(
-    store: &mut Store<HostState>,
-    instance: &Instance,
-    export: &ComponentExportIndex,
-    func_id: &str,
-    ctx: &wit::CallContext,
-    max_bytes: usize,
-) -> anyhow::Result<OpResult> {
-    let func = instance
-        .get_typed_func::<(&str, &wit::CallContext), (Result<WasmStr, wit::CrmError>,)>(&mut *store, export)?;
-    let (result,) = func.call_async(&mut *store, (func_id, ctx)).await?;
-    let out = match result {
-        Err(e) => Err(e),
-        Ok(text) => {
-            let text = text.to_str(&*store)?;
-            if text.len() > max_bytes {
-                return Err(Refused(CallFailure::new(
-                    FailureKind::InvalidOutput,
-                    format!(
-                        "the adapter returned {} bytes of crmData, more than the {max_bytes} bytes allowed (--max-crm-data-bytes)",
-                        text.len()
-                    ),
-                ))
-                .into());
-            }
-            match serde_json::from_str::<Value>(&text) {
-                Ok(Value::Object(data)) => Ok(data),
-                _ => {
-                    return Err(Refused(CallFailure::new(
-                        FailureKind::InvalidOutput,
-                        "the adapter returned crmData that is not a JSON object",
-                    ))
-                    .into())
-                }
-            }
-        }
-    };
-    func.post_return_async(&mut *store).await?;
-    Ok(OpResult::Invoke(out))
-}
-
-pub(super) enum Op {
-    Describe,
-    Validate(String),
-    /// the export's index, the func_id, the context
-    Invoke(ComponentExportIndex, String, Box<wit::CallContext>),
-    /// project id, crmConfig JSON, the request
-    Webhook(String, String, Box<wit::WebhookRequest>),
-}
-
-pub(super) enum OpResult {
-    Describe(wit::Description),
-    Validate(Result<(), wit::CrmError>),
-    Invoke(Result<Map<String, Value>, wit::CrmError>),
-    Webhook(Result<wit::WebhookOutcome, wit::CrmError>),
-}
-
 fn trap_summary(e: &anyhow::Error) -> String {
     let text = match e.downcast_ref::<Trap>() {
         Some(Trap::UnreachableCodeReached) => "wasm `unreachable` (usually a panic in the adapter)".to_string(),
@@ -286,34 +226,3 @@ fn trap_summary(e: &anyhow::Error) -> String {
     };
     text.chars().take(1000).collect()
 }
-
-pub(crate) fn failure_from_wit(e: wit::CrmError) -> CallFailure {
-    use wit::CrmError as E;
-    use FailureKind as K;
-    let simple = CallFailure::new;
-    match e {
-        E::Config(f) => CallFailure {
-            field: Some(f.field.clone()),
-            ..CallFailure::new(K::Config, format!("crmConfig.{}: {}", f.field, f.message))
-        },
-        E::InvalidParams(f) => CallFailure {
-            field: Some(f.field.clone()),
-            ..CallFailure::new(K::InvalidParams, format!("{}: {}", f.field, f.message))
-        },
-        E::NotFound(m) => simple(K::NotFound, m),
-        E::Ambiguous(m) => simple(K::Ambiguous, m),
-        E::Unauthorized(m) => simple(K::Unauthorized, m),
-        E::RateLimited(r) => CallFailure { retry_after_ms: r.retry_after_ms, ..CallFailure::new(K::RateLimited, r.message) },
-        E::Upstream(u) => CallFailure {
-            status: Some(u.status),
-            body_excerpt: Some(u.body_excerpt),
-            ..CallFailure::new(K::Upstream, format!("CRM answered {}: {}", u.status, u.message))
-        },
-        E::Unsupported(m) => simple(K::Unsupported, m),
-        E::EgressDenied(m) => simple(K::EgressDenied, m),
-        E::Timeout(m) => simple(K::Timeout, m),
-        E::Transport(m) => simple(K::Transport, m),
-        E::Internal(m) => simple(K::Internal, m),
-    }
-}
-

@@ -85,7 +85,7 @@ impl WasiHttpView for HostState {
     /// refused (the guest sees `forbidden`, and the call ends on the limit), before a flood of
     /// names can reach `http::HeaderMap`'s own capacity panic.
     fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
-        !self.outbound.scope.take_header(self.max_header_entries)
+        !self.outbound.scope.budget.take_header(self.max_header_entries)
             || wasmtime_wasi_http::types::DEFAULT_FORBIDDEN_HEADERS.contains(name)
     }
 

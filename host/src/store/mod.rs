@@ -148,18 +148,7 @@ pub enum AuditAction {
 
 impl AuditAction {
     pub fn as_str(self) -> &'static str {
-        match self {
-            AuditAction::Deploy => "deploy",
-            AuditAction::Stage => "stage",
-            AuditAction::Activate => "activate",
-            AuditAction::Rollback => "rollback",
-            AuditAction::DeleteVersion => "delete_version",
-            AuditAction::Pin => "pin",
-            AuditAction::TenantPut => "tenant_put",
-            AuditAction::TenantDelete => "tenant_delete",
-            AuditAction::KeyIssued => "key_issued",
-            AuditAction::KeyRevoked => "key_revoked",
-        }
+        crate::error::variant_name(&self)
     }
 
     fn parse(s: &str) -> Option<Self> {

@@ -14,13 +14,12 @@ mod replicas;
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use crm_host::runtime::Allocator;
-use crm_host::{Host, HostOptions, Limits, OutboundConfig, Runtime};
+use crm_host::{Host, Limits, OutboundConfig, Runtime};
 use crm_tests::{component, with_custom_section, TempDir};
 use load::{time_async, time_sync, us, Sample};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() -> Result<()> {
@@ -156,14 +155,14 @@ fn latency_vs_native(t: &mut Table, crm: &str) -> Result<()> {
         let s = rt.block_on(async {
             let host = in_process_host(&data, crm, threads).await?;
             let answer = host.call("acme", "getCustomerDetails", &body, "probe").await?;
-            ensure!(answer.result.is_ok(), "wasm call failed: {:?}", answer.result.err());
+            ensure!(answer.is_ok(), "wasm call failed: {:?}", answer.err());
             let mut i = 0u64;
             Ok(time_async(n, || {
                 i += 1;
                 let (host, body, id) = (&host, &body, format!("b{i}"));
                 async move {
                     let a = host.call("acme", "getCustomerDetails", body, &id).await.expect("call");
-                    assert!(a.result.is_ok());
+                    assert!(a.is_ok());
                 }
             })
             .await)
@@ -227,11 +226,7 @@ async fn in_process_host(data: &TempDir, crm: &str, guest_threads: usize) -> Res
     let mut upstreams = crm_host::egress::Upstreams::default();
     upstreams.add(&format!("plando.co.il={crm}")).map_err(anyhow::Error::msg)?;
     let outbound = OutboundConfig { upstreams, upstream_only: true, ..Default::default() };
-    let runtime = Runtime::new(Limits::default(), outbound)?
-        .with_guest_threads(guest_threads)?
-        .with_compile_cache(data.path().join("compiled"))?;
-    let store = crm_host::store::sqlite::SqliteStore::open(data.path()).await?;
-    let host = Host::open(runtime, Arc::new(store), HostOptions::default()).await?;
+    let host = crm_host::setup::HostSettings { outbound, guest_threads, ..crm_host::setup::HostSettings::new(data.path()) }.open().await?;
     host.deploy("plando", Bytes::from(component("plando")), Default::default(), "bench").await?;
     let tenant = json!({"adapter": "plando", "projectId": "acme", "crmConfig": {"token": fast_plando::TOKEN, "chat": "1"}});
     host.put_tenant("acme", tenant.to_string().as_bytes(), "bench").await?;

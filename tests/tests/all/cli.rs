@@ -1,13 +1,10 @@
 //! The `crm-host` binary as an operator runs it: flags, printed address, --plugins, --upstream.
 
+use crate::host_bin;
 use crm_tests::plando;
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-fn host_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_crm-host-under-test"))
-}
 
 struct Running(Child);
 impl Drop for Running {

@@ -2,18 +2,16 @@
 //! watcher, the client subcommands end to end, logs (JSON, no secrets) and the refusal to
 //! run open on a non-loopback address.
 
+use crate::host_bin;
 use crm_tests::emulator::{Emulator, Recorded, Reply};
 use crm_tests::{component, plando, TempDir};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crm_tests::process::{eventually, Proc, ADMIN};
 
-fn host_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_crm-host-under-test"))
-}
 
 fn start(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
     Proc::start(&host_bin(), data, extra, env)

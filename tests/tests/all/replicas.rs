@@ -2,18 +2,15 @@
 //! made through any of them is served by all, with no failed call; a database outage leaves
 //! calls served, refuses writes with 503 and heals by itself; inbound events are one log.
 
+use crate::host_bin;
 use crm_tests::postgres::Postgres;
 use crm_tests::process::{eventually, Proc};
 use crm_tests::{component, with_custom_section, TempDir};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn host_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_crm-host-under-test"))
-}
 
 /// One database, `n` hosts on it, each with its own data directory (its compile cache).
 struct Cluster {

@@ -1,0 +1,218 @@
+//! The engine and where guest code runs: engine settings (epoch interruption, fuel when
+//! metered, the pooling allocator sized for adapters) and the guest threads.
+
+use std::time::Duration;
+use wasmtime::{Config, Engine};
+
+/// How often the engine's epoch advances; the CPU deadline's resolution.
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// One guest thread per CPU.
+pub fn default_guest_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+/// A tokio runtime that runs only guest executions (and their outbound requests).
+pub(super) struct GuestPool(Option<tokio::runtime::Runtime>);
+
+impl GuestPool {
+    pub(super) fn new(threads: usize) -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("crm-guest")
+            // A spinning guest yields every epoch tick but is always runnable, so these
+            // workers never park, and tokio would look at new calls (the injection queue)
+            // and at I/O readiness (a CRM's answer) only every 61st turn: 61 ticks, over
+            // half a second (BENCHMARKS.md). Look at both at every turn.
+            .global_queue_interval(1)
+            .event_interval(1)
+            .enable_all()
+            .build()?;
+        Ok(GuestPool(Some(rt)))
+    }
+
+    pub(super) fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("the guest pool lives as long as the runtime").handle()
+    }
+}
+
+impl Drop for GuestPool {
+    fn drop(&mut self) {
+        // Dropping a runtime from async code panics; its tasks are the host's to abandon.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// How instances get their memories, tables and stacks (`--allocator`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Allocator {
+    /// Slots reserved at start-up and reused: an instance costs a few microseconds
+    /// (memories are reset copy-on-write, not mapped anew). Bounded by `max_instances`.
+    #[default]
+    Pooling,
+    /// mmap and munmap for every instance (wasmtime's default).
+    OnDemand,
+}
+
+impl std::str::FromStr for Allocator {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pooling" => Ok(Allocator::Pooling),
+            "on-demand" => Ok(Allocator::OnDemand),
+            other => Err(format!("unknown allocator '{other}' (pooling, on-demand)")),
+        }
+    }
+}
+
+/// Instances beyond `max_instances` the pool has room for: deploy-time `describe` and
+/// crmConfig validation run outside call admission.
+pub(super) const POOL_HEADROOM: u32 = 32;
+
+/// Bytes of each pooled memory, table and stack reset by zeroing rather than by madvise.
+const KEEP_RESIDENT: usize = 64 << 10;
+
+/// The pooling allocator sized for adapters: one slot per admitted call (plus headroom),
+/// memories up to the largest cap a tenant may be given (the per-call cap itself is the
+/// store limiter's), and room for the handful of core instances a component is made of.
+pub(super) fn pooling_config(instances: u32) -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        .total_stacks(instances)
+        .max_core_instances_per_component(16)
+        .total_core_instances(instances.saturating_mul(16))
+        .max_memories_per_component(4)
+        .total_memories(instances.saturating_mul(2))
+        .max_tables_per_component(16)
+        .total_tables(instances.saturating_mul(8))
+        .max_memory_size(crate::limits::MAX_MEMORY_BYTES)
+        // Resetting a slot by madvise costs page faults on the next call and TLB-shootdown
+        // IPIs to every CPU; zeroing the first 64 KiB of each memory, table and stack by
+        // hand is cheaper for what adapters touch there (BENCHMARKS.md, section 1).
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT)
+        .async_stack_keep_resident(KEEP_RESIDENT);
+    pool
+}
+
+pub(super) fn engine_config(fuel_metering: bool, pool: Option<wasmtime::PoolingAllocationConfig>) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true).async_support(true).epoch_interruption(true);
+    // Fuel instruments every wasm block: only when the operator asks for budgets.
+    config.consume_fuel(fuel_metering);
+    if let Some(pool) = pool {
+        // A fiber stack holds host frames of the previous call (and its tenant's strings);
+        // wasm cannot address it, but a reused stack starts zeroed all the same.
+        config.async_stack_zeroing(true).allocation_strategy(pool);
+    }
+    config
+}
+
+
+/// The engine, and the thread that advances its epoch every [`EPOCH_TICK`] for as long as
+/// the engine lives.
+pub(super) fn start_engine(fuel_metering: bool, allocator: Allocator, max_instances: u32) -> anyhow::Result<Engine> {
+    let pool = (allocator == Allocator::Pooling).then(|| pooling_config(max_instances.saturating_add(POOL_HEADROOM)));
+    let engine = Engine::new(&engine_config(fuel_metering, pool))
+        .map_err(|e| anyhow::anyhow!("cannot create the wasm engine ({allocator:?} allocator): {e:#}"))?;
+    let weak = engine.weak();
+    std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    })?;
+    Ok(engine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile_cache::CompileCache;
+    use wasmtime::component::Component;
+    use wasmtime::{Instance, Module, Store};
+
+    /// Raw wasm, as an attacker writes it: `mark` grows memory and leaves a marker in the
+    /// initial page, in grown pages and in a table; `probe` reports anything of it it sees
+    /// (after growing the same way, so grown pages are looked at too).
+    const MARKER: &str = r#"(module
+        (memory (export "memory") 1 16)
+        (table 4 funcref)
+        (func $marker (result i32) i32.const 0x5ec2e7)
+        (elem declare func $marker)
+        (func (export "mark")
+            (drop (memory.grow (i32.const 3)))
+            (i32.store (i32.const 1024) (i32.const 0x5ec2e7))
+            (i32.store (i32.const 70000) (i32.const 0x5ec2e7))
+            (i32.store (i32.const 250000) (i32.const 0x5ec2e7))
+            (table.set (i32.const 2) (ref.func $marker)))
+        (func (export "probe") (result i32)
+            (local $seen i32)
+            (local.set $seen (i32.ne (memory.size) (i32.const 1)))
+            (drop (memory.grow (i32.const 3)))
+            (local.set $seen (i32.or (local.get $seen) (i32.load (i32.const 1024))))
+            (local.set $seen (i32.or (local.get $seen) (i32.load (i32.const 70000))))
+            (local.set $seen (i32.or (local.get $seen) (i32.load (i32.const 250000))))
+            (i32.or (local.get $seen) (i32.eqz (ref.is_null (table.get (i32.const 2)))))))"#;
+
+    #[tokio::test]
+    async fn nothing_survives_in_a_reused_pool_slot() {
+        let engine = Engine::new(&engine_config(false, Some(pooling_config(1)))).expect("engine with a one-slot pool");
+        let module = Module::new(&engine, wat::parse_str(MARKER).unwrap()).unwrap();
+        let store = || {
+            let mut s = Store::new(&engine, ());
+            s.set_epoch_deadline(u64::MAX / 2);
+            s
+        };
+        async fn run<R: wasmtime::WasmResults + Send + Sync>(s: &mut Store<()>, i: &Instance, name: &str) -> R {
+            i.get_typed_func::<(), R>(&mut *s, name).unwrap().call_async(&mut *s, ()).await.unwrap()
+        }
+
+        // Tenant A marks its instance; while it lives, the pool has no other slot.
+        let mut a = store();
+        let instance = Instance::new_async(&mut a, &module, &[]).await.expect("the slot is free");
+        run::<()>(&mut a, &instance, "mark").await;
+        assert_ne!(run::<i32>(&mut a, &instance, "probe").await, 0, "the probe sees a marker where there is one");
+        let mut other = store();
+        let e = Instance::new_async(&mut other, &module, &[]).await.expect_err("a one-slot pool holds one instance");
+        assert!(e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some(), "{e:#}");
+        drop(other);
+        drop(a);
+
+        // Tenant B gets the same slot (the only one), several times over.
+        for _ in 0..3 {
+            let mut b = store();
+            let instance = Instance::new_async(&mut b, &module, &[]).await.expect("the slot is free again");
+            let seen: i32 = run(&mut b, &instance, "probe").await;
+            assert_eq!(seen, 0, "tenant B saw tenant A's marker (memory size, memory or table)");
+            run::<()>(&mut b, &instance, "mark").await;
+        }
+    }
+
+    #[test]
+    fn the_compile_cache_is_keyed_by_the_engine_settings_that_shape_code() {
+        let dir = std::env::temp_dir().join(format!("crm-cc-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let plain = Engine::new(&engine_config(false, Some(pooling_config(4)))).unwrap();
+        let metered = Engine::new(&engine_config(true, Some(pooling_config(4)))).unwrap();
+        let on_demand = Engine::new(&engine_config(false, None)).unwrap();
+        let bytes = wat::parse_str("(component (core module))").unwrap();
+        let cache = |e: &Engine| CompileCache::new(dir.clone(), e).unwrap();
+        cache(&plain).put("sha256:00", &Component::new(&plain, &bytes).unwrap());
+        // Fuel changes the code: a metered engine must compile its own.
+        assert_eq!(cache(&metered).get(&metered, "sha256:00").1, crate::compile_cache::Lookup::Miss);
+        assert_ne!(cache(&plain).path("sha256:00"), cache(&metered).path("sha256:00"));
+        // The allocator does not: either may use the other's compilation.
+        assert_eq!(cache(&on_demand).get(&on_demand, "sha256:00").1, crate::compile_cache::Lookup::Hit);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_pool_fits_the_largest_memory_a_tenant_may_get() {
+        let mut limits = crate::limits::Limits::default();
+        limits.memory_bytes = crate::limits::MAX_MEMORY_BYTES;
+        crate::runtime::Runtime::with_allocator(limits, crate::OutboundConfig::default(), Allocator::Pooling).expect("pooling runtime");
+    }
+}

@@ -1,0 +1,257 @@
+//! One method per export of the adapter world. Each runs its export in a fresh instance
+//! through [`Runtime::execute`] (a closure over the store and instance), under the right
+//! limits and egress policy, and turns the WIT answer into the host's types. A new export is
+//! one more method here.
+
+use super::execute::Refused;
+use super::{Compiled, Runtime};
+use crate::bindings::{wit, Adapter, AdapterPre};
+use crate::chat::MediaJson;
+use crate::egress::EgressPolicy;
+use crate::error::{CallFailure, FailureKind, HostError};
+use crate::limits::{check_crm_data_size, Limits};
+use crate::redact::Redactor;
+use crate::trace::Exchange;
+use serde_json::{Map, Value};
+use wasmtime::component::{ComponentExportIndex, Instance, WasmStr};
+use wasmtime::Store;
+
+use super::HostState;
+
+/// One call of an adapter function for one tenant.
+pub(crate) struct CallInput<'a> {
+    pub call_id: &'a str,
+    pub func_id: &'a str,
+    pub crm_config: &'a Map<String, Value>,
+    pub limits: &'a Limits,
+    pub redactor: &'a Redactor,
+    pub context: wit::CallContext,
+}
+
+/// How a call ended, and every outbound attempt it made (redacted), in order.
+pub(crate) struct Invocation {
+    /// The crmData object, or why the call failed.
+    pub outcome: Result<Map<String, Value>, CallFailure>,
+    pub outbound: Vec<Exchange>,
+}
+
+/// A request a CRM sent to the platform, as the host hands it to the adapter.
+#[derive(Debug, Clone)]
+pub struct WebhookRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// Names lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// One webhook for one tenant.
+pub(crate) struct WebhookInput<'a> {
+    pub project_id: &'a str,
+    pub crm_config: &'a Map<String, Value>,
+    pub limits: &'a Limits,
+    pub redactor: &'a Redactor,
+    pub request: WebhookRequest,
+}
+
+/// What the adapter made of a webhook: the answer for the CRM, and the messages it carried.
+#[derive(Debug, Clone)]
+pub struct WebhookOutcome {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub messages: Vec<InboundMessage>,
+}
+
+/// A message a CRM pushed towards a chat.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundMessage {
+    pub chat_id: Option<String>,
+    pub phone: Option<String>,
+    pub text: String,
+    pub author: Option<String>,
+    pub media: Vec<MediaJson>,
+    pub extra: Map<String, Value>,
+}
+
+impl Runtime {
+    /// `describe`, at deploy: no tenant, no egress, the host's limits.
+    pub(super) async fn describe(&self, pre: &AdapterPre<HostState>) -> Result<wit::Description, CallFailure> {
+        let scope = self.scope("deploy", "(describe)", Redactor::default(), &self.limits);
+        self.execute(pre, &self.limits, EgressPolicy::default(), scope, |store, instance| {
+            Box::pin(async move { Adapter::new(&mut *store, instance)?.crm_adapter_crm().call_describe(&mut *store).await })
+        })
+        .await
+    }
+
+    /// Runs the adapter's own crmConfig validation.
+    pub async fn validate_config(&self, adapter: &Compiled, crm_config: &Map<String, Value>) -> Result<(), HostError> {
+        let json = Value::Object(crm_config.clone()).to_string();
+        let redactor = Redactor::new(&adapter.description.secret_fields, crm_config);
+        let scope = self.scope("validate", &adapter.description.name, redactor, &self.limits);
+        let answer = self
+            .execute(&adapter.pre, &self.limits, EgressPolicy::default(), scope, move |store, instance| {
+                Box::pin(async move {
+                    Adapter::new(&mut *store, instance)?.crm_adapter_crm().call_validate_config(&mut *store, &json).await
+                })
+            })
+            .await;
+        match answer {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                // A config error's message already names the field (`crmConfig.token: ...`).
+                let f = failure_from_wit(e);
+                Err(HostError::InvalidConfig { field: f.field.filter(|s| !s.is_empty()), message: f.message })
+            }
+            Err(f) => Err(HostError::InvalidConfig {
+                field: None,
+                message: format!("the adapter failed while validating crmConfig ({}): {}", f.kind, f.message),
+            }),
+        }
+    }
+
+    /// Runs one adapter function for one tenant under its limits and egress policy.
+    pub(crate) async fn invoke(&self, adapter: &Compiled, input: CallInput<'_>) -> Invocation {
+        let d = &adapter.description;
+        let scope = self.scope(input.call_id, &d.name, input.redactor.clone(), input.limits);
+        let policy = EgressPolicy::for_tenant(&d.outbound, &d.endpoint_fields, input.crm_config);
+        let (export, func_id, context) = (adapter.invoke, input.func_id.to_string(), input.context);
+        let max_bytes = input.limits.max_crm_data_bytes;
+        let outcome = self
+            .execute(&adapter.pre, input.limits, policy, scope.clone(), move |store, instance| {
+                Box::pin(async move { invoke_checked(store, instance, &export, &func_id, &context, max_bytes).await })
+            })
+            .await
+            .and_then(|answer| answer.map_err(failure_from_wit));
+        Invocation { outcome, outbound: scope.take_exchanges() }
+    }
+
+    /// One execution of `func_id` with an empty chat and config under the host's limits:
+    /// the host's own cost per call (store, instance, invoke, drop), as `cargo xtask bench`
+    /// times it. The service never calls this.
+    #[doc(hidden)]
+    pub async fn invoke_bare(&self, adapter: &Compiled, func_id: &str) -> Result<Map<String, Value>, CallFailure> {
+        let chat = wit::Chat {
+            id: String::new(),
+            phone: String::new(),
+            title: None,
+            agent: None,
+            crm_data: "{}".into(),
+            nodes: Vec::new(),
+            messages: Vec::new(),
+            url: None,
+        };
+        let context = wit::CallContext { project_id: String::new(), crm_config: "{}".into(), chat, params: "{}".into() };
+        let redactor = Redactor::default();
+        let input = CallInput { call_id: "bench", func_id, crm_config: &Map::new(), limits: &self.limits, redactor: &redactor, context };
+        self.invoke(adapter, input).await.outcome
+    }
+
+    /// Hands a request the CRM sent to the platform to the tenant's adapter
+    /// (`handle-webhook`): the answer for the CRM and the messages it carried.
+    pub(crate) async fn handle_webhook(&self, adapter: &Compiled, input: WebhookInput<'_>) -> Result<WebhookOutcome, CallFailure> {
+        let d = &adapter.description;
+        let scope = self.scope("webhook", &d.name, input.redactor.clone(), input.limits);
+        let policy = EgressPolicy::for_tenant(&d.outbound, &d.endpoint_fields, input.crm_config);
+        let (project_id, crm_config) = (input.project_id.to_string(), Value::Object(input.crm_config.clone()).to_string());
+        let r = input.request;
+        let request =
+            wit::WebhookRequest { method: r.method, path: r.path, query: r.query, headers: r.headers, body: r.body };
+        let out = self
+            .execute(&adapter.pre, input.limits, policy, scope, move |store, instance| {
+                Box::pin(async move {
+                    let crm = Adapter::new(&mut *store, instance)?;
+                    crm.crm_adapter_crm().call_handle_webhook(&mut *store, &project_id, &crm_config, &request).await
+                })
+            })
+            .await?
+            .map_err(failure_from_wit)?;
+        let messages = out.messages.into_iter().map(inbound_message).collect::<Result<_, _>>()?;
+        let r = out.response;
+        Ok(WebhookOutcome { status: r.status, headers: r.headers, body: r.body, messages })
+    }
+}
+
+fn inbound_message(m: wit::InboundMessage) -> Result<InboundMessage, CallFailure> {
+    let extra = match serde_json::from_str::<Value>(&m.extra) {
+        Ok(Value::Object(extra)) => extra,
+        _ if m.extra.trim().is_empty() => Map::new(),
+        _ => {
+            return Err(CallFailure::new(
+                FailureKind::InvalidOutput,
+                "the adapter returned an inbound message whose extra is not a JSON object",
+            ))
+        }
+    };
+    Ok(InboundMessage {
+        chat_id: m.chat_id,
+        phone: m.phone,
+        text: m.text,
+        author: m.author,
+        media: m.media.into_iter().map(|x| MediaJson { url: x.url, file_name: x.file_name, mime_type: x.mime_type }).collect(),
+        extra,
+    })
+}
+
+/// `invoke`, with its crmData lifted lazily: the string stays in guest memory until its size
+/// is known to be within the cap, and is parsed from there, never copied whole first.
+async fn invoke_checked(
+    store: &mut Store<HostState>,
+    instance: &Instance,
+    export: &ComponentExportIndex,
+    func_id: &str,
+    ctx: &wit::CallContext,
+    max_bytes: usize,
+) -> anyhow::Result<Result<Map<String, Value>, wit::CrmError>> {
+    let func = instance
+        .get_typed_func::<(&str, &wit::CallContext), (Result<WasmStr, wit::CrmError>,)>(&mut *store, export)?;
+    let (result,) = func.call_async(&mut *store, (func_id, ctx)).await?;
+    let out = match result {
+        Err(e) => Err(e),
+        Ok(text) => {
+            let text = text.to_str(&*store)?;
+            check_crm_data_size(text.len(), max_bytes).map_err(Refused)?;
+            match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(data)) => Ok(data),
+                _ => {
+                    let why = "the adapter returned crmData that is not a JSON object";
+                    return Err(Refused(CallFailure::new(FailureKind::InvalidOutput, why)).into());
+                }
+            }
+        }
+    };
+    func.post_return_async(&mut *store).await?;
+    Ok(out)
+}
+
+pub(crate) fn failure_from_wit(e: wit::CrmError) -> CallFailure {
+    use wit::CrmError as E;
+    use FailureKind as K;
+    let simple = CallFailure::new;
+    match e {
+        E::Config(f) => CallFailure {
+            field: Some(f.field.clone()),
+            ..CallFailure::new(K::Config, format!("crmConfig.{}: {}", f.field, f.message))
+        },
+        E::InvalidParams(f) => CallFailure {
+            field: Some(f.field.clone()),
+            ..CallFailure::new(K::InvalidParams, format!("{}: {}", f.field, f.message))
+        },
+        E::NotFound(m) => simple(K::NotFound, m),
+        E::Ambiguous(m) => simple(K::Ambiguous, m),
+        E::Unauthorized(m) => simple(K::Unauthorized, m),
+        E::RateLimited(r) => CallFailure { retry_after_ms: r.retry_after_ms, ..CallFailure::new(K::RateLimited, r.message) },
+        E::Upstream(u) => CallFailure {
+            status: Some(u.status),
+            body_excerpt: Some(u.body_excerpt),
+            ..CallFailure::new(K::Upstream, format!("CRM answered {}: {}", u.status, u.message))
+        },
+        E::Unsupported(m) => simple(K::Unsupported, m),
+        E::EgressDenied(m) => simple(K::EgressDenied, m),
+        E::Timeout(m) => simple(K::Timeout, m),
+        E::Transport(m) => simple(K::Transport, m),
+        E::Internal(m) => simple(K::Internal, m),
+    }
+}

@@ -1,0 +1,133 @@
+//! The call path: tenant -> its version -> admission -> a fresh instance
+//! ([`Runtime::invoke`](crate::runtime::Runtime::invoke)) -> crmData or a typed failure, then
+//! [`Host::finish_call`] (metrics, one log line, the trace). And reading recorded calls.
+
+use super::{now_ms, Host};
+use crate::chat::CallRequest;
+use crate::error::{CallFailure, HostError};
+use crate::redact::Redactor;
+use crate::runtime::{CallInput, Compiled, Invocation};
+use crate::store::CallRecord;
+use crate::trace::{CallTrace, Exchange};
+use serde_json::{Map, Value};
+use std::time::{Duration, Instant};
+
+/// What a call answers: crmData (`on_complete`) or why it failed (`on_failure`).
+pub type CallOutcome = Result<Map<String, Value>, CallFailure>;
+
+/// A call that has ended, with everything its metrics, log line and trace are made of.
+struct EndedCall<'a> {
+    call_id: &'a str,
+    tenant: &'a str,
+    func_id: &'a str,
+    compiled: &'a Compiled,
+    /// The body as received.
+    body: &'a [u8],
+    redactor: &'a Redactor,
+    started_at_ms: i64,
+    elapsed: Duration,
+    outcome: &'a CallOutcome,
+    outbound: Vec<Exchange>,
+}
+
+impl Host {
+    /// Runs `func_id` for a tenant. Adapter failures are outcomes (`Ok` with a failure);
+    /// only bad requests and unknown tenants are errors.
+    pub async fn call(&self, tenant_id: &str, func_id: &str, body: &[u8], call_id: &str) -> Result<CallOutcome, HostError> {
+        let (tenant, compiled) = self.tenant_and_version(tenant_id)?;
+        let request = CallRequest::parse(body).map_err(HostError::BadRequest)?;
+        let redactor = Redactor::new(&compiled.description.secret_fields, &tenant.crm_config);
+        let context = request.into_wit(&tenant.project_id, &tenant.crm_config);
+        let started_at_ms = now_ms();
+        let started = Instant::now();
+        let limits = tenant.limits.apply(self.runtime.limits());
+        let Invocation { mut outcome, outbound } = match self.admission.enter(tenant_id, limits.max_concurrent_calls_per_tenant) {
+            Ok(_admitted) => {
+                let input = CallInput { call_id, func_id, crm_config: &tenant.crm_config, limits: &limits, redactor: &redactor, context };
+                self.runtime.invoke(&compiled, input).await
+            }
+            Err(refused) => Invocation { outcome: Err(refused), outbound: Vec::new() },
+        };
+        if let Err(f) = &mut outcome {
+            // An adapter may echo what the CRM said, and the CRM may echo credentials.
+            f.message = redactor.text(&f.message);
+            f.body_excerpt = f.body_excerpt.as_deref().map(|b| redactor.text(b));
+        }
+        let elapsed = started.elapsed();
+        self.finish_call(EndedCall {
+            call_id,
+            tenant: tenant_id,
+            func_id,
+            compiled: &compiled,
+            body,
+            redactor: &redactor,
+            started_at_ms,
+            elapsed,
+            outcome: &outcome,
+            outbound,
+        });
+        Ok(outcome)
+    }
+
+    /// Everything after the answer is ready: metrics, one log line, the trace (written off
+    /// the response path).
+    fn finish_call(&self, call: EndedCall<'_>) {
+        let d = &call.compiled.description;
+        let (outcome, kind) = match call.outcome {
+            Ok(_) => ("complete", ""),
+            Err(f) => ("failure", f.kind.as_str()),
+        };
+        let m = self.metrics();
+        m.calls.with_label_values(&[call.tenant, &d.name, call.func_id, outcome, kind]).inc();
+        m.call_seconds.with_label_values(&[&d.name, call.func_id]).observe(call.elapsed.as_secs_f64());
+        let ms = call.elapsed.as_secs_f64() * 1000.0;
+        let digest = &call.compiled.digest;
+        let digest_prefix = &digest[..digest.len().min(19)];
+        let adapter = format!("{}@{}", d.name, d.version);
+        let (call_id, tenant, func_id) = (call.call_id, call.tenant, call.func_id);
+        match call.outcome {
+            // Every call is in the trace store and the metrics; a log line per success would
+            // cost a write per call for nothing more (BENCHMARKS.md). Failures stay at info.
+            Ok(_) => tracing::debug!(call_id, tenant, adapter, digest = digest_prefix, func_id, outcome, ms, "call"),
+            Err(f) => tracing::info!(call_id, tenant, adapter, digest = digest_prefix, func_id, outcome, kind, ms, "call: {}", f.message),
+        }
+        let request: Value = serde_json::from_slice(call.body).unwrap_or(Value::Null);
+        let trace = CallTrace {
+            call_id: call_id.to_string(),
+            tenant: tenant.to_string(),
+            func_id: func_id.to_string(),
+            adapter: d.name.clone(),
+            version: d.version.clone(),
+            digest: digest.clone(),
+            started_at_ms: call.started_at_ms,
+            duration_ms: ms,
+            request: call.redactor.json(&request),
+            outbound: call.outbound,
+            outcome: outcome.to_string(),
+            crm_data: call.outcome.as_ref().ok().map(|m| call.redactor.json(&Value::Object(m.clone()))),
+            error: call.outcome.as_ref().err().cloned(),
+        };
+        self.traces.write(trace.into_record(call.elapsed));
+    }
+
+    /// Waits until every call answered so far has its trace stored.
+    pub async fn flush_traces(&self) {
+        self.traces.flush().await;
+    }
+
+    /// A tenant's most recent calls, newest first.
+    pub async fn calls(&self, tenant: &str, limit: u32) -> Result<Vec<CallRecord>, HostError> {
+        self.tenant_and_version(tenant)?;
+        self.flush_traces().await;
+        Ok(self.store.calls(tenant, limit).await?)
+    }
+
+    pub async fn call_trace(&self, tenant: &str, call_id: &str) -> Result<CallRecord, HostError> {
+        self.tenant_and_version(tenant)?;
+        self.flush_traces().await;
+        self.store
+            .call(tenant, call_id)
+            .await?
+            .ok_or_else(|| HostError::UnknownCall { tenant: tenant.into(), call_id: call_id.into() })
+    }
+}
