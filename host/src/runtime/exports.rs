@@ -6,7 +6,7 @@
 use super::execute::Refused;
 use super::{Compiled, Runtime};
 use crate::bindings::{wit, Adapter, AdapterPre};
-use crate::chat::MediaJson;
+use crate::chat::Media;
 use crate::egress::EgressPolicy;
 use crate::error::{CallFailure, FailureKind, HostError};
 use crate::limits::{check_crm_data_size, Limits};
@@ -72,7 +72,7 @@ pub struct InboundMessage {
     pub phone: Option<String>,
     pub text: String,
     pub author: Option<String>,
-    pub media: Vec<MediaJson>,
+    pub media: Vec<Media>,
     pub extra: Map<String, Value>,
 }
 
@@ -190,7 +190,7 @@ fn inbound_message(m: wit::InboundMessage) -> Result<InboundMessage, CallFailure
         phone: m.phone,
         text: m.text,
         author: m.author,
-        media: m.media.into_iter().map(|x| MediaJson { url: x.url, file_name: x.file_name, mime_type: x.mime_type }).collect(),
+        media: m.media.into_iter().map(|x| Media { url: x.url, file_name: x.file_name, mime_type: x.mime_type }).collect(),
         extra,
     })
 }

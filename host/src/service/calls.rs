@@ -3,7 +3,7 @@
 //! [`Host::finish_call`] (metrics, one log line, the trace). And reading recorded calls.
 
 use super::{now_ms, Host};
-use crate::chat::CallRequest;
+use crate::chat::{into_wit, parse_call};
 use crate::error::{CallFailure, HostError};
 use crate::redact::Redactor;
 use crate::runtime::{CallInput, Compiled, Invocation};
@@ -35,9 +35,9 @@ impl Host {
     /// only bad requests and unknown tenants are errors.
     pub async fn call(&self, tenant_id: &str, func_id: &str, body: &[u8], call_id: &str) -> Result<CallOutcome, HostError> {
         let (tenant, compiled) = self.tenant_and_version(tenant_id)?;
-        let request = CallRequest::parse(body).map_err(HostError::BadRequest)?;
+        let request = parse_call(body).map_err(HostError::BadRequest)?;
         let redactor = Redactor::new(&compiled.description.secret_fields, &tenant.crm_config);
-        let context = request.into_wit(&tenant.project_id, &tenant.crm_config);
+        let context = into_wit(request, &tenant.project_id, &tenant.crm_config);
         let started_at_ms = now_ms();
         let started = Instant::now();
         let limits = tenant.limits.apply(self.runtime.limits());

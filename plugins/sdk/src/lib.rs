@@ -22,7 +22,7 @@ pub mod testing;
 #[doc(hidden)]
 pub mod __private;
 
-pub use chat::{Agent, Call, Chat, Direction, Media, Message, Transcript};
+pub use chat::{Agent, Call, CallBody, Chat, Direction, Media, Message, Transcript};
 pub use error::{excerpt, CrmError, BODY_EXCERPT_BYTES};
 pub use http::{constant_time_eq, digits_only, join_path, Form, Method, Request, Response, Transport, DEFAULT_MAX_RESPONSE_BYTES};
 pub use spec::{AdapterSpec, ConfigField, FieldKind};

@@ -1,0 +1,254 @@
+//! The call body of the CRM host's API, `{"chat": {...}, "params": {...}}` in camelCase: one
+//! serde definition that the host parses requests with and the adapter SDK hands to adapter
+//! code (and builds in native tests), so both take and refuse exactly the same bodies.
+//!
+//! Lenient where platforms differ (ids, phones and addresses as strings or numbers; `null`
+//! for an absent list or object), strict where a wrong type would change meaning (a message
+//! without a direction or timestamp, a node text that is not a string).
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+/// A call's body as the platform sends it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallBody {
+    pub chat: Chat,
+    /// The function's parameters (`null` or absent: none).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub params: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Incoming,
+    Outgoing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Media {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub id: String,
+    pub direction: Direction,
+    /// Media-only messages may carry no text.
+    #[serde(default)]
+    pub text: String,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: u64,
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub from: String,
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub to: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub media: Vec<Media>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Chat {
+    /// Absent ids and phones are the adapter's business (Plando's lookup fails with
+    /// "phone is unavailable", an outcome, not a malformed request).
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub id: String,
+    /// The customer's channel phone, international digits.
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub phone: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub agent: Option<Agent>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub crm_data: Map<String, Value>,
+    /// Texts collected by bot nodes, by node name, in the order the platform sent them
+    /// (strings only).
+    #[serde(default, deserialize_with = "node_texts")]
+    pub nodes: Map<String, Value>,
+    /// As the platform sent them (`transcript()` sorts them, oldest first).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+impl Chat {
+    /// The text a bot node collected, if any.
+    pub fn node(&self, name: &str) -> Option<&str> {
+        self.nodes.get(name).and_then(Value::as_str)
+    }
+
+    /// The chat's messages, oldest first, to filter and format (see [`Transcript`]).
+    pub fn transcript(&self) -> Transcript<'_> {
+        let mut messages: Vec<&Message> = self.messages.iter().collect();
+        // Stable: equal timestamps keep the platform's order.
+        messages.sort_by_key(|m| m.timestamp);
+        Transcript { messages }
+    }
+
+    /// The assigned agent's email, if any and not blank.
+    pub fn agent_email(&self) -> Option<&str> {
+        self.agent.as_ref()?.email.as_deref().filter(|e| !e.trim().is_empty())
+    }
+}
+
+/// A chat's messages, oldest first, narrowed step by step:
+/// `chat.transcript().only(Direction::Outgoing).newest(30).text("\n")`.
+#[derive(Debug, Clone)]
+pub struct Transcript<'a> {
+    messages: Vec<&'a Message>,
+}
+
+impl<'a> Transcript<'a> {
+    /// Only the messages in this direction.
+    pub fn only(mut self, direction: Direction) -> Self {
+        self.messages.retain(|m| m.direction == direction);
+        self
+    }
+
+    /// The newest `n` messages (still oldest first).
+    pub fn newest(mut self, n: usize) -> Self {
+        let drop = self.messages.len().saturating_sub(n);
+        self.messages.drain(..drop);
+        self
+    }
+
+    /// Drops the oldest messages until the texts joined with `separator` fit in `max_chars`
+    /// characters (a single newest message longer than that is cut at the end).
+    pub fn fit(mut self, separator: &str, max_chars: usize) -> Self {
+        while self.messages.len() > 1 && self.text(separator).chars().count() > max_chars {
+            self.messages.remove(0);
+        }
+        self
+    }
+
+    pub fn messages(&self) -> &[&'a Message] {
+        &self.messages
+    }
+
+    /// One line per message, formatted by `line`.
+    pub fn lines(&self, line: impl Fn(&Message) -> String) -> Vec<String> {
+        self.messages.iter().map(|m| line(m)).collect()
+    }
+
+    /// The texts joined with `separator` (messages without text are skipped).
+    pub fn text(&self, separator: &str) -> String {
+        self.messages.iter().filter(|m| !m.text.is_empty()).map(|m| m.text.as_str()).collect::<Vec<_>>().join(separator)
+    }
+}
+
+/// Ids and phones arrive as strings or numbers depending on the platform's client.
+fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!("expected a string or a number, got {other}"))),
+    }
+}
+
+/// `null` where a list or an object is expected means empty.
+fn null_as_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A node's text: a string, nothing else.
+struct NodeText(String);
+
+impl<'de> Deserialize<'de> for NodeText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(NodeText(s)),
+            other => Err(serde::de::Error::custom(format!("node texts must be strings, got {other}"))),
+        }
+    }
+}
+
+/// Node texts by node name, in order; a path-aware error names the node whose text is not
+/// a string (`chat.nodes.city`).
+fn node_texts<'de, D: Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
+    struct Nodes;
+    impl<'de> serde::de::Visitor<'de> for Nodes {
+        type Value = Map<String, Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of node texts")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(Map::new())
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(Map::new())
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Map::new();
+            while let Some((k, NodeText(v))) = map.next_entry::<String, NodeText>()? {
+                out.insert(k, Value::String(v));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_option(Nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat() -> Chat {
+        let m = |id: &str, d: &str, text: &str, ts: u64| {
+            serde_json::from_value::<Message>(serde_json::json!({"id": id, "direction": d, "text": text, "timestamp": ts})).unwrap()
+        };
+        Chat {
+            messages: vec![m("3", "outgoing", "third", 30), m("1", "incoming", "first", 10), m("2", "outgoing", "second", 20), m("4", "outgoing", "", 40)],
+            ..Chat::default()
+        }
+    }
+
+    #[test]
+    fn numbers_nulls_and_absent_fields_are_taken_as_the_host_takes_them() {
+        let b: CallBody = serde_json::from_value(serde_json::json!({
+            "chat": {"id": 12, "phone": 972501234567u64, "crmData": null, "nodes": null, "messages": [
+                {"id": 7, "direction": "incoming", "timestamp": 1, "from": 9725, "media": null}]},
+            "params": null})).unwrap();
+        assert_eq!((b.chat.id.as_str(), b.chat.phone.as_str()), ("12", "972501234567"));
+        assert_eq!((b.chat.messages[0].id.as_str(), b.chat.messages[0].from.as_str()), ("7", "9725"));
+        assert!(b.params.is_empty() && b.chat.nodes.is_empty() && b.chat.crm_data.is_empty());
+        let e = serde_json::from_value::<CallBody>(serde_json::json!({"chat": {"nodes": {"n": 5}}})).unwrap_err();
+        assert!(e.to_string().contains("node texts must be strings"), "{e}");
+        let e = serde_json::from_value::<CallBody>(serde_json::json!({"chat": {"id": ["x"]}})).unwrap_err();
+        assert!(e.to_string().contains("expected a string or a number"), "{e}");
+    }
+
+    #[test]
+    fn transcripts_sort_filter_cut_and_join() {
+        let c = chat();
+        let ids = |t: &Transcript| t.messages().iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&c.transcript()), ["1", "2", "3", "4"]);
+        assert_eq!(ids(&c.transcript().newest(2)), ["3", "4"]);
+        assert_eq!(ids(&c.transcript().only(Direction::Outgoing)), ["2", "3", "4"]);
+        assert_eq!(c.transcript().only(Direction::Outgoing).text("\n"), "second\nthird");
+        assert_eq!(c.transcript().fit("\n", 12).text("\n"), "second\nthird");
+        assert_eq!(c.transcript().lines(|m| format!("{}:{}", m.id, m.text))[0], "1:first");
+    }
+}
