@@ -1,4 +1,4 @@
-//! A Lead.IM emulator speaking the wire formats of shared/notes/crm-apis.md: the account's
+//! A Lead.IM emulator speaking the wire formats of `plugins/leadim/README.md`: the account's
 //! lead lookup (`GET ...?by_phone=`, `X-LEAD-IM-AUTH`) and the submit API
 //! (`GET /v2/submit?lm_form&lm_key&...`), over a small lead database.
 

@@ -1,9 +1,9 @@
-//! A Plando emulator speaking the wire format of shared/notes/crm-apis.md (form-encoded
+//! A Plando emulator speaking the wire format of `plugins/plando/README.md` (form-encoded
 //! requests, `{"err": "0", ...}` answers), with a small contact database.
 //!
 //! Behaviour beyond the documented format is kept minimal and explicit: a wrong access key
 //! answers `err: "401"`; contacts carry their base fields (id, names, phone, email) plus the
-//! fields the request's `attr` names, as the seed's attrFields section describes.
+//! fields the request's `attr` names, as the Plando adapter reference's attrFields section describes.
 
 use crate::emulator::{Emulator, Recorded, Reply};
 use serde_json::{json, Map, Value};

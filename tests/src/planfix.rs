@@ -1,6 +1,6 @@
-//! A Planfix chat-API emulator that behaves as seeds 001-003 describe: a new chat's first
-//! message creates a task and a contact (numbers increasing), later messages of that chat go
-//! to its task, tokens and providerId are checked, and lookups answer plain or wrapped in
+//! A Planfix chat-API emulator that behaves as Planfix's chat API and its WhatsApp and Chatra
+//! integrations describe: a new chat's first message creates a task and a contact (numbers
+//! increasing), later messages of that chat go to its task, tokens and providerId are checked, and lookups answer plain or wrapped in
 //! `{"data": ...}` (object or JSON text), as Planfix does.
 
 use crate::emulator::{Emulator, Recorded, Reply};

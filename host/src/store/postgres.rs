@@ -51,7 +51,7 @@ impl PgStore {
             .await?;
         let mut migrator = Migrator::new(MIGRATIONS).await?;
         // During a rolling upgrade the database may already carry a newer host's migrations;
-        // this (older) host still starts. Migrations are therefore additive (ARCHITECTURE.md).
+        // this (older) host still starts. Migrations are therefore additive (README, rolling upgrades).
         migrator.set_ignore_missing(true);
         migrator.run(&pool).await?;
         let changes = Arc::new(Notify::new());

@@ -1,13 +1,13 @@
-//! Lead.IM CRM adapter (seed 004; wire formats in shared/notes/crm-apis.md and README.md
-//! here): look a lead up by phone (or only display the one already on the chat), and create
-//! leads through Lead.IM's submit API.
+//! Lead.IM CRM adapter (the platform's Lead.IM adapter reference; wire formats, and which are
+//! ASSUMED, in README.md here): look a lead up by phone (or only display the one already on
+//! the chat), and create leads through Lead.IM's submit API.
 
 use crm_sdk::{
     digits_only, json, Adapter, AdapterSpec, Call, Config, ConfigField, CrmData, CrmError, Direction, Map, Request,
     Transport, Value,
 };
 
-/// Lead.IM's lead submission endpoint (ASSUMED, as the seed's create-lead example).
+/// Lead.IM's lead submission endpoint (ASSUMED, as the Lead.IM adapter reference's create-lead example).
 pub const SUBMIT_URL: &str = "https://api.lead.im/v2/submit";
 /// Lead.IM's web app; a lead's page is `{APP}{aid}/lead/{lid}` (ASSUMED).
 pub const APP: &str = "https://sys.lead.im/a/";

@@ -1,4 +1,5 @@
-//! Plando CRM adapter (seed 000; wire formats in shared/notes/crm-apis.md and README.md here).
+//! Plando CRM adapter: the platform's Plando adapter reference; wire formats (and which are
+//! ASSUMED) in README.md here.
 
 use crm_sdk::{
     digits_only, json, scalar_text, truthy, Adapter, AdapterSpec, Call, ConfigField, Config, CrmData, CrmError,

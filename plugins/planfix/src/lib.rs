@@ -1,6 +1,7 @@
-//! Planfix CRM adapter (seeds 001-003; wire formats in shared/notes/crm-apis.md and README.md
-//! here): the platform's messages and lookups go to Planfix's chat API, and Planfix's
-//! messages back to the platform arrive through `handle-webhook`.
+//! Planfix CRM adapter (Planfix's chat API and its WhatsApp/Chatra integrations; wire formats,
+//! and which are ASSUMED, in README.md here): the platform's messages and lookups go to
+//! Planfix's chat API, and Planfix's messages back to the platform arrive through
+//! `handle-webhook`.
 
 use crm_sdk::{
     constant_time_eq, digits_only, form_text, join_path, json, truthy, Adapter, AdapterSpec, Call, Config, ConfigField,
@@ -169,7 +170,8 @@ impl Api {
         match resp.status {
             200..=299 => {
                 let t = text.trim().trim_matches('"');
-                // The seed writes the plain answer as "ОК" (Cyrillic); Planfix sends "OK".
+                // Planfix's chat API documentation writes the plain answer as "ОК" (Cyrillic);
+                // Planfix sends "OK".
                 if t.is_empty() || t.eq_ignore_ascii_case("ok") || t == "ОК" {
                     return Ok(None);
                 }
@@ -338,7 +340,7 @@ fn invalid() -> WebhookOutcome {
     reply(400, json!({"error": "Invalid parameters"}))
 }
 
-/// Planfix's `newMessage` to the platform (seed 001, both variants): checked, answered, and
+/// Planfix's `newMessage` to the platform (its chat API, both variants): checked, answered, and
 /// turned into one inbound message.
 fn inbound(config: &Config, request: &WebhookRequest) -> Result<WebhookOutcome, CrmError> {
     let expected = config.non_empty_str("chatToken")?.ok_or_else(|| {
@@ -363,7 +365,7 @@ fn inbound(config: &Config, request: &WebhookRequest) -> Result<WebhookOutcome, 
     let message_id = field("messageId");
     let chat_id = match (field("chatId"), &phone, &message_id) {
         (Some(id), _, _) => id,
-        // The first message to a contact (seed 001's second variant) names no chat: one is
+        // The first message to a contact (the chat API's second variant) names no chat: one is
         // derived from the phone, the same for every such message to that phone.
         (None, Some(phone), Some(_)) => format!("planfix:{phone}"),
         _ => return Ok(invalid()),

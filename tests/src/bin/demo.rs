@@ -1,5 +1,5 @@
 //! The main job, end to end on loopback: an emulated Plando, the real `crm-host` binary on
-//! its SQLite default with the bundled adapters, a tenant, the seed docs' flows (look up a
+//! its SQLite default with the bundled adapters, a tenant, the documented flows (look up a
 //! contact, create a lead, push a transcript), an API key, a hot deploy under load with
 //! every call counted, a rollback, a call's trace. Then it keeps serving and prints what to
 //! try next (`--once`: exits instead). Exits non-zero if anything is off.
@@ -165,7 +165,7 @@ async fn walk(url: &str, crm: &plando::PlandoEmulator) -> anyhow::Result<()> {
     let (s, _) = api.show("configure tenant acme", "PUT", "/v1/tenants/acme", Some(&tenant)).await?;
     anyhow::ensure!(s == 200, "tenant not configured");
 
-    println!("\n== 3. The seed docs' flows: look up a contact, create a lead, push the transcript");
+    println!("\n== 3. The documented flows: look up a contact, create a lead, push the transcript");
     let chat = json!({"id": "chat-1", "phone": "+972-50-123-4567", "title": "Dana Levi",
         "agent": {"email": "avi@acme.example", "name": "Avi"},
         "messages": [

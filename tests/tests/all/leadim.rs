@@ -1,5 +1,5 @@
 //! Lead.IM through the real host and the real component, against the Lead.IM emulator: one
-//! test per documented behaviour (seed 004, crm-apis.md), each checking what Lead.IM
+//! test per documented behaviour (the Lead.IM adapter reference, `plugins/leadim/README.md`), each checking what Lead.IM
 //! received and what the call returned.
 
 use crm_tests::emulator::Fault;

@@ -1,4 +1,4 @@
-//! Every documented Plando behaviour (seed 000, crm-apis.md), end to end: the real host
+//! Every documented Plando behaviour (the Plando adapter reference, `plugins/plando/README.md`), end to end: the real host
 //! running the real Plando component, calling a Plando emulator on loopback.
 
 use crm_tests::emulator::Fault;

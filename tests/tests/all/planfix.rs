@@ -1,5 +1,5 @@
 //! Planfix through the real host and the real component, against the Planfix emulator:
-//! the chat API the platform calls (seed 001) and the messages Planfix sends back
+//! the chat API the platform calls (Planfix's chat API) and the messages Planfix sends back
 //! (`POST /v1/tenants/{t}/webhook`, stored durably, read through `/events`).
 
 use crm_tests::planfix::{self, PlanfixEmulator, ReplyForm, API_PATH};
