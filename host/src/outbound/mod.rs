@@ -57,7 +57,8 @@ pub(crate) struct Prepared {
     /// Where it really goes.
     uri: http::Uri,
     routed: bool,
-    host: String,
+    /// The CRM's hostname as the adapter named it (for metrics and logs).
+    hostname: String,
     use_tls: bool,
     headers: http::HeaderMap,
     idempotent: bool,
@@ -129,7 +130,7 @@ impl CallOutbound {
             url,
             uri,
             routed,
-            host,
+            hostname: host,
             use_tls,
             headers: request.headers().clone(),
             idempotent,

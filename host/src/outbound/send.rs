@@ -105,8 +105,8 @@ pub(super) async fn send_with_retries(
         if !fits || !scope.budget.take_retry(max_requests) {
             return result.map(|(_, resp, _)| resp);
         }
-        scope.metrics.outbound_retries.with_label_values(&[&scope.adapter, &p.host, &reason]).inc();
-        tracing::info!(call_id = %scope.call_id, host = %p.host, attempt, reason, wait_ms = wait.as_millis() as u64, "retrying outbound request");
+        scope.metrics.outbound_retries.with_label_values(&[&scope.adapter, &p.hostname, &reason]).inc();
+        tracing::info!(call_id = %scope.call_id, host = %p.hostname, attempt, reason, wait_ms = wait.as_millis() as u64, "retrying outbound request");
         tokio::time::sleep(wait).await;
         attempt += 1;
     }
@@ -191,13 +191,13 @@ fn record(
     if level_info || tracing::enabled!(tracing::Level::DEBUG) {
         let path = r.text(p.uri.path());
         if level_info {
-            tracing::info!(call_id = %scope.call_id, adapter = %scope.adapter, method = %p.method, host = %p.host, path = %path, status = %status_label, attempt, ms, "outbound");
+            tracing::info!(call_id = %scope.call_id, adapter = %scope.adapter, method = %p.method, host = %p.hostname, path = %path, status = %status_label, attempt, ms, "outbound");
         } else {
-            tracing::debug!(call_id = %scope.call_id, adapter = %scope.adapter, method = %p.method, host = %p.host, path = %path, status = %status_label, attempt, ms, "outbound");
+            tracing::debug!(call_id = %scope.call_id, adapter = %scope.adapter, method = %p.method, host = %p.hostname, path = %path, status = %status_label, attempt, ms, "outbound");
         }
     }
-    scope.metrics.outbound.with_label_values(&[&scope.adapter, &p.host, &status_label]).inc();
-    scope.metrics.outbound_seconds.with_label_values(&[&scope.adapter, &p.host]).observe(duration.as_secs_f64());
+    scope.metrics.outbound.with_label_values(&[&scope.adapter, &p.hostname, &status_label]).inc();
+    scope.metrics.outbound_seconds.with_label_values(&[&scope.adapter, &p.hostname]).observe(duration.as_secs_f64());
     let (status, response_headers, response_body, error) = match result {
         Ok((s, resp, bytes)) => (Some(*s), headers(resp.resp.headers()), Some(BodyRecord::new(bytes, r)), None),
         Err(e) => (None, Vec::new(), None, Some(format!("{e:?}"))),
