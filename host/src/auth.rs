@@ -10,6 +10,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// The shortest admin token `crm-host serve` starts with.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
 /// Prefix of every API key: `crmk_<keyId>_<secret>`.
 const KEY_PREFIX: &str = "crmk_";
 

@@ -59,6 +59,8 @@ pub enum HostError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
+    MisdirectedRequest(String),
+    #[error("{0}")]
     RateLimited(String),
     #[error("{0}")]
     Conflict(String),
@@ -109,6 +111,7 @@ impl HostError {
             BadRequest(_) | InvalidComponent(_) | WrongWorld(_) | ForbiddenImport { .. } | NameMismatch { .. } => 400,
             Unauthorized(_) => 401,
             Forbidden(_) => 403,
+            MisdirectedRequest(_) => 421,
             UnknownAdapter(_)
             | UnknownVersion { .. }
             | UnknownTenant(_)

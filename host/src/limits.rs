@@ -16,6 +16,10 @@ use wasmtime::ResourceLimiter;
 /// pooling allocator sizes its slots for it.
 pub const MAX_MEMORY_BYTES: usize = 4 << 30;
 
+/// The longest `Retry-After` the host takes from a CRM; longer ones count as this long (a
+/// wait past the call's deadline means no retry either way).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// Largest request body an adapter may send (buffered whole: retries resend it).
 pub const MAX_OUTBOUND_REQUEST_BODY: usize = 4 << 20;
 

@@ -28,17 +28,21 @@ pub struct BodyRecord {
 }
 
 impl BodyRecord {
-    pub fn new(bytes: &[u8], redactor: &Redactor) -> Self {
+    /// Secrets are redacted on the whole body first, then it is cut and encoded: a secret
+    /// is caught whether the body is text or not and wherever the cut falls.
+    pub fn new(original: &[u8], redactor: &Redactor) -> Self {
+        let size = original.len();
+        let bytes = redactor.bytes(original);
         let kept = &bytes[..bytes.len().min(MAX_TRACE_BODY)];
         let (encoding, data) = match std::str::from_utf8(kept) {
-            Ok(text) => ("utf8", redactor.text(text)),
+            Ok(text) => ("utf8", text.to_string()),
             // A cut through a multi-byte character is still text.
             Err(e) if bytes.len() > MAX_TRACE_BODY && e.error_len().is_none() => {
-                ("utf8", redactor.text(std::str::from_utf8(&kept[..e.valid_up_to()]).unwrap_or_default()))
+                ("utf8", std::str::from_utf8(&kept[..e.valid_up_to()]).unwrap_or_default().to_string())
             }
             Err(_) => ("base64", base64::engine::general_purpose::STANDARD.encode(kept)),
         };
-        BodyRecord { encoding, data, size: bytes.len(), truncated: bytes.len() > MAX_TRACE_BODY }
+        BodyRecord { encoding, data, size, truncated: bytes.len() > MAX_TRACE_BODY }
     }
 }
 
@@ -194,5 +198,20 @@ mod tests {
         let big = "é".repeat(MAX_TRACE_BODY);
         let b = BodyRecord::new(big.as_bytes(), &r);
         assert!(b.truncated && b.encoding == "utf8" && b.data.len() <= MAX_TRACE_BODY);
+    }
+
+    #[test]
+    fn secrets_are_redacted_before_bodies_are_cut_or_encoded() {
+        let config = serde_json::json!({"token": "s3cret-tok"});
+        let r = Redactor::new(&["token".into()], config.as_object().unwrap());
+        // Binary: the secret's bytes inside a non-UTF-8 answer.
+        let b = BodyRecord::new(&[&[0xff][..], b"key=s3cret-tok"].concat(), &r);
+        let decoded = base64::engine::general_purpose::STANDARD.decode(&b.data).unwrap();
+        assert_eq!((b.encoding, String::from_utf8_lossy(&decoded[1..]).as_ref()), ("base64", "key=[redacted]"));
+        // Cut by the truncation: half a secret at the end is not kept either.
+        let cut = format!("{}s3cret-tok", "a".repeat(MAX_TRACE_BODY - 5));
+        let b = BodyRecord::new(cut.as_bytes(), &r);
+        assert!(b.truncated && !b.data.contains("s3cre"), "{}", &b.data[b.data.len() - 12..]);
+        assert_eq!(b.size, cut.len(), "the size is the body's own");
     }
 }

@@ -91,6 +91,20 @@ pub fn read_listen_url(stdout: std::process::ChildStdout) -> std::io::Result<(St
     Ok((line, url))
 }
 
+/// Writes `request` (a request head, and a body if any) as is to the server at `url` and reads
+/// until the server closes; `None` if it has not within 3 s. For what a client library would
+/// not send: any `Host`, a body announced but never sent.
+pub async fn raw_http(url: &str, request: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(url.trim_start_matches("http://")).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut answer)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&answer).to_lowercase()),
+        Err(_) => None,
+    }
+}
+
 /// Limits for tests: short timeouts so hanging CRMs fail fast.
 pub fn test_limits() -> Limits {
     Limits {

@@ -1,6 +1,7 @@
 //! The JSON HTTP API. Thin: identify the caller, check it may do this, hand bytes to
 //! [`Host`], turn records into the typed answers of [`model`], map errors to statuses.
 
+mod guard;
 pub mod model;
 
 use crate::auth::Caller;
@@ -45,8 +46,7 @@ impl FromRequestParts<Arc<Host>> for Authed {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, host: &Arc<Host>) -> Result<Self, Self::Rejection> {
-        let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        Ok(Authed(host.identify(authorization)))
+        Ok(Authed(guard::caller(host, &parts.headers)))
     }
 }
 
@@ -59,9 +59,9 @@ impl Authed {
 }
 
 pub fn router(host: Arc<Host>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    // Who may call what is decided from the request's head, before its body is read: a caller
+    // without credentials never makes the host read (and hold) a body.
+    let admin = Router::new()
         .route("/v1/adapters", get(list_adapters))
         .route(
             "/v1/adapters/{name}",
@@ -74,15 +74,25 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/tenants/{tenant}", put(put_tenant).get(get_tenant).delete(delete_tenant))
         .route("/v1/tenants/{tenant}/keys", post(create_key))
         .route("/v1/tenants/{tenant}/keys/{key_id}", delete(revoke_key))
-        .route("/v1/tenants/{tenant}/crm/{func_id}", post(call))
-        .route("/v1/tenants/{tenant}/webhook", post(webhook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)))
-        .route("/v1/tenants/{tenant}/events", get(events))
         .route("/v1/tenants/{tenant}/calls", get(calls))
         .route("/v1/tenants/{tenant}/calls/{call_id}", get(call_trace))
         .route("/v1/audit", get(audit))
+        .route_layer(axum::middleware::from_fn_with_state(host.clone(), guard::admin_only));
+    let tenant = Router::new()
+        .route("/v1/tenants/{tenant}/crm/{func_id}", post(call))
+        .route("/v1/tenants/{tenant}/events", get(events))
+        .route_layer(axum::middleware::from_fn_with_state(host.clone(), guard::tenant_or_admin));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        // Authenticated by the CRM's own token, which the adapter checks.
+        .route("/v1/tenants/{tenant}/webhook", post(webhook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)))
+        .merge(admin)
+        .merge(tenant)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .fallback(|uri: axum::http::Uri| async move { HostError::NoSuchEndpoint(uri.to_string()) })
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(host.clone(), guard::local_only_when_open))
         .layer(axum::middleware::from_fn(catch_panics))
         .with_state(host)
 }

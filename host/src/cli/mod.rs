@@ -54,10 +54,14 @@ struct Serve {
     /// notices (which a lost connection misses), in ms.
     #[arg(long, default_value_t = 1000)]
     sync_interval_ms: u64,
-    /// Bearer token for the admin API (deploys, tenants, keys, traces, audit). Without one
-    /// the host runs open and binds only to loopback.
+    /// Bearer token for the admin API (deploys, tenants, keys, traces, audit), at least 16
+    /// characters. Without one the host runs open and binds only to loopback.
     #[arg(long, env = "CRM_HOST_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// A file whose first line is the admin token, so that the token is in no process list
+    /// or environment (a mounted secret).
+    #[arg(long, env = "CRM_HOST_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Deploy every *.wasm in this directory at start-up (under the name each component
     /// declares; digests already stored are skipped), then watch it for new or changed files.
     #[arg(long)]
@@ -156,7 +160,7 @@ fn init_logs(format: LogFormat) {
 
 async fn serve(args: Serve) -> anyhow::Result<()> {
     init_logs(args.log_format);
-    let admin_token = args.admin_token.filter(|t| !t.is_empty());
+    let admin_token = admin_token(args.admin_token.clone(), args.admin_token_file.as_deref())?;
 
     let mut upstreams = Upstreams::default();
     for spec in &args.upstreams {
@@ -170,7 +174,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     if admin_token.is_none() && addrs.iter().any(|a| !a.ip().is_loopback()) {
         anyhow::bail!(
             "refusing to listen on {} without an admin token: anyone who reaches it could deploy code. \
-             Set --admin-token or CRM_HOST_ADMIN_TOKEN, or listen on a loopback address (127.0.0.1)",
+             Set --admin-token or CRM_HOST_ADMIN_TOKEN (or --admin-token-file), or listen on a loopback address (127.0.0.1)",
             args.listen
         );
     }
@@ -230,4 +234,28 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     // Calls answered before the shutdown keep their traces.
     host.flush_traces().await;
     Ok(())
+}
+
+/// The admin token from `--admin-token` or `--admin-token-file` (not both); `None`: open mode.
+fn admin_token(given: Option<String>, file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let token = match (given.filter(|t| !t.is_empty()), file) {
+        (Some(_), Some(_)) => anyhow::bail!("--admin-token and --admin-token-file (or their environment variables) are both set: use one"),
+        (token, None) => token,
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("--admin-token-file {}", path.display()))?;
+            let token = text.lines().next().unwrap_or_default().trim().to_string();
+            anyhow::ensure!(!token.is_empty(), "--admin-token-file {}: the file holds no token", path.display());
+            Some(token)
+        }
+    };
+    if let Some(t) = &token {
+        let n = t.chars().count();
+        anyhow::ensure!(
+            n >= crate::auth::MIN_ADMIN_TOKEN_CHARS,
+            "the admin token has {n} characters, fewer than the {} it needs (a guessable token hands out deploy rights): \
+             generate one, e.g. `openssl rand -hex 32`",
+            crate::auth::MIN_ADMIN_TOKEN_CHARS
+        );
+    }
+    Ok(token)
 }

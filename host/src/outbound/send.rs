@@ -5,6 +5,7 @@
 
 use super::connect::{hyper_error, ConnectError, ExchangeTimeouts, Target};
 use super::{OutboundConfig, Prepared};
+use crate::limits::MAX_RETRY_AFTER;
 use crate::runtime::CallScope;
 use crate::trace::{BodyRecord, Exchange};
 use bytes::Bytes;
@@ -101,7 +102,9 @@ pub(super) async fn send_with_retries(
             }
         }
         // Another attempt must fit in what is left of the call, and in its request budget.
-        let fits = Instant::now() + wait + t.connect.min(Duration::from_millis(50)) < scope.deadline;
+        let fits = Instant::now()
+            .checked_add(wait + t.connect.min(Duration::from_millis(50)))
+            .is_some_and(|next| next < scope.deadline);
         if !fits || !scope.budget.take_retry(max_requests) {
             return result.map(|(_, resp, _)| resp);
         }
@@ -179,7 +182,7 @@ fn record(
 ) {
     let r = &scope.redactor;
     let headers = |h: &http::HeaderMap| -> Vec<(String, String)> {
-        h.iter().map(|(k, v)| (k.as_str().to_string(), r.text(&String::from_utf8_lossy(v.as_bytes())))).collect()
+        h.iter().map(|(k, v)| (k.as_str().to_string(), r.header(&String::from_utf8_lossy(v.as_bytes())))).collect()
     };
     let status_label = match result {
         Ok((s, ..)) => s.to_string(),
@@ -244,14 +247,18 @@ fn error_label(e: &ErrorCode) -> String {
     out
 }
 
-/// `Retry-After`: delay-seconds or an HTTP date.
+/// `Retry-After`: delay-seconds or an HTTP date, at most [`MAX_RETRY_AFTER`] (a CRM's
+/// answer must not be able to push the host's clock arithmetic past its range).
 fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = httpdate::parse_http_date(v).ok()?;
+            at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -266,6 +273,8 @@ mod tests {
         assert!(d > Duration::from_secs(27) && d <= Duration::from_secs(30), "{d:?}");
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO), "a past date: now");
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("10000000000000000000"), Some(MAX_RETRY_AFTER), "clamped");
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"), Some(MAX_RETRY_AFTER), "clamped");
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl Runtime {
     pub async fn validate_config(&self, adapter: &Compiled, crm_config: &Map<String, Value>) -> Result<(), HostError> {
         let json = Value::Object(crm_config.clone()).to_string();
         let redactor = Redactor::new(&adapter.description.secret_fields, crm_config);
-        let scope = self.scope("validate", &adapter.description.name, redactor, &self.limits);
+        let scope = self.scope("validate", &adapter.description.name, redactor.clone(), &self.limits);
         let answer = self
             .execute(&adapter.pre, &self.limits, EgressPolicy::default(), scope, move |store, instance| {
                 Box::pin(async move {
@@ -101,13 +101,14 @@ impl Runtime {
         match answer {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
-                // A config error's message already names the field (`crmConfig.token: ...`).
+                // A config error's message already names the field (`crmConfig.token: ...`);
+                // it must not repeat a secret field's value (nor may a failure's).
                 let f = failure_from_wit(e);
-                Err(HostError::InvalidConfig { field: f.field.filter(|s| !s.is_empty()), message: f.message })
+                Err(HostError::InvalidConfig { field: f.field.filter(|s| !s.is_empty()), message: redactor.text(&f.message) })
             }
             Err(f) => Err(HostError::InvalidConfig {
                 field: None,
-                message: format!("the adapter failed while validating crmConfig ({}): {}", f.kind, f.message),
+                message: format!("the adapter failed while validating crmConfig ({}): {}", f.kind, redactor.text(&f.message)),
             }),
         }
     }

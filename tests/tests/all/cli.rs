@@ -128,3 +128,51 @@ async fn the_on_demand_allocator_serves_fresh_instances_too() {
         assert_eq!(out["crmData"]["count"], 1, "a fresh instance per call: {out}");
     }
 }
+
+#[test]
+fn short_doubled_and_placeholder_admin_tokens_are_refused_at_start_up() {
+    let err = refused(&["--admin-token", "change-me"]);
+    assert!(err.contains("has 9 characters, fewer than the 16"), "{err}");
+    // The Kubernetes example ships no token that works.
+    let secret = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/secret.yaml")).unwrap();
+    let placeholder = secret.lines().find_map(|l| l.trim().strip_prefix("CRM_HOST_ADMIN_TOKEN: ")).unwrap().trim_matches('"');
+    let err = refused(&["--admin-token", placeholder]);
+    assert!(err.contains("fewer than the 16"), "{placeholder}: {err}");
+    let data = crm_tests::TempDir::new("cli-token-refused");
+    let file = data.path().join("token");
+    std::fs::write(&file, "\n").unwrap();
+    let err = refused(&["--admin-token-file", file.to_str().unwrap()]);
+    assert!(err.contains("holds no token"), "{err}");
+    let err = refused(&["--admin-token", "0123456789abcdef0123", "--admin-token-file", file.to_str().unwrap()]);
+    assert!(err.contains("both set"), "{err}");
+    let err = refused(&["--admin-token-file", "/nonexistent/token"]);
+    assert!(err.contains("--admin-token-file /nonexistent/token"), "{err}");
+}
+
+#[tokio::test]
+async fn an_admin_token_from_a_file_stays_out_of_the_process_list() {
+    let data = crm_tests::TempDir::new("cli-token-file");
+    let token = "from-a-file-0123456789abcdef";
+    let file = data.path().join("admin-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let mut child = Command::new(host_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--upstream-only", "--admin-token-file"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .env_remove("CRM_HOST_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start crm-host");
+    let stdout = child.stdout.take().unwrap();
+    let pid = child.id();
+    let _guard = Running(child);
+    let (_, url) = tokio::task::spawn_blocking(move || crm_tests::read_listen_url(stdout)).await.unwrap().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(token), "the token is not on the command line");
+    let client = reqwest::Client::new();
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(status(client.get(format!("{url}/v1/adapters")).bearer_auth(token).send().await.unwrap()), 200);
+    assert_eq!(status(client.get(format!("{url}/v1/adapters")).send().await.unwrap()), 401);
+}

@@ -222,3 +222,37 @@ async fn every_error_is_json_even_the_ones_axum_makes() {
     assert_eq!(status, 400);
     assert!(body["error"]["message"].as_str().unwrap().contains("after=yesterday"), "{body}");
 }
+
+#[tokio::test]
+async fn open_mode_answers_only_requests_from_this_machine() {
+    let host = TestHost::start(&[]).await;
+    let addr = host.url.trim_start_matches("http://").to_string();
+    let get = |name: &str, origin: &str| format!("GET /healthz HTTP/1.1\r\nhost: {name}\r\n{origin}connection: close\r\n\r\n");
+    let post = |origin: &str| {
+        format!("PUT /v1/tenants/t HTTP/1.1\r\nhost: {addr}\r\n{origin}content-length: 2\r\nconnection: close\r\n\r\n{{}}")
+    };
+    let status = |answer: Option<String>| answer.expect("an answer")[9..12].to_string();
+    // A page whose own name was rebound to 127.0.0.1 still sends that name.
+    for name in ["evil.example", "evil.example:80", "10.0.0.1", "localhost.evil.example"] {
+        assert_eq!(status(crm_tests::raw_http(&host.url, &get(name, "")).await), "421", "Host: {name}");
+    }
+    for name in [addr.as_str(), "localhost:1", "[::1]:80", "127.0.0.2"] {
+        assert_eq!(status(crm_tests::raw_http(&host.url, &get(name, "")).await), "200", "Host: {name}");
+    }
+    let refused = crm_tests::raw_http(&host.url, &get("evil.example", "")).await.unwrap();
+    assert!(refused.contains("misdirected_request") && refused.contains("loopback"), "{refused}");
+    // Another site's page may read /healthz, but not change anything.
+    assert_eq!(status(crm_tests::raw_http(&host.url, &get(&addr, "origin: https://evil.example\r\n")).await), "200");
+    for origin in ["https://evil.example", "null", "http://127.0.0.1.evil.example"] {
+        let answer = crm_tests::raw_http(&host.url, &post(&format!("origin: {origin}\r\n"))).await.unwrap();
+        assert!(answer.starts_with("http/1.1 403") && answer.contains("another site"), "Origin: {origin}: {answer}");
+    }
+    // The developer's own tools on this machine are not another site (400: the body was read
+    // and checked, so the request got through).
+    assert_eq!(status(crm_tests::raw_http(&host.url, &post("origin: http://localhost:5173\r\n")).await), "400");
+    assert_eq!(host.get("/v1/tenants/t").await.0, 404, "nothing was stored");
+
+    // With an admin token the host is meant to be reached by name: no such rule.
+    let guarded = TestHost::start_config(TestHostConfig { admin_token: Some("a-long-enough-admin-token".into()), ..Default::default() }).await;
+    assert_eq!(status(crm_tests::raw_http(&guarded.url, &get("crm.example.com", "")).await), "200");
+}

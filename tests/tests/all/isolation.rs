@@ -121,6 +121,18 @@ async fn invalid_endpoint_values_are_refused_at_tenant_put() {
 }
 
 #[tokio::test]
+async fn validate_config_messages_never_echo_a_secret() {
+    let host = chaos(&[], json!({})).await;
+    // Characters that JSON, form and percent encodings each escape.
+    let secret = "s3c\"ret\\tok +/=&ü";
+    let config = json!({"token": secret, "leakOnValidate": true});
+    let (status, body) = host.put_tenant("t4", json!({"adapter": "chaos", "crmConfig": config})).await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("[redacted]") && !message.contains("s3c"), "{message}");
+}
+
+#[tokio::test]
 async fn the_chat_reaches_the_adapter_intact() {
     let host = chaos(&[], json!({"token": "t"})).await;
     let chat = json!({

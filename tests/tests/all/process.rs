@@ -365,3 +365,35 @@ async fn the_hostile_set_leaves_no_panic_in_the_real_hosts_log() {
         assert!(!logs.contains(sign), "a host panic reached its log:\n{logs}");
     }
 }
+
+/// A request head that announces a large body, and none of it: a host that checks
+/// credentials first answers at once and closes; one that reads the body first answers
+/// nothing until `raw_http` gives up.
+async fn head_only(url: &str, method: &str, path: &str, authorization: Option<&str>) -> Option<String> {
+    let addr = url.trim_start_matches("http://");
+    let auth = authorization.map(|a| format!("authorization: {a}\r\n")).unwrap_or_default();
+    crm_tests::raw_http(url, &format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}content-length: {}\r\n\r\n", 60 << 20)).await
+}
+
+#[tokio::test]
+async fn credentials_are_checked_before_a_body_is_read() {
+    let data = TempDir::new("head-only");
+    let p = start(&data.path().join("data"), &[], &[]);
+    let cases = [
+        ("PUT", "/v1/adapters/x", None, "401"),
+        ("PUT", "/v1/adapters/x", Some("Bearer wrong"), "401"),
+        ("PUT", "/v1/tenants/acme", Some("Bearer crmk_nokey_nosecret"), "401"),
+        ("POST", "/v1/adapters/x/activate", None, "401"),
+        ("POST", "/v1/tenants/acme/crm/getCustomerDetails", Some("Bearer wrong"), "401"),
+        ("POST", "/v1/tenants/acme/crm/getCustomerDetails", None, "401"),
+    ];
+    for (method, path, auth, status) in cases {
+        let answer = head_only(&p.url, method, path, auth)
+            .await
+            .unwrap_or_else(|| panic!("{method} {path} ({auth:?}): no answer while the body was not sent; the host waited to read it"));
+        assert!(answer.starts_with(&format!("http/1.1 {status}")), "{method} {path}: {answer}");
+        assert!(answer.contains("connection: close"), "{method} {path}: the connection closes: {answer}");
+    }
+    // With the admin's token the host does wait for the body (and then reads it).
+    assert_eq!(head_only(&p.url, "PUT", "/v1/adapters/x", Some(&format!("Bearer {ADMIN}"))).await, None);
+}

@@ -453,6 +453,15 @@ async fn retry_after_is_honoured_within_the_deadline_and_creates_are_never_retri
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(crm.requests_to("/lookup").len(), 3);
 
+    // Waits too long for the clock (seconds of any size, dates of any year) are clamped: no
+    // retry, no panic, the adapter sees the 429.
+    for (i, after) in ["10000000000000000000", "Fri, 31 Dec 9999 23:59:59 GMT"].into_iter().enumerate() {
+        crm.fault("/lookup", Fault::Times(1, Box::new(limited(after))));
+        let e = host.failure("acme", "lookup", chat.clone()).await;
+        assert_eq!(e["kind"], "rate_limited", "Retry-After: {after}: {e}");
+        assert_eq!(crm.requests_to("/lookup").len(), 4 + i, "Retry-After: {after}: not retried");
+    }
+
     // A create is not idempotent: one attempt, whatever the CRM says.
     crm.fault("/create", Fault::Times(1, Box::new(Fault::Status(503, "busy".into()))));
     let e = host.failure("acme", "create", chat.clone()).await;

@@ -1,6 +1,6 @@
 //! A hostile and introspective adapter for the host's tests. Never deploy it for real.
 
-use crm_sdk::{json, Adapter, AdapterSpec, Call, ConfigField, CrmData, CrmError, Request, Transport, Value};
+use crm_sdk::{json, Adapter, AdapterSpec, Call, Config, ConfigField, CrmData, CrmError, Request, Transport, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 #[cfg(target_arch = "wasm32")]
@@ -22,6 +22,16 @@ impl Adapter for Chaos {
         config: &[ConfigField::string("token").secret(), ConfigField::endpoint("hookUrl")],
         outbound_hosts: &["https://api.chaos.test"],
     };
+
+    /// With `leakOnValidate`, refuses the config with a message that repeats the secret, as a
+    /// careless (or hostile) adapter would.
+    fn validate_config(&self, config: &Config) -> Result<(), CrmError> {
+        if config.get("leakOnValidate").is_some() {
+            let token = config.str("token")?.unwrap_or_default();
+            return Err(CrmError::config("token", format!("token '{token}' was refused (JSON: {})", json!(token))));
+        }
+        Self::SPEC.validate(config)
+    }
 
     fn invoke(&self, func_id: &str, call: &Call, http: &dyn Transport) -> Result<CrmData, CrmError> {
         let data = match func_id {

@@ -109,7 +109,7 @@ async fn client(t: Target, warmup: Instant, end: Instant) -> (Vec<Duration>, u64
             break;
         }
         let request = hyper::Request::post(t.path.as_str())
-            .header("host", "bench")
+            .header("host", "localhost")
             .header("content-type", "application/json")
             .body(Full::new(t.body.clone()))
             .unwrap();
