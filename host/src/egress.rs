@@ -119,11 +119,13 @@ pub fn check_endpoint_fields(endpoint_fields: &[String], crm_config: &Map<String
 #[derive(Debug, Clone, Default)]
 pub struct EgressPolicy {
     rules: Vec<OriginRule>,
+    /// The first `declared` rules are the adapter's own; the rest come from the tenant.
+    declared: usize,
 }
 
 impl EgressPolicy {
     pub fn new(rules: Vec<OriginRule>) -> Self {
-        EgressPolicy { rules }
+        EgressPolicy { declared: rules.len(), rules }
     }
 
     /// The origins a tenant's calls may reach: its adapter's declared hosts, plus the origin
@@ -133,7 +135,17 @@ impl EgressPolicy {
         for field in endpoint_fields {
             rules.extend(crm_config.get(field).and_then(Value::as_str).and_then(endpoint_url).and_then(|u| OriginRule::of_url(&u)));
         }
-        EgressPolicy { rules }
+        EgressPolicy { rules, declared: declared.len() }
+    }
+
+    /// What metrics call an allowed origin: the adapter's declared rule that allowed it (an
+    /// admin deployed it), or `endpoint` for a tenant's endpoint field (it names the
+    /// customer, and a caller could make it up).
+    pub fn metric_label(&self, scheme: &str, host: &str, port: u16) -> String {
+        match self.rules[..self.declared].iter().find(|r| r.matches(scheme, host, port)) {
+            Some(rule) => rule.to_string(),
+            None => "endpoint".to_string(),
+        }
     }
 
     pub fn check(&self, scheme: &str, host: &str, port: u16) -> Result<(), String> {

@@ -75,24 +75,29 @@ pub struct Limits {
     pub fuel: Option<u64>,
 }
 
+impl Limits {
+    /// The host's defaults (`crm-host serve`'s, flag by flag).
+    pub const DEFAULT: Limits = Limits {
+        memory_bytes: 64 << 20,
+        deadline: Duration::from_secs(15),
+        request_timeout: Duration::from_secs(10),
+        max_response_bytes: 4 << 20,
+        max_outbound_requests: 50,
+        max_crm_data_bytes: 1 << 20,
+        max_concurrent_calls_per_tenant: 16,
+        max_instances: 256,
+        // 256 resources x 64 KiB of headers: at most 16 MiB of host memory per call,
+        // well under the 64 MiB of linear memory an instance may have.
+        max_resources: 256,
+        max_header_bytes: 64 << 10,
+        max_header_entries: 4096,
+        fuel: None,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            memory_bytes: 64 << 20,
-            deadline: Duration::from_secs(15),
-            request_timeout: Duration::from_secs(10),
-            max_response_bytes: 4 << 20,
-            max_outbound_requests: 50,
-            max_crm_data_bytes: 1 << 20,
-            max_concurrent_calls_per_tenant: 16,
-            max_instances: 256,
-            // 256 resources x 64 KiB of headers: at most 16 MiB of host memory per call,
-            // well under the 64 MiB of linear memory an instance may have.
-            max_resources: 256,
-            max_header_bytes: 64 << 10,
-            max_header_entries: 4096,
-            fuel: None,
-        }
+        Limits::DEFAULT
     }
 }
 

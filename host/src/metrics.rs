@@ -1,5 +1,8 @@
-//! Prometheus metrics, served as text on `GET /metrics`. Labels never carry secrets: tenant
-//! ids, adapter names, func_ids, outcomes, failure kinds, CRM host names and statuses.
+//! Prometheus metrics, served as text on `GET /metrics`, which needs no credentials. So no
+//! label value comes from a caller: adapters and their declared operations (what an admin
+//! deployed; any other func_id is `unsupported`), declared CRM origins (a tenant's endpoint
+//! field is `endpoint`: it names the customer), and fixed sets (outcomes, kinds, statuses).
+//! No tenant ids: per-tenant figures are read through the admin API (`/v1/tenants/{t}/stats`).
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
@@ -41,22 +44,22 @@ impl Metrics {
         };
         let calls = counter(
             "crm_calls_total",
-            "Adapter calls by tenant, adapter, func_id, outcome and failure kind",
-            &["tenant", "adapter", "func_id", "outcome", "kind"],
+            "Adapter calls by adapter, func_id, outcome and failure kind",
+            &["adapter", "func_id", "outcome", "kind"],
         );
         let call_seconds = histogram("crm_call_duration_seconds", "Call latency inside the host", &["adapter", "func_id"]);
         let outbound = counter(
             "crm_outbound_requests_total",
-            "Outbound request attempts by adapter, CRM host and status (or error)",
+            "Outbound request attempts by adapter, declared CRM origin (or endpoint) and status (or error)",
             &["adapter", "host", "status"],
         );
         let outbound_seconds = histogram("crm_outbound_duration_seconds", "Outbound request attempt latency", &["adapter", "host"]);
         let outbound_retries =
             counter("crm_outbound_retries_total", "Outbound requests retried, by reason", &["adapter", "host", "reason"]);
         let deploys = counter("crm_deploys_total", "Deploys by adapter and result", &["adapter", "result"]);
-        let webhooks = counter("crm_webhooks_total", "Webhook requests by tenant, adapter and answered status", &["tenant", "adapter", "status"]);
+        let webhooks = counter("crm_webhooks_total", "Webhook requests by adapter and answered status", &["adapter", "status"]);
         let inbound_events =
-            counter("crm_inbound_events_total", "Inbound messages by tenant: stored, or dropped as duplicates", &["tenant", "result"]);
+            counter("crm_inbound_events_total", "Inbound messages by adapter: stored, or dropped as duplicates", &["adapter", "result"]);
         let compile_cache = counter("crm_compile_cache_total", "On-disk compile cache lookups by result", &["result"]);
         let instances_in_flight = IntGauge::new("crm_instances_in_flight", "Wasm instances running now").expect("valid metric");
         registry.register(Box::new(instances_in_flight.clone())).expect("metric registered once");

@@ -74,6 +74,7 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/tenants/{tenant}", put(put_tenant).get(get_tenant).delete(delete_tenant))
         .route("/v1/tenants/{tenant}/keys", post(create_key))
         .route("/v1/tenants/{tenant}/keys/{key_id}", delete(revoke_key))
+        .route("/v1/tenants/{tenant}/stats", get(stats))
         .route("/v1/tenants/{tenant}/calls", get(calls))
         .route("/v1/tenants/{tenant}/calls/{call_id}", get(call_trace))
         .route("/v1/audit", get(audit))
@@ -152,7 +153,9 @@ async fn json_errors(uri: axum::http::Uri, response: Response) -> Response {
 /// Liveness and readiness: the host serves calls from memory, so plain `/healthz` is ok
 /// whenever it answers. `?deep=1` also asks the database (and, with a shared store, whether
 /// this host follows it): 503 while it does not, though calls go on being served.
-async fn healthz(State(host): Shared, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+/// The database's error text and the cursor are the admin's to read: anyone else learns
+/// only whether the host is healthy.
+async fn healthz(State(host): Shared, auth: Authed, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     if !flag(&q, "deep")? {
         return Ok(Json(Health { status: HealthStatus::Ok }).into_response());
     }
@@ -161,6 +164,9 @@ async fn healthz(State(host): Shared, Query(q): Query<HashMap<String, String>>) 
         HealthStatus::Ok => StatusCode::OK,
         HealthStatus::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
     };
+    if auth.0.require_admin().is_err() {
+        return Ok((status, Json(Health { status: health.status })).into_response());
+    }
     Ok((status, Json(health)).into_response())
 }
 
@@ -333,6 +339,11 @@ async fn events(
     let events = host.events(&tenant, after, limit).await?;
     let next = events.last().map(|e| e.cursor).unwrap_or(after).to_string();
     Ok(Json(EventList { events: events.into_iter().map(EventItem::from).collect(), next }))
+}
+
+async fn stats(State(host): Shared, auth: Authed, Path(tenant): Path<String>) -> ApiResult<Json<crate::service::TenantStats>> {
+    auth.admin()?;
+    Ok(Json(host.tenant_stats(&tenant)?))
 }
 
 async fn calls(

@@ -36,6 +36,9 @@ enum LogFormat {
     Json,
 }
 
+/// The defaults of every per-call limit flag: `limits.rs` declares them, once.
+const DEFAULTS: Limits = Limits::DEFAULT;
+
 #[derive(Parser)]
 struct Serve {
     /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port; the bound
@@ -74,37 +77,37 @@ struct Serve {
     #[arg(long)]
     upstream_only: bool,
     /// Memory cap of one call's instance, in MiB.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULTS.memory_bytes >> 20)]
     memory_mb: usize,
     /// Deadline of one call (CPU and wall clock, outbound requests included), in ms.
-    #[arg(long, default_value_t = 15_000)]
+    #[arg(long, default_value_t = DEFAULTS.deadline.as_millis() as u64)]
     deadline_ms: u64,
     /// Timeout of one outbound request (connect, first byte, between chunks), in ms.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = DEFAULTS.request_timeout.as_millis() as u64)]
     request_timeout_ms: u64,
     /// Largest outbound response body, in bytes.
-    #[arg(long, default_value_t = 4 << 20)]
+    #[arg(long, default_value_t = DEFAULTS.max_response_bytes)]
     max_response_bytes: u64,
     /// Outbound requests one call may make, retries included.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = DEFAULTS.max_outbound_requests)]
     max_outbound_requests: u32,
     /// Largest crmData (JSON text, in bytes) a call may return.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = DEFAULTS.max_crm_data_bytes)]
     max_crm_data_bytes: usize,
     /// Calls of one tenant running at once; more are refused at once (rate_limited).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = DEFAULTS.max_concurrent_calls_per_tenant)]
     max_concurrent_calls: u32,
     /// Instances running at once on this host, all tenants together.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = DEFAULTS.max_instances)]
     max_instances: u32,
     /// Host-side resources (wasi-http fields, requests, bodies, streams) one call may hold.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = DEFAULTS.max_resources)]
     max_resources: usize,
     /// Bytes of one header map an adapter builds.
-    #[arg(long, default_value_t = 64 << 10)]
+    #[arg(long, default_value_t = DEFAULTS.max_header_bytes)]
     max_header_bytes: usize,
     /// Header entries one call may create in all.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = DEFAULTS.max_header_entries)]
     max_header_entries: u32,
     /// Threads that run guest code, apart from the threads serving the API (0: guests run on
     /// the API's threads). Default: one per CPU.

@@ -57,8 +57,10 @@ pub(crate) struct Prepared {
     /// Where it really goes.
     uri: http::Uri,
     routed: bool,
-    /// The CRM's hostname as the adapter named it (for metrics and logs).
+    /// The CRM's hostname as the adapter named it (for logs).
     hostname: String,
+    /// The origin as metrics name it ([`EgressPolicy::metric_label`]).
+    origin_label: String,
     use_tls: bool,
     headers: http::HeaderMap,
     idempotent: bool,
@@ -130,6 +132,7 @@ impl CallOutbound {
             url,
             uri,
             routed,
+            origin_label: self.policy.metric_label(scheme, &host, port),
             hostname: host,
             use_tls,
             headers: request.headers().clone(),

@@ -108,7 +108,7 @@ pub(super) async fn send_with_retries(
         if !fits || !scope.budget.take_retry(max_requests) {
             return result.map(|(_, resp, _)| resp);
         }
-        scope.metrics.outbound_retries.with_label_values(&[&scope.adapter, &p.hostname, &reason]).inc();
+        scope.metrics.outbound_retries.with_label_values(&[&scope.adapter, &p.origin_label, &reason]).inc();
         tracing::info!(call_id = %scope.call_id, host = %p.hostname, attempt, reason, wait_ms = wait.as_millis() as u64, "retrying outbound request");
         tokio::time::sleep(wait).await;
         attempt += 1;
@@ -199,8 +199,8 @@ fn record(
             tracing::debug!(call_id = %scope.call_id, adapter = %scope.adapter, method = %p.method, host = %p.hostname, path = %path, status = %status_label, attempt, ms, "outbound");
         }
     }
-    scope.metrics.outbound.with_label_values(&[&scope.adapter, &p.hostname, &status_label]).inc();
-    scope.metrics.outbound_seconds.with_label_values(&[&scope.adapter, &p.hostname]).observe(duration.as_secs_f64());
+    scope.metrics.outbound.with_label_values(&[&scope.adapter, &p.origin_label, &status_label]).inc();
+    scope.metrics.outbound_seconds.with_label_values(&[&scope.adapter, &p.origin_label]).observe(duration.as_secs_f64());
     let (status, response_headers, response_body, error) = match result {
         Ok((s, resp, bytes)) => (Some(*s), headers(resp.resp.headers()), Some(BodyRecord::new(bytes, r)), None),
         Err(e) => (None, Vec::new(), None, Some(format!("{e:?}"))),

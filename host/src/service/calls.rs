@@ -77,9 +77,17 @@ impl Host {
             Ok(_) => ("complete", ""),
             Err(f) => ("failure", f.kind.as_str()),
         };
+        // A func_id the adapter does not declare is the caller's word: not a label.
+        let op = if d.operations.iter().any(|o| o == call.func_id) { call.func_id } else { "unsupported" };
         let m = self.metrics();
-        m.calls.with_label_values(&[call.tenant, &d.name, call.func_id, outcome, kind]).inc();
-        m.call_seconds.with_label_values(&[&d.name, call.func_id]).observe(call.elapsed.as_secs_f64());
+        m.calls.with_label_values(&[&d.name, op, outcome, kind]).inc();
+        m.call_seconds.with_label_values(&[&d.name, op]).observe(call.elapsed.as_secs_f64());
+        self.stats.update(call.tenant, |s| {
+            *s.calls.entry(outcome).or_default() += 1;
+            if let Err(f) = call.outcome {
+                *s.failures.entry(f.kind.as_str()).or_default() += 1;
+            }
+        });
         let ms = call.elapsed.as_secs_f64() * 1000.0;
         let digest = &call.compiled.digest;
         let digest_prefix = &digest[..digest.len().min(19)];

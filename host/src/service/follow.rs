@@ -124,6 +124,9 @@ impl Host {
                 registry.versions.insert(name, versions);
             }
             for (id, (tenant, keys)) in fresh_tenants {
+                if tenant.is_none() {
+                    self.stats.remove(&id);
+                }
                 registry.replace_tenant(&id, tenant, keys);
             }
             registry.prune();

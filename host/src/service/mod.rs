@@ -16,6 +16,7 @@
 mod calls;
 mod follow;
 mod registry;
+mod stats;
 mod tenants;
 mod versions;
 mod webhooks;
@@ -23,6 +24,7 @@ mod webhooks;
 pub use calls::CallOutcome;
 pub use follow::{DeepHealth, HealthStatus};
 pub use registry::VersionState;
+pub use stats::TenantStats;
 #[cfg(test)]
 pub(crate) use tenants::TenantBody;
 pub use tenants::RedactedTenant;
@@ -65,6 +67,7 @@ pub struct Host {
     admission: Arc<Admission>,
     /// Why the last attempt to follow the shared store failed; `None` while it works.
     follow_error: std::sync::Mutex<Option<String>>,
+    stats: stats::Stats,
 }
 
 impl Host {
@@ -97,6 +100,7 @@ impl Host {
             auth: Auth::new(options.admin_token.as_deref()),
             admission,
             follow_error: std::sync::Mutex::new(None),
+            stats: stats::Stats::default(),
         })
     }
 

@@ -122,6 +122,7 @@ impl Host {
         let mut registry = self.write();
         registry.replace_tenant(id, None, Vec::new());
         registry.prune();
+        self.stats.remove(id);
         Ok(())
     }
 

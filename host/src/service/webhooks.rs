@@ -51,10 +51,15 @@ impl Host {
             let events: Vec<NewEvent> = out.messages.iter().map(new_event).collect();
             stored = self.store.append_events(tenant_id, &events, now_ms(), EVENT_DEDUP_WINDOW_MS).await?;
             let m = self.metrics();
-            m.inbound_events.with_label_values(&[tenant_id, "stored"]).inc_by(stored as u64);
-            m.inbound_events.with_label_values(&[tenant_id, "duplicate"]).inc_by((received - stored) as u64);
+            m.inbound_events.with_label_values(&[&d.name, "stored"]).inc_by(stored as u64);
+            m.inbound_events.with_label_values(&[&d.name, "duplicate"]).inc_by((received - stored) as u64);
         }
-        self.metrics().webhooks.with_label_values(&[tenant_id, &d.name, &out.status.to_string()]).inc();
+        self.metrics().webhooks.with_label_values(&[&d.name, &out.status.to_string()]).inc();
+        self.stats.update(tenant_id, |s| {
+            *s.webhooks.entry(out.status).or_default() += 1;
+            *s.inbound_events.entry("stored").or_default() += stored as u64;
+            *s.inbound_events.entry("duplicate").or_default() += (received - stored) as u64;
+        });
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(tenant = tenant_id, adapter = %d.name, status = out.status, received, stored, ms, "webhook");
         // Only what describes the body goes back; the rest is the host's business.

@@ -256,3 +256,46 @@ async fn open_mode_answers_only_requests_from_this_machine() {
     let guarded = TestHost::start_config(TestHostConfig { admin_token: Some("a-long-enough-admin-token".into()), ..Default::default() }).await;
     assert_eq!(status(crm_tests::raw_http(&guarded.url, &get("crm.example.com", "")).await), "200");
 }
+
+#[tokio::test]
+async fn metrics_name_no_tenant_and_callers_cannot_mint_series() {
+    let crm = crm_tests::emulator::Emulator::start((), |_: &mut (), _| (200, json!({"ok": true}))).await;
+    let host = TestHost::start(&[("customer-name.example", &crm.url), ("api.chaos.test", &crm.url)]).await;
+    host.deploy("chaos").await;
+    let tenant = "tenant-with-a-name";
+    let config = json!({"adapter": "chaos", "crmConfig": {"hookUrl": "https://customer-name.example"}});
+    assert_eq!(host.put_tenant(tenant, config).await.0, 200);
+    let call = |url: &str| json!({"chat": {"id": "c", "phone": "1"}, "params": {"url": url}});
+    host.complete(tenant, "fetch", call("https://customer-name.example/x")).await;
+    host.complete(tenant, "fetch", call("https://api.chaos.test/y")).await;
+    let metrics = || async { reqwest::get(format!("{}/metrics", host.url)).await.unwrap().text().await.unwrap() };
+    let series = |text: &str| text.lines().filter(|l| l.starts_with("crm_calls_total{")).count();
+    host.failure(tenant, "made-up-0", call("")).await;
+    let before = series(&metrics().await);
+    for i in 1..50 {
+        assert_eq!(host.failure(tenant, &format!("made-up-{i}"), call("")).await["kind"], "unsupported");
+    }
+    let text = metrics().await;
+    assert_eq!(series(&text), before, "made-up func_ids mint no series:\n{text}");
+    assert!(text.contains(r#"func_id="unsupported""#), "{text}");
+    for private in [tenant, "customer-name", "made-up-"] {
+        assert!(!text.contains(private), "{private} in /metrics:\n{text}");
+    }
+    assert!(text.contains(r#"host="endpoint""#) && text.contains(r#"host="https://api.chaos.test""#), "{text}");
+
+    // The per-tenant figures are the admin's to read.
+    let (s, stats) = host.get(&format!("/v1/tenants/{tenant}/stats")).await;
+    assert_eq!(s, 200, "{stats}");
+    assert_eq!((stats["calls"]["complete"].clone(), stats["calls"]["failure"].clone()), (json!(2), json!(50)), "{stats}");
+    assert_eq!(stats["failures"]["unsupported"], 50, "{stats}");
+    assert_eq!(host.get("/v1/tenants/nobody/stats").await.0, 404);
+}
+
+#[tokio::test]
+async fn deep_health_tells_only_the_admin_why() {
+    let host = TestHost::start_config(TestHostConfig { admin_token: Some("a-long-enough-admin-token".into()), ..Default::default() }).await;
+    assert_eq!(host.request_as(None, "GET", "/healthz?deep=1", None).await, (200, json!({"status": "ok"})));
+    assert_eq!(host.get("/healthz?deep=1").await, (200, json!({"status": "ok", "store": "ok", "cursor": 0})));
+    let (s, _) = host.request_as(None, "GET", "/v1/tenants/t/stats", None).await;
+    assert_eq!(s, 401, "stats are the admin's");
+}
