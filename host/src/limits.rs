@@ -61,8 +61,12 @@ pub struct Limits {
     pub max_crm_data_bytes: usize,
     /// Calls of one tenant running at once; more are refused at once (`rate_limited`).
     pub max_concurrent_calls_per_tenant: u32,
-    /// Instances running at once on this host, every tenant together.
+    /// Instances running calls at once on this host, every tenant together.
     pub max_instances: u32,
+    /// Webhooks handled at once on this host, and per tenant: a budget apart from calls, so
+    /// that forged webhooks (anyone may post them) never take a call's place.
+    pub max_webhooks: u32,
+    pub max_webhooks_per_tenant: u32,
     /// Host-side resources (wasi-http fields, requests, bodies, streams, pollables) one call
     /// may hold at once. With `max_header_bytes` this bounds the host memory a call can pin.
     pub max_resources: usize,
@@ -86,6 +90,8 @@ impl Limits {
         max_crm_data_bytes: 1 << 20,
         max_concurrent_calls_per_tenant: 16,
         max_instances: 256,
+        max_webhooks: 32,
+        max_webhooks_per_tenant: 4,
         // 256 resources x 64 KiB of headers: at most 16 MiB of host memory per call,
         // well under the 64 MiB of linear memory an instance may have.
         max_resources: 256,
@@ -288,6 +294,9 @@ pub fn check_crm_data_size(len: usize, max_bytes: usize) -> Result<(), CallFailu
 /// at once, never queued, so a flooding tenant cannot build an unbounded backlog.
 pub struct Admission {
     total: u32,
+    /// What is admitted (`calls`, `webhooks`) and the flags of its two caps, for messages.
+    what: &'static str,
+    flags: (&'static str, &'static str),
     running: Mutex<(u32, HashMap<String, u32>)>,
 }
 
@@ -298,9 +307,22 @@ pub struct Admitted {
 }
 
 impl Admission {
+    /// Calls: `--max-concurrent-calls` per tenant, `--max-instances` in all.
     pub fn new(limits: &Limits) -> Arc<Self> {
         Arc::new(Admission {
             total: limits.max_instances.max(1),
+            what: "calls",
+            flags: ("--max-concurrent-calls", "--max-instances"),
+            running: Mutex::default(),
+        })
+    }
+
+    /// Webhooks, apart from calls: `--max-webhooks-per-tenant`, `--max-webhooks`.
+    pub fn webhooks(limits: &Limits) -> Arc<Self> {
+        Arc::new(Admission {
+            total: limits.max_webhooks.max(1),
+            what: "webhooks",
+            flags: ("--max-webhooks-per-tenant", "--max-webhooks"),
             running: Mutex::default(),
         })
     }
@@ -316,13 +338,14 @@ impl Admission {
             f.retry_after_ms = Some(100);
             Err(f)
         };
+        let (what, (tenant_flag, host_flag)) = (self.what, self.flags);
         if mine >= per_tenant_cap {
             return refuse(format!(
-                "tenant '{tenant}' already has {mine} calls running, its limit (--max-concurrent-calls {per_tenant_cap}); retry shortly"
+                "tenant '{tenant}' already has {mine} {what} running, its limit ({tenant_flag} {per_tenant_cap}); retry shortly"
             ));
         }
         if *total >= self.total {
-            return refuse(format!("the host runs {total} calls, its limit (--max-instances {}); retry shortly", self.total));
+            return refuse(format!("the host runs {total} {what}, its limit ({host_flag} {}); retry shortly", self.total));
         }
         *total += 1;
         per_tenant.insert(tenant.to_string(), mine + 1);

@@ -100,6 +100,13 @@ struct Serve {
     /// Instances running at once on this host, all tenants together.
     #[arg(long, default_value_t = DEFAULTS.max_instances)]
     max_instances: u32,
+    /// Webhooks handled at once on this host (apart from calls: a webhook never takes a
+    /// call's place).
+    #[arg(long, default_value_t = DEFAULTS.max_webhooks)]
+    max_webhooks: u32,
+    /// Webhooks of one tenant handled at once; more are refused at once (429).
+    #[arg(long, default_value_t = DEFAULTS.max_webhooks_per_tenant)]
+    max_webhooks_per_tenant: u32,
     /// Host-side resources (wasi-http fields, requests, bodies, streams) one call may hold.
     #[arg(long, default_value_t = DEFAULTS.max_resources)]
     max_resources: usize,
@@ -190,6 +197,8 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         max_crm_data_bytes: args.max_crm_data_bytes,
         max_concurrent_calls_per_tenant: args.max_concurrent_calls,
         max_instances: args.max_instances,
+        max_webhooks: args.max_webhooks,
+        max_webhooks_per_tenant: args.max_webhooks_per_tenant,
         max_resources: args.max_resources,
         max_header_bytes: args.max_header_bytes,
         max_header_entries: args.max_header_entries,

@@ -67,8 +67,8 @@ impl std::str::FromStr for Allocator {
     }
 }
 
-/// Instances beyond `max_instances` the pool has room for: deploy-time `describe` and
-/// crmConfig validation run outside call admission.
+/// Instances beyond the admitted calls and webhooks the pool has room for: deploy-time
+/// `describe` and crmConfig validation run outside admission.
 pub(super) const POOL_HEADROOM: u32 = 32;
 
 /// Bytes of each pooled memory, table and stack reset by zeroing rather than by madvise.

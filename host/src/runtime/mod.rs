@@ -84,7 +84,8 @@ impl Runtime {
 
     pub fn with_allocator(limits: Limits, outbound: OutboundConfig, allocator: Allocator) -> anyhow::Result<Self> {
         let fuel_metering = limits.fuel.is_some();
-        let engine = engine::start_engine(fuel_metering, allocator, limits.max_instances)?;
+        // Calls and webhooks are admitted apart; the pool holds both.
+        let engine = engine::start_engine(fuel_metering, allocator, limits.max_instances.saturating_add(limits.max_webhooks))?;
         let linker = state::adapter_linker(&engine)?;
         let metrics = Arc::new(Metrics::new());
         let executor =

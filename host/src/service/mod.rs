@@ -65,6 +65,7 @@ pub struct Host {
     traces: TraceWriter,
     auth: Auth,
     admission: Arc<Admission>,
+    webhook_admission: Arc<Admission>,
     /// Why the last attempt to follow the shared store failed; `None` while it works.
     follow_error: std::sync::Mutex<Option<String>>,
     stats: stats::Stats,
@@ -76,6 +77,7 @@ impl Host {
     pub async fn open(runtime: Runtime, store: Arc<dyn Store>, options: HostOptions) -> anyhow::Result<Self> {
         let snapshot = store.snapshot().await?;
         let admission = Admission::new(runtime.limits());
+        let webhook_admission = Admission::webhooks(runtime.limits());
         let traces = TraceWriter::start(store.clone(), options.trace_retention, runtime.metrics().clone());
         let mut registry = Registry::from_snapshot(snapshot);
         runtime.metrics().registry_cursor.set(registry.cursor);
@@ -99,6 +101,7 @@ impl Host {
             traces,
             auth: Auth::new(options.admin_token.as_deref()),
             admission,
+            webhook_admission,
             follow_error: std::sync::Mutex::new(None),
             stats: stats::Stats::default(),
         })

@@ -29,10 +29,11 @@ impl Host {
         let redactor = Redactor::new(&d.secret_fields, &tenant.crm_config);
         let limits = tenant.limits.apply(self.runtime.limits());
         let started = Instant::now();
-        // A CRM (or whoever posts as one) flooding the webhook shares the tenant's places.
+        // Anyone may post to a webhook URL: a flood of them has places of its own, and never
+        // takes a call's.
         let _admitted = self
-            .admission
-            .enter(tenant_id, limits.max_concurrent_calls_per_tenant)
+            .webhook_admission
+            .enter(tenant_id, limits.max_webhooks_per_tenant)
             .map_err(|f| HostError::RateLimited(f.message))?;
         let input = WebhookInput { project_id: &tenant.project_id, crm_config: &tenant.crm_config, limits: &limits, redactor: &redactor, request };
         let out = match self.runtime.handle_webhook(&compiled, input).await {

@@ -440,3 +440,51 @@ async fn adapters_without_webhooks_answer_404() {
     let (s, e) = webhook(&host, MESSAGE).await;
     assert_eq!((s, e["error"]["kind"].clone()), (404, json!("webhooks_unsupported")), "{e}");
 }
+
+/// Anyone may post to a webhook URL. A flood of forged ones across 20 tenants takes the
+/// webhooks' own places, never a call's: another tenant's calls all complete meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_webhooks_never_take_a_calls_place() {
+    let crm = planfix::start("pf-token", "texter").await;
+    let limits = crm_host::Limits { max_instances: 4, max_webhooks: 4, max_webhooks_per_tenant: 2, ..crm_tests::test_limits() };
+    let host_config = TestHostConfig { limits, admin_token: Some(ADMIN.into()), ..TestHostConfig::default().routes(&[("*.planfix.com", &crm.url)]) };
+    let host = Arc::new(TestHost::start_config(host_config).await);
+    host.deploy("planfix").await;
+    host.deploy("chaos").await;
+    for i in 0..20 {
+        let (s, b) = host.put_tenant(&format!("pf{i}"), json!({"adapter": "planfix", "crmConfig": config()})).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    assert_eq!(host.put_tenant("caller", json!({"adapter": "chaos", "crmConfig": {}})).await.0, 200);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..16)
+        .map(|n| {
+            let (host, stop) = (host.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let form = format!("cmd=newMessage&providerId=texter&chatId=c{n}&token=forged&message=hi");
+                    // (a forged token: the adapter answers 401, or 400 for what it checks first)
+                    statuses.push(host.post_raw(&format!("/v1/tenants/pf{}/webhook", n % 20), form.into_bytes()).await.0);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let chat = json!({"chat": {"id": "c", "phone": "1"}});
+    for _ in 0..40 {
+        let (s, out) = host.call("caller", "counter", chat.clone()).await;
+        assert_eq!((s, out["outcome"].clone()), (200, json!("complete")), "a call lost its place to forged webhooks: {out}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut statuses = Vec::new();
+    for f in flooders {
+        statuses.extend(f.await.unwrap());
+    }
+    // The adapter refuses each forged one (400/401); past the webhooks' places, the host does (429).
+    let refused_by = |by: &[u16]| statuses.iter().filter(|s| by.contains(s)).count();
+    let (adapter, host_429) = (refused_by(&[400, 401]), refused_by(&[429]));
+    assert!(adapter > 0 && host_429 > 0, "{adapter} refused by the adapter, {host_429} by the host, of {}", statuses.len());
+    assert_eq!(adapter + host_429, statuses.len(), "nothing else: {statuses:?}");
+}
