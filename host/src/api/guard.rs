@@ -20,8 +20,9 @@ pub(super) fn caller(host: &Host, headers: &HeaderMap) -> Caller {
 
 /// Admin routes: refused unless the caller is the admin.
 pub(super) async fn admin_only(State(host): Shared, request: Request, next: Next) -> Response {
-    match caller(&host, request.headers()).require_admin() {
-        Ok(()) => next.run(request).await,
+    let who = caller(&host, request.headers());
+    match who.require_admin() {
+        Ok(()) => next.run(identified(request, who)).await,
         Err(e) => refused(e),
     }
 }
@@ -35,10 +36,17 @@ pub(super) async fn tenant_or_admin(
     next: Next,
 ) -> Response {
     let tenant = params.get("tenant").map(String::as_str).unwrap_or_default();
-    match caller(&host, request.headers()).require_tenant(tenant) {
-        Ok(()) => next.run(request).await,
+    let who = caller(&host, request.headers());
+    match who.require_tenant(tenant) {
+        Ok(()) => next.run(identified(request, who)).await,
         Err(e) => refused(e),
     }
+}
+
+/// Hands the caller to the handler (`Authed`), so a key is looked up and hashed once.
+fn identified(mut request: Request, who: Caller) -> Request {
+    request.extensions_mut().insert(who);
+    request
 }
 
 /// Open mode (no admin token) is for one developer's machine, where any web page the

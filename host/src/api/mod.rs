@@ -46,7 +46,9 @@ impl FromRequestParts<Arc<Host>> for Authed {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, host: &Arc<Host>) -> Result<Self, Self::Rejection> {
-        Ok(Authed(guard::caller(host, &parts.headers)))
+        // Identified already by the route's guard, or (unguarded routes) here.
+        let known = parts.extensions.get::<Caller>().cloned();
+        Ok(Authed(known.unwrap_or_else(|| guard::caller(host, &parts.headers))))
     }
 }
 

@@ -7,6 +7,23 @@ use std::process::{Child, Command, Stdio};
 
 
 struct Running(Child);
+
+/// `crm-host serve` on a free loopback port (nothing routed leaves the machine) with `args`
+/// and no admin token from the environment; its URL once it listens.
+async fn serve(args: &[&str]) -> (Running, String) {
+    let mut child = Command::new(host_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--upstream-only"])
+        .args(args)
+        .env_remove("CRM_HOST_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start crm-host");
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
+    let (_, url) = tokio::task::spawn_blocking(move || crm_tests::read_listen_url(stdout)).await.unwrap().unwrap();
+    (running, url)
+}
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -99,17 +116,7 @@ fn bad_flags_fail_with_a_message() {
 #[tokio::test]
 async fn the_on_demand_allocator_serves_fresh_instances_too() {
     let data = crm_tests::TempDir::new("cli-on-demand");
-    let mut child = Command::new(host_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--upstream-only", "--allocator", "on-demand"])
-        .arg("--data-dir")
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start crm-host");
-    let stdout = child.stdout.take().unwrap();
-    let _guard = Running(child);
-    let (_, url) = tokio::task::spawn_blocking(move || crm_tests::read_listen_url(stdout)).await.unwrap().unwrap();
+    let (_guard, url) = serve(&["--allocator", "on-demand", "--data-dir", data.path().to_str().unwrap()]).await;
     let client = reqwest::Client::new();
     let put = client.put(format!("{url}/v1/adapters/chaos")).body(crm_tests::component("chaos")).send().await.unwrap();
     assert_eq!(put.status(), 201);
@@ -155,21 +162,9 @@ async fn an_admin_token_from_a_file_stays_out_of_the_process_list() {
     let token = "from-a-file-0123456789abcdef";
     let file = data.path().join("admin-token");
     std::fs::write(&file, format!("{token}\n")).unwrap();
-    let mut child = Command::new(host_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--upstream-only", "--admin-token-file"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(data.path().join("data"))
-        .env_remove("CRM_HOST_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start crm-host");
-    let stdout = child.stdout.take().unwrap();
-    let pid = child.id();
-    let _guard = Running(child);
-    let (_, url) = tokio::task::spawn_blocking(move || crm_tests::read_listen_url(stdout)).await.unwrap().unwrap();
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let data_dir = data.path().join("data");
+    let (guard, url) = serve(&["--admin-token-file", file.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()]).await;
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", guard.0.id())).unwrap();
     assert!(!String::from_utf8_lossy(&cmdline).contains(token), "the token is not on the command line");
     let client = reqwest::Client::new();
     let status = |r: reqwest::Response| r.status().as_u16();
