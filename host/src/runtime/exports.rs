@@ -4,7 +4,7 @@
 //! one more method here.
 
 use super::execute::Refused;
-use super::{Compiled, Runtime};
+use super::{Compiled, HostState, Runtime};
 use crate::bindings::{wit, Adapter, AdapterPre};
 use crate::chat::Media;
 use crate::egress::EgressPolicy;
@@ -15,8 +15,6 @@ use crate::trace::Exchange;
 use serde_json::{Map, Value};
 use wasmtime::component::{ComponentExportIndex, Instance, WasmStr};
 use wasmtime::Store;
-
-use super::HostState;
 
 /// One call of an adapter function for one tenant.
 pub(crate) struct CallInput<'a> {

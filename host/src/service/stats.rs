@@ -27,8 +27,13 @@ pub struct TenantStats {
 pub(super) struct Stats(Mutex<HashMap<String, TenantStats>>);
 
 impl Stats {
+    /// Counts into a tenant's figures (allocating its entry only the first time).
     pub fn update(&self, tenant: &str, f: impl FnOnce(&mut TenantStats)) {
-        f(lock(&self.0).entry(tenant.to_string()).or_default());
+        let mut all = lock(&self.0);
+        match all.get_mut(tenant) {
+            Some(stats) => f(stats),
+            None => f(all.entry(tenant.to_string()).or_default()),
+        }
     }
 
     pub fn remove(&self, tenant: &str) {
