@@ -61,7 +61,13 @@ pub enum HostError {
     #[error("{0}")]
     MisdirectedRequest(String),
     #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
     RateLimited(String),
+    /// The host is at a capacity of its own (connections, body bytes in flight): the
+    /// request was not read, and may be retried.
+    #[error("{0}")]
+    Overloaded(String),
     #[error("{0}")]
     Conflict(String),
     #[error("the host's database failed, nothing was changed: {0}")]
@@ -111,6 +117,7 @@ impl HostError {
             BadRequest(_) | InvalidComponent(_) | WrongWorld(_) | ForbiddenImport { .. } | NameMismatch { .. } => 400,
             Unauthorized(_) => 401,
             Forbidden(_) => 403,
+            RequestTimeout(_) => 408,
             MisdirectedRequest(_) => 421,
             UnknownAdapter(_)
             | UnknownVersion { .. }
@@ -124,7 +131,7 @@ impl HostError {
             InvalidTenants { .. } | NoPreviousVersion(_) | VersionInUse(_) | Conflict(_) => 409,
             InvalidConfig { .. } | InvalidPin { .. } | InvalidLimits(_) => 422,
             RateLimited(_) => 429,
-            Storage(_) => 503,
+            Storage(_) | Overloaded(_) => 503,
             Internal(_) => 500,
         }
     }

@@ -41,6 +41,37 @@ pub const OUTBOUND_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const OUTBOUND_IDLE_PER_KEY: usize = 256;
 pub const OUTBOUND_IDLE_TOTAL: usize = 2048;
 
+/// The API's front door: how many connections it holds open, how long a client may take to
+/// send a request's head and its body, and how many body bytes it reads or holds at once.
+#[derive(Debug, Clone)]
+pub struct FrontDoor {
+    /// Open connections; past it a new one gets a `503` and is closed. Each costs at most
+    /// `HEAD_BUFFER` of header buffer plus a task, so this bounds the memory idle clients hold.
+    pub max_connections: usize,
+    /// From a connection's start, or its previous answer, until the next request's head has
+    /// arrived: slow heads (slowloris) and idle keep-alive connections both end here.
+    pub header_timeout: Duration,
+    /// From a request's head until its whole body has arrived (slow bodies): `408`.
+    pub body_timeout: Duration,
+    /// Request-body bytes being read or held at once, all requests together; a body that
+    /// does not fit is refused (`503 overloaded`, `Retry-After`) before it is read. An eighth
+    /// of it is for webhooks (anyone may post one), the rest for authenticated requests.
+    pub max_inflight_body_bytes: usize,
+}
+
+impl FrontDoor {
+    pub const DEFAULT: FrontDoor = FrontDoor {
+        max_connections: 4096,
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(60),
+        max_inflight_body_bytes: 256 << 20,
+    };
+}
+
+/// The buffer a connection reads a request's head into: heads larger than this are refused
+/// (`431`). hyper's smallest is 8 KiB.
+pub const HEAD_BUFFER: usize = 32 << 10;
+
 /// Table elements one instance may grow to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 

@@ -204,7 +204,7 @@ impl TestHost {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            crm_host::api::serve(listener, host, async {
+            crm_host::api::serve(listener, host, crm_host::limits::FrontDoor::DEFAULT, async {
                 let _ = rx.await;
             })
             .await

@@ -1,12 +1,14 @@
 //! The JSON HTTP API. Thin: identify the caller, check it may do this, hand bytes to
 //! [`Host`], turn records into the typed answers of [`model`], map errors to statuses.
 
+mod conn;
 mod guard;
+mod intake;
 pub mod model;
 
 use crate::auth::Caller;
 use crate::error::HostError;
-use crate::limits::{MAX_COMPONENT_BYTES, MAX_JSON_BYTES, MAX_WEBHOOK_BYTES};
+use crate::limits::{FrontDoor, MAX_COMPONENT_BYTES, MAX_JSON_BYTES, MAX_WEBHOOK_BYTES};
 use crate::service::{DeployOptions, HealthStatus, Host};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
@@ -25,7 +27,8 @@ pub const CALL_ID_HEADER: &str = "x-call-id";
 impl IntoResponse for HostError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
+        // Overload refusals are the host working as meant, and come in floods.
+        if status.is_server_error() && !matches!(self, HostError::Overloaded(_)) {
             tracing::error!(kind = self.kind(), "answering {}: {self}", status.as_u16());
         }
         let mut response = (status, Json(self.body())).into_response();
@@ -60,21 +63,27 @@ impl Authed {
     }
 }
 
-pub fn router(host: Arc<Host>) -> Router {
+pub fn router(host: Arc<Host>, front: &FrontDoor) -> Router {
     // Who may call what is decided from the request's head, before its body is read: a caller
-    // without credentials never makes the host read (and hold) a body.
+    // without credentials never makes the host read (and hold) a body. Routes that take a
+    // body read it through the intake (its cap, the body timeout, the bytes-in-flight budget).
+    let intake = intake::Intake::new(front);
+    let body = |taking: intake::Taking| {
+        (DefaultBodyLimit::disable(), axum::middleware::from_fn_with_state(taking, intake::read_body))
+    };
+    let json = || body(intake.taking("JSON body", MAX_JSON_BYTES));
     let admin = Router::new()
         .route("/v1/adapters", get(list_adapters))
         .route(
             "/v1/adapters/{name}",
-            put(deploy).get(get_adapter).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
+            put(deploy).layer(body(intake.taking("component", MAX_COMPONENT_BYTES))).get(get_adapter),
         )
         .route("/v1/adapters/{name}/versions", get(versions))
         .route("/v1/adapters/{name}/versions/{digest}", delete(delete_version))
-        .route("/v1/adapters/{name}/activate", post(activate))
-        .route("/v1/adapters/{name}/rollback", post(rollback))
-        .route("/v1/tenants/{tenant}", put(put_tenant).get(get_tenant).delete(delete_tenant))
-        .route("/v1/tenants/{tenant}/keys", post(create_key))
+        .route("/v1/adapters/{name}/activate", post(activate).layer(json()))
+        .route("/v1/adapters/{name}/rollback", post(rollback).layer(json()))
+        .route("/v1/tenants/{tenant}", put(put_tenant).layer(json()).get(get_tenant).delete(delete_tenant))
+        .route("/v1/tenants/{tenant}/keys", post(create_key).layer(json()))
         .route("/v1/tenants/{tenant}/keys/{key_id}", delete(revoke_key))
         .route("/v1/tenants/{tenant}/stats", get(stats))
         .route("/v1/tenants/{tenant}/calls", get(calls))
@@ -82,17 +91,18 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/audit", get(audit))
         .route_layer(axum::middleware::from_fn_with_state(host.clone(), guard::admin_only));
     let tenant = Router::new()
-        .route("/v1/tenants/{tenant}/crm/{func_id}", post(call))
+        .route("/v1/tenants/{tenant}/crm/{func_id}", post(call).layer(json()))
         .route("/v1/tenants/{tenant}/events", get(events))
         .route_layer(axum::middleware::from_fn_with_state(host.clone(), guard::tenant_or_admin));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         // Authenticated by the CRM's own token, which the adapter checks.
-        .route("/v1/tenants/{tenant}/webhook", post(webhook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)))
+        .route("/v1/tenants/{tenant}/webhook", post(webhook).layer(body(intake.taking_webhooks(MAX_WEBHOOK_BYTES))))
         .merge(admin)
         .merge(tenant)
-        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        // Routes without the intake read no body at all.
+        .layer(DefaultBodyLimit::max(0))
         .fallback(|uri: axum::http::Uri| async move { HostError::NoSuchEndpoint(uri.to_string()) })
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(host.clone(), guard::local_only_when_open))
@@ -385,11 +395,13 @@ fn new_call_id() -> String {
     crate::auth::hex(&b)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, with the connection and body
+/// limits of `front`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     host: Arc<Host>,
+    front: FrontDoor,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(host)).with_graceful_shutdown(shutdown).await
+    conn::serve(listener, router(host, &front), &front, shutdown).await
 }

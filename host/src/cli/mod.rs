@@ -4,6 +4,7 @@
 mod client;
 
 use crate::egress::Upstreams;
+use crate::limits::FrontDoor;
 use crate::setup::HostSettings;
 use crate::{HostOptions, Limits, OutboundConfig, RetryPolicy};
 use anyhow::Context;
@@ -36,8 +37,9 @@ enum LogFormat {
     Json,
 }
 
-/// The defaults of every per-call limit flag: `limits.rs` declares them, once.
+/// The defaults of every limit flag: `limits.rs` declares them, once.
 const DEFAULTS: Limits = Limits::DEFAULT;
+const FRONT: FrontDoor = FrontDoor::DEFAULT;
 
 #[derive(Parser)]
 struct Serve {
@@ -135,6 +137,20 @@ struct Serve {
     /// Backoff before the first retry, in ms (doubles per attempt, at most 2 s, jittered).
     #[arg(long, default_value_t = 100)]
     retry_base_ms: u64,
+    /// Connections the API holds open at once; past it a new one is answered 503 and closed.
+    #[arg(long, default_value_t = FRONT.max_connections)]
+    max_connections: usize,
+    /// How long a client may take to send a request's head, from the connection's start or
+    /// its previous answer (so also how long an idle keep-alive connection stays open), in ms.
+    #[arg(long, default_value_t = FRONT.header_timeout.as_millis() as u64)]
+    header_timeout_ms: u64,
+    /// How long a client may take to send a request's whole body, from its head, in ms.
+    #[arg(long, default_value_t = FRONT.body_timeout.as_millis() as u64)]
+    body_timeout_ms: u64,
+    /// Request-body bytes the host reads or holds at once, all requests together (an eighth
+    /// of it for webhooks); a body that does not fit is refused (503) before it is read.
+    #[arg(long, default_value_t = FRONT.max_inflight_body_bytes)]
+    max_inflight_body_bytes: usize,
     /// Recorded calls kept per tenant.
     #[arg(long, default_value_t = crate::limits::DEFAULT_TRACE_RETENTION)]
     trace_retention: u32,
@@ -242,10 +258,46 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    crate::api::serve(listener, host.clone(), shutdown).await?;
+    let front = FrontDoor {
+        max_connections: connections_within_fd_limit(args.max_connections),
+        header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+        body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
+        max_inflight_body_bytes: args.max_inflight_body_bytes,
+    };
+    crate::api::serve(listener, host.clone(), front, shutdown).await?;
     // Calls answered before the shutdown keep their traces.
     host.flush_traces().await;
     Ok(())
+}
+
+/// `--max-connections`, after raising the soft limit of open files to the hard one: each
+/// connection is a descriptor, and the database, the compile cache and outbound connections
+/// need theirs (`SPARE`). A cap the process cannot reach is lowered, with a warning, rather
+/// than left to fail as `accept` errors.
+fn connections_within_fd_limit(wanted: usize) -> usize {
+    const SPARE: u64 = 1024;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by reference.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return wanted;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    let reachable = limit.rlim_cur.saturating_sub(SPARE).max(16) as usize;
+    if wanted > reachable {
+        tracing::warn!(
+            "--max-connections {wanted} lowered to {reachable}: the process may open {} files (ulimit -n), {SPARE} of them kept for the database and outbound connections",
+            limit.rlim_cur
+        );
+        return reachable;
+    }
+    wanted
 }
 
 /// The admin token from `--admin-token` or `--admin-token-file` (not both); `None`: open mode.

@@ -4,6 +4,7 @@
 //! `crm_tests` library (`tests/src`).
 
 mod cli;
+mod front_door;
 mod host_api;
 mod hostile_input;
 mod isolation;
