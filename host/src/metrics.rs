@@ -15,6 +15,8 @@ pub struct Metrics {
     pub outbound_retries: IntCounterVec,
     pub deploys: IntCounterVec,
     pub instances_in_flight: IntGauge,
+    /// Instances created, for every export (calls, webhooks, deploy checks).
+    pub instances: prometheus::IntCounter,
     pub compile_cache: IntCounterVec,
     pub traces_dropped: prometheus::IntCounter,
     pub webhooks: IntCounterVec,
@@ -77,6 +79,7 @@ impl Metrics {
             registry.register(Box::new(c.clone())).expect("metric registered once");
             c
         };
+        let instances = plain("crm_instances_total", "Wasm instances created (calls, webhooks and deploy checks)");
         let registry_changes = plain("crm_registry_changes_applied_total", "Audit entries of the shared store applied to this host's view");
         let registry_follow_failures =
             plain("crm_registry_follow_failures_total", "Attempts to follow the shared store that failed (the database did not answer)");
@@ -89,6 +92,7 @@ impl Metrics {
             outbound_retries,
             deploys,
             instances_in_flight,
+            instances,
             compile_cache,
             traces_dropped,
             webhooks,

@@ -127,6 +127,7 @@ impl Executor {
     {
         let limits = &limits;
         let _in_flight = InFlight::enter(&self.metrics.instances_in_flight);
+        self.metrics.instances.inc();
         let mut store = self.new_store(limits, policy, scope.clone());
         let run = async {
             let instance = pre.instance_pre().instantiate_async(&mut store).await?;

@@ -37,6 +37,7 @@ use serde_json::Value;
 pub use scope::CallScope;
 use sha2::{Digest, Sha256};
 pub(crate) use state::HostState;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use wasmtime::component::{Component, ComponentExportIndex, Linker};
 
@@ -64,6 +65,20 @@ pub struct Compiled {
     pre: AdapterPre<HostState>,
     /// `invoke` in the component's crm export, looked up once.
     invoke: ComponentExportIndex,
+    /// Cleared when the adapter answers a webhook `unsupported`: the world says adapters of
+    /// CRMs that never call back answer so whatever the request, so this version is not
+    /// instantiated for a webhook again (anyone may post one).
+    webhooks: AtomicBool,
+}
+
+impl Compiled {
+    pub fn receives_webhooks(&self) -> bool {
+        self.webhooks.load(Relaxed)
+    }
+
+    pub(crate) fn without_webhooks(&self) {
+        self.webhooks.store(false, Relaxed);
+    }
 }
 
 pub struct Runtime {
@@ -171,7 +186,7 @@ impl Runtime {
             .await
             .map_err(|f| HostError::InvalidComponent(format!("describe failed ({}): {}", f.kind, f.message)))?;
         let description = check_description(raw)?;
-        Ok(Arc::new(Compiled { digest, description, pre, invoke }))
+        Ok(Arc::new(Compiled { digest, description, pre, invoke, webhooks: AtomicBool::new(true) }))
     }
 
     fn scope(&self, call_id: &str, adapter: &str, redactor: Redactor, limits: &Limits) -> Arc<CallScope> {

@@ -26,6 +26,9 @@ impl Host {
     pub async fn webhook(&self, tenant_id: &str, request: WebhookRequest) -> Result<WebhookAnswer, HostError> {
         let (tenant, compiled) = self.tenant_and_version(tenant_id)?;
         let d = &compiled.description;
+        if !compiled.receives_webhooks() {
+            return Err(HostError::WebhooksUnsupported(d.name.clone()));
+        }
         let redactor = Redactor::new(&d.secret_fields, &tenant.crm_config);
         let limits = tenant.limits.apply(self.runtime.limits());
         let started = Instant::now();
@@ -39,7 +42,10 @@ impl Host {
         let out = match self.runtime.handle_webhook(&compiled, input).await {
             Ok(o) if (100..600).contains(&o.status) => o,
             Ok(o) => return Err(HostError::AdapterFailed(format!("the adapter answered the webhook with HTTP status {}", o.status))),
-            Err(f) if f.kind == FailureKind::Unsupported => return Err(HostError::WebhooksUnsupported(d.name.clone())),
+            Err(f) if f.kind == FailureKind::Unsupported => {
+                compiled.without_webhooks();
+                return Err(HostError::WebhooksUnsupported(d.name.clone()));
+            }
             Err(f) => {
                 let message = redactor.text(&f.message);
                 tracing::warn!(tenant = tenant_id, adapter = %d.name, kind = %f.kind, "webhook failed: {message}");

@@ -432,13 +432,27 @@ async fn events_are_read_in_order_with_a_cursor_by_the_admin_or_the_tenants_key(
     assert!(host.get("/v1/tenants/other/events").await.1["events"].as_array().unwrap().is_empty(), "tenants see their own events");
 }
 
+/// Learned from the first answer: after it, a flood of webhooks for an adapter without them
+/// creates no instance (anyone may post one).
 #[tokio::test]
-async fn adapters_without_webhooks_answer_404() {
+async fn adapters_without_webhooks_answer_404_without_an_instance() {
     let (_crm, host) = setup().await;
     host.deploy("plando").await;
     host.put_tenant("acme", json!({"adapter": "plando", "crmConfig": {"token": "k", "chat": "1"}})).await;
     let (s, e) = webhook(&host, MESSAGE).await;
     assert_eq!((s, e["error"]["kind"].clone()), (404, json!("webhooks_unsupported")), "{e}");
+    let before = metric(&host, "crm_instances_total").await;
+    for _ in 0..20 {
+        let (s, e) = webhook(&host, MESSAGE).await;
+        assert_eq!((s, e["error"]["kind"].clone()), (404, json!("webhooks_unsupported")), "{e}");
+    }
+    assert_eq!(metric(&host, "crm_instances_total").await, before, "a webhook for plando created an instance");
+}
+
+/// An unlabelled counter's value on `/metrics`.
+async fn metric(host: &TestHost, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", host.url)).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 /// Anyone may post to a webhook URL. A flood of forged ones across 20 tenants takes the
