@@ -79,6 +79,23 @@ impl CompileCache {
             tracing::warn!(digest, "could not write the compile cache: {e}");
         }
     }
+
+    /// Removes every entry but those of `digests` compiled by this engine build; with
+    /// `temporary`, also interrupted writes (only when none can be under way: at start-up).
+    /// How many files went.
+    pub fn retain(&self, digests: &std::collections::HashSet<String>, temporary: bool) -> usize {
+        let keep: std::collections::HashSet<PathBuf> = digests.iter().map(|d| self.path(d)).collect();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
+        let mut removed = 0;
+        for path in entries.flatten().map(|e| e.path()) {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+            let stale = (ext == "cwasm" && !keep.contains(&path)) || (temporary && ext.starts_with("tmp"));
+            if stale && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
 }
 
 fn encode(payload: &[u8]) -> Vec<u8> {

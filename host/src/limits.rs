@@ -32,8 +32,22 @@ pub const MAX_WEBHOOK_BYTES: usize = 1 << 20;
 
 /// Largest body kept per request or response in a trace.
 pub const MAX_TRACE_BODY: usize = 64 << 10;
-/// Recorded calls kept per tenant unless the host is told otherwise (`--trace-retention`).
-pub const DEFAULT_TRACE_RETENTION: u32 = 1000;
+/// What the host keeps of a tenant's recorded calls: the newest, up to `calls` of them and
+/// `trace_bytes` of their traces (`--trace-retention`, `--trace-retention-bytes`). A trace is
+/// at most a capped request and 2 capped bodies per outbound request (about 6.5 MiB with
+/// the defaults), so the newest call always fits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceRetention {
+    pub calls: u32,
+    pub trace_bytes: u64,
+}
+
+impl TraceRetention {
+    pub const DEFAULT: TraceRetention = TraceRetention { calls: 1000, trace_bytes: 16 << 20 };
+}
+
+/// Inbound events are deleted this long after they were received (`--event-retention-days`).
+pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Idle keep-alive connections to CRMs: closed after this long unused, at most so many per
 /// address and TLS name, and so many in all.

@@ -4,10 +4,10 @@
 //! what a later replay runs candidate versions against, so bodies are kept as exact text (or
 //! base64 for non-UTF-8 bytes) up to [`MAX_TRACE_BODY`] each.
 
-use crate::limits::MAX_TRACE_BODY;
+use crate::limits::{TraceRetention, MAX_TRACE_BODY};
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
-use crate::store::{CallRecord, Store};
+use crate::store::{CallHead, CallRecord, Store};
 use base64::Engine as _;
 use serde::Serialize;
 use serde_json::Value;
@@ -83,8 +83,11 @@ pub struct CallTrace {
     pub digest: String,
     pub started_at_ms: i64,
     pub duration_ms: f64,
-    /// The call body as received (`chat`, `params`).
+    /// The call body as received (`chat`, `params`); `null` when it is larger than a recorded
+    /// body may be (`requestBody` then holds its first 64 KiB).
     pub request: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<BodyRecord>,
     /// Every outbound attempt, in order.
     pub outbound: Vec<Exchange>,
     pub outcome: String,
@@ -97,7 +100,7 @@ pub struct CallTrace {
 impl CallTrace {
     /// The row that stores this trace: its summary columns and the whole of it.
     pub fn into_record(self, elapsed: Duration) -> CallRecord {
-        CallRecord {
+        let head = CallHead {
             call_id: self.call_id.clone(),
             tenant: self.tenant.clone(),
             func_id: self.func_id.clone(),
@@ -108,8 +111,8 @@ impl CallTrace {
             duration_us: elapsed.as_micros() as i64,
             outcome: self.outcome.clone(),
             error_kind: self.error.as_ref().map(|f| f.kind.as_str().to_string()),
-            trace: serde_json::to_value(&self).unwrap_or(Value::Null),
-        }
+        };
+        CallRecord { head, trace: serde_json::to_value(&self).unwrap_or(Value::Null) }
     }
 }
 
@@ -131,7 +134,7 @@ pub struct TraceWriter {
 }
 
 impl TraceWriter {
-    pub fn start(store: Arc<dyn Store>, keep_per_tenant: u32, metrics: Arc<Metrics>) -> Self {
+    pub fn start(store: Arc<dyn Store>, keep: TraceRetention, metrics: Arc<Metrics>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Job>(4096);
         let dropped = metrics.clone();
         tokio::spawn(async move {
@@ -154,7 +157,7 @@ impl TraceWriter {
                     };
                 }
                 if !batch.is_empty() {
-                    if let Err(e) = store.record_calls(&batch, keep_per_tenant).await {
+                    if let Err(e) = store.record_calls(&batch, &keep).await {
                         tracing::error!("could not record {} call traces: {e}", batch.len());
                         dropped.traces_dropped.inc_by(batch.len() as u64);
                     }

@@ -125,7 +125,8 @@ pub struct TestHostConfig {
     pub admin_token: Option<String>,
     /// Fast by default, so retry tests do not wait.
     pub retry: RetryPolicy,
-    pub trace_retention: u32,
+    pub traces: crm_host::limits::TraceRetention,
+    pub event_retention: Duration,
     /// Refuse whatever no route covers (the default). Tests that exercise the connector's
     /// address checks turn it off and install a `connector` that cannot reach the network.
     pub upstream_only: bool,
@@ -141,7 +142,8 @@ impl Default for TestHostConfig {
             routes: Vec::new(),
             admin_token: None,
             retry: RetryPolicy { max_attempts: 3, base: Duration::from_millis(20), max_backoff: Duration::from_millis(200) },
-            trace_retention: 1000,
+            traces: crm_host::limits::TraceRetention::DEFAULT,
+            event_retention: crm_host::limits::DEFAULT_EVENT_RETENTION,
             upstream_only: true,
             connector: None,
             guest_threads: None,
@@ -163,6 +165,8 @@ pub struct TestHost {
     /// Sent as `Authorization: Bearer` unless a request says otherwise.
     pub token: Option<String>,
     pub data_dir: Arc<TempDir>,
+    /// The host itself, for what the API does not reach (the retention sweep on demand).
+    pub host: Arc<crm_host::Host>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -196,21 +200,26 @@ impl TestHost {
             limits: config.limits.clone(),
             outbound,
             guest_threads: config.guest_threads.unwrap_or_else(crm_host::runtime::default_guest_threads),
-            options: HostOptions { trace_retention: config.trace_retention, admin_token: config.admin_token.clone() },
+            options: HostOptions {
+                traces: config.traces.clone(),
+                event_retention: config.event_retention,
+                admin_token: config.admin_token.clone(),
+            },
             ..HostSettings::new(data_dir.path())
         };
         let host = Arc::new(settings.open().await.expect("host"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind host");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = host.clone();
         tokio::spawn(async move {
-            crm_host::api::serve(listener, host, crm_host::limits::FrontDoor::DEFAULT, async {
+            crm_host::api::serve(listener, served, crm_host::limits::FrontDoor::DEFAULT, async {
                 let _ = rx.await;
             })
             .await
             .expect("host server");
         });
-        TestHost { url, client: reqwest::Client::new(), token: config.admin_token, data_dir, _shutdown: tx }
+        TestHost { url, client: reqwest::Client::new(), token: config.admin_token, data_dir, host, _shutdown: tx }
     }
 
     /// Sends a request with `token` (or none) instead of the host's admin token.

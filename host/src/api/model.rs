@@ -3,7 +3,7 @@
 use crate::error::{CallFailure, InvalidTenant};
 use crate::runtime::Compiled;
 use crate::service::{Deployed, RedactedTenant, VersionInfo, VersionState};
-use crate::store::{AuditEntry, CallRecord, EventRecord, VersionRecord};
+use crate::store::{AuditEntry, CallHead, EventRecord, VersionRecord};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -190,8 +190,8 @@ pub struct CallSummary {
     pub error_kind: Option<String>,
 }
 
-impl From<CallRecord> for CallSummary {
-    fn from(c: CallRecord) -> Self {
+impl From<CallHead> for CallSummary {
+    fn from(c: CallHead) -> Self {
         CallSummary {
             call_id: c.call_id,
             func_id: c.func_id,

@@ -4,7 +4,7 @@
 mod client;
 
 use crate::egress::Upstreams;
-use crate::limits::FrontDoor;
+use crate::limits::{FrontDoor, TraceRetention};
 use crate::setup::HostSettings;
 use crate::{HostOptions, Limits, OutboundConfig, RetryPolicy};
 use anyhow::Context;
@@ -151,9 +151,16 @@ struct Serve {
     /// of it for webhooks); a body that does not fit is refused (503) before it is read.
     #[arg(long, default_value_t = FRONT.max_inflight_body_bytes)]
     max_inflight_body_bytes: usize,
-    /// Recorded calls kept per tenant.
-    #[arg(long, default_value_t = crate::limits::DEFAULT_TRACE_RETENTION)]
+    /// Recorded calls kept per tenant (the newest).
+    #[arg(long, default_value_t = TraceRetention::DEFAULT.calls)]
     trace_retention: u32,
+    /// Bytes of recorded calls' traces kept per tenant (the newest calls that fit).
+    #[arg(long, default_value_t = TraceRetention::DEFAULT.trace_bytes)]
+    trace_retention_bytes: u64,
+    /// Days inbound events are kept; older ones are deleted in the background.
+    #[arg(long, default_value_t = (crate::limits::DEFAULT_EVENT_RETENTION.as_secs() / 86_400) as u32,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    event_retention_days: u32,
     /// Log lines for people (human) or machines (json).
     #[arg(long, value_enum, default_value = "human")]
     log_format: LogFormat,
@@ -228,11 +235,16 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         outbound: OutboundConfig { upstreams, upstream_only: args.upstream_only, retry, ..Default::default() },
         allocator: args.allocator,
         guest_threads: args.guest_threads.unwrap_or_else(crate::runtime::default_guest_threads),
-        options: HostOptions { trace_retention: args.trace_retention, admin_token },
+        options: HostOptions {
+            traces: TraceRetention { calls: args.trace_retention, trace_bytes: args.trace_retention_bytes },
+            event_retention: Duration::from_secs(u64::from(args.event_retention_days) * 86_400),
+            admin_token,
+        },
     };
     let database = settings.database_shown()?;
     let host = Arc::new(settings.open().await?);
     host.follow(Duration::from_millis(args.sync_interval_ms.max(10)));
+    host.keep_tidy();
     tracing::info!(%database, adapters = host.list_adapters().len(), "state restored");
 
     if let Some(dir) = &args.plugins {

@@ -121,6 +121,10 @@ impl Runtime {
         Ok(self)
     }
 
+    pub fn compile_cache(&self) -> Option<&CompileCache> {
+        self.compile_cache.as_ref()
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }

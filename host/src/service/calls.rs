@@ -7,8 +7,9 @@ use crate::chat::{into_wit, parse_call};
 use crate::error::{CallFailure, HostError};
 use crate::redact::Redactor;
 use crate::runtime::{CallInput, Compiled, Invocation};
-use crate::store::CallRecord;
-use crate::trace::{CallTrace, Exchange};
+use crate::store::{CallHead, CallRecord};
+use crate::limits::MAX_TRACE_BODY;
+use crate::trace::{BodyRecord, CallTrace, Exchange};
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 
@@ -99,7 +100,11 @@ impl Host {
             Ok(_) => tracing::debug!(call_id, tenant, adapter, digest = digest_prefix, func_id, outcome, ms, "call"),
             Err(f) => tracing::info!(call_id, tenant, adapter, digest = digest_prefix, func_id, outcome, kind, ms, "call: {}", f.message),
         }
-        let request: Value = serde_json::from_slice(call.body).unwrap_or(Value::Null);
+        // The request is capped like every recorded body (and redacted before the cut).
+        let (request, request_body) = match call.body.len() > MAX_TRACE_BODY {
+            false => (call.redactor.json(&serde_json::from_slice(call.body).unwrap_or(Value::Null)), None),
+            true => (Value::Null, Some(BodyRecord::new(call.body, call.redactor))),
+        };
         let trace = CallTrace {
             call_id: call_id.to_string(),
             tenant: tenant.to_string(),
@@ -109,7 +114,8 @@ impl Host {
             digest: digest.clone(),
             started_at_ms: call.started_at_ms,
             duration_ms: ms,
-            request: call.redactor.json(&request),
+            request,
+            request_body,
             outbound: call.outbound,
             outcome: outcome.to_string(),
             crm_data: call.outcome.as_ref().ok().map(|m| call.redactor.json(&Value::Object(m.clone()))),
@@ -124,7 +130,7 @@ impl Host {
     }
 
     /// A tenant's most recent calls, newest first.
-    pub async fn calls(&self, tenant: &str, limit: u32) -> Result<Vec<CallRecord>, HostError> {
+    pub async fn calls(&self, tenant: &str, limit: u32) -> Result<Vec<CallHead>, HostError> {
         self.tenant_and_version(tenant)?;
         self.flush_traces().await;
         Ok(self.store.calls(tenant, limit).await?)

@@ -111,27 +111,31 @@ impl Host {
                     Err(e) => tracing::error!(%digest, "a version another host stored cannot be loaded here: {e}"),
                 }
             }
-            let mut registry = self.write();
-            for c in loaded {
-                tracing::info!(adapter = %c.description.name, version = %c.description.version, digest = %c.digest, "loaded a version another host stored");
-                registry.compiled.insert(c.digest.clone(), c);
-            }
-            for (name, (state, versions)) in fresh_adapters {
-                match state {
-                    Some(s) => registry.adapters.insert(name.clone(), s),
-                    None => registry.adapters.remove(&name),
-                };
-                registry.versions.insert(name, versions);
-            }
-            for (id, (tenant, keys)) in fresh_tenants {
-                if tenant.is_none() {
-                    self.stats.remove(&id);
+            {
+                let mut registry = self.write();
+                for c in loaded {
+                    tracing::info!(adapter = %c.description.name, version = %c.description.version, digest = %c.digest, "loaded a version another host stored");
+                    registry.compiled.insert(c.digest.clone(), c);
                 }
-                registry.replace_tenant(&id, tenant, keys);
+                for (name, (state, versions)) in fresh_adapters {
+                    match state {
+                        Some(s) => registry.adapters.insert(name.clone(), s),
+                        None => registry.adapters.remove(&name),
+                    };
+                    registry.versions.insert(name, versions);
+                }
+                for (id, (tenant, keys)) in fresh_tenants {
+                    if tenant.is_none() {
+                        self.stats.remove(&id);
+                    }
+                    registry.replace_tenant(&id, tenant, keys);
+                }
+                registry.prune();
+                registry.cursor = last;
             }
-            registry.prune();
-            registry.cursor = last;
-            drop(registry);
+            if changes.iter().any(|c| c.action == AuditAction::DeleteVersion) {
+                self.prune_compile_cache(false).await;
+            }
             applied += changes.len();
             self.metrics().registry_cursor.set(last);
             self.metrics().registry_changes.inc_by(changes.len() as u64);

@@ -16,6 +16,7 @@
 mod calls;
 mod follow;
 mod registry;
+mod retention;
 mod stats;
 mod tenants;
 mod versions;
@@ -33,7 +34,7 @@ pub use webhooks::{WebhookAnswer, EVENT_DEDUP_WINDOW_MS};
 
 use crate::auth::{Auth, Caller};
 use crate::error::HostError;
-use crate::limits::{Admission, DEFAULT_TRACE_RETENTION};
+use crate::limits::{Admission, TraceRetention, DEFAULT_EVENT_RETENTION};
 use crate::runtime::{Compiled, Runtime};
 use crate::store::{Audit, AuditAction, AuditEntry, Store};
 use crate::trace::TraceWriter;
@@ -47,13 +48,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone)]
 pub struct HostOptions {
     /// Recorded calls kept per tenant.
-    pub trace_retention: u32,
+    pub traces: TraceRetention,
+    /// How long inbound events are kept.
+    pub event_retention: std::time::Duration,
     pub admin_token: Option<String>,
 }
 
 impl Default for HostOptions {
     fn default() -> Self {
-        HostOptions { trace_retention: DEFAULT_TRACE_RETENTION, admin_token: None }
+        HostOptions { traces: TraceRetention::DEFAULT, event_retention: DEFAULT_EVENT_RETENTION, admin_token: None }
     }
 }
 
@@ -69,6 +72,7 @@ pub struct Host {
     /// Why the last attempt to follow the shared store failed; `None` while it works.
     follow_error: std::sync::Mutex<Option<String>>,
     stats: stats::Stats,
+    event_retention: std::time::Duration,
 }
 
 impl Host {
@@ -78,7 +82,7 @@ impl Host {
         let snapshot = store.snapshot().await?;
         let admission = Admission::new(runtime.limits());
         let webhook_admission = Admission::webhooks(runtime.limits());
-        let traces = TraceWriter::start(store.clone(), options.trace_retention, runtime.metrics().clone());
+        let traces = TraceWriter::start(store.clone(), options.traces.clone(), runtime.metrics().clone());
         let mut registry = Registry::from_snapshot(snapshot);
         runtime.metrics().registry_cursor.set(registry.cursor);
         let mut needed: Vec<String> = registry.needed().into_iter().collect();
@@ -93,7 +97,7 @@ impl Host {
                 Err(e) => tracing::error!(%digest, "stored version cannot be loaded; its tenants fail until it is replaced: {e}"),
             }
         }
-        Ok(Host {
+        let host = Host {
             runtime,
             store,
             registry: RwLock::new(registry),
@@ -104,7 +108,10 @@ impl Host {
             webhook_admission,
             follow_error: std::sync::Mutex::new(None),
             stats: stats::Stats::default(),
-        })
+            event_retention: options.event_retention,
+        };
+        host.prune_compile_cache(true).await;
+        Ok(host)
     }
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {

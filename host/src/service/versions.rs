@@ -221,12 +221,15 @@ impl Host {
         let _w = self.writes.lock().await;
         let audit = audit(actor, AuditAction::DeleteVersion, Some(adapter), None, Some(digest), None);
         let state = self.store.delete_version(adapter, digest, &audit).await?;
-        let mut registry = self.write();
-        if let Some(v) = registry.versions.get_mut(adapter) {
-            v.retain(|v| v.digest != digest);
+        {
+            let mut registry = self.write();
+            if let Some(v) = registry.versions.get_mut(adapter) {
+                v.retain(|v| v.digest != digest);
+            }
+            registry.adapters.insert(adapter.to_string(), state);
+            registry.prune();
         }
-        registry.adapters.insert(adapter.to_string(), state);
-        registry.prune();
+        self.prune_compile_cache(false).await;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ mod rows;
 mod sql;
 pub mod sqlite;
 
+use crate::limits::TraceRetention;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -169,9 +170,17 @@ pub struct Audit {
     pub detail: Option<Value>,
 }
 
-/// One recorded call: the summary columns and the whole trace (already redacted).
+/// One recorded call: its summary (the columns calls are listed from) and the whole trace
+/// (already redacted).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallRecord {
+    pub head: CallHead,
+    pub trace: Value,
+}
+
+/// What lists a recorded call, read without its trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallHead {
     pub call_id: String,
     pub tenant: String,
     pub func_id: String,
@@ -182,7 +191,6 @@ pub struct CallRecord {
     pub duration_us: i64,
     pub outcome: String,
     pub error_kind: Option<String>,
-    pub trace: Value,
 }
 
 /// An inbound event to store (see [`Store::append_events`]).
@@ -274,9 +282,13 @@ pub trait Store: Send + Sync + 'static {
     /// A tenant's events after `cursor`, oldest first.
     async fn events_after(&self, tenant: &str, cursor: i64, limit: u32) -> StoreResult<Vec<EventRecord>>;
 
-    /// Stores recorded calls and keeps at most `keep_per_tenant` of each of their tenants.
-    async fn record_calls(&self, calls: &[CallRecord], keep_per_tenant: u32) -> StoreResult<()>;
-    /// A tenant's most recent calls, newest first.
-    async fn calls(&self, tenant: &str, limit: u32) -> StoreResult<Vec<CallRecord>>;
+    /// Deletes up to `batch` events received before `before_ms`, oldest first; how many.
+    async fn delete_events_before(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
+
+    /// Stores recorded calls and keeps, of each of their tenants, the newest calls up to
+    /// `keep.calls` of them and `keep.trace_bytes` of traces.
+    async fn record_calls(&self, calls: &[CallRecord], keep: &TraceRetention) -> StoreResult<()>;
+    /// A tenant's most recent calls, newest first, without their traces.
+    async fn calls(&self, tenant: &str, limit: u32) -> StoreResult<Vec<CallHead>>;
     async fn call(&self, tenant: &str, call_id: &str) -> StoreResult<Option<CallRecord>>;
 }

@@ -19,7 +19,10 @@ use sqlx::{Postgres, Transaction};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-const MIGRATIONS: Migrations = Migrations(&[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))]);
+const MIGRATIONS: Migrations = Migrations(&[
+    (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
+    (2, "storage bounds", include_str!("../../migrations/postgres/0002_storage_bounds.sql")),
+]);
 
 /// The channel registry changes are announced on.
 pub const CHANNEL: &str = "crm_host_changes";

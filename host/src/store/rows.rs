@@ -98,7 +98,11 @@ pub(super) fn event<R: Cells>(r: &R) -> StoreResult<EventRecord> {
 }
 
 pub(super) fn call<R: Cells>(r: &R) -> StoreResult<CallRecord> {
-    Ok(CallRecord {
+    Ok(CallRecord { head: call_head(r)?, trace: r.json("trace")? })
+}
+
+pub(super) fn call_head<R: Cells>(r: &R) -> StoreResult<CallHead> {
+    Ok(CallHead {
         call_id: r.text("call_id")?,
         tenant: r.text("tenant")?,
         func_id: r.text("func_id")?,
@@ -109,6 +113,5 @@ pub(super) fn call<R: Cells>(r: &R) -> StoreResult<CallRecord> {
         duration_us: r.int("duration_us")?,
         outcome: r.text("outcome")?,
         error_kind: r.opt_text("error_kind")?,
-        trace: r.json("trace")?,
     })
 }

@@ -343,13 +343,26 @@ macro_rules! impl_store {
                     .collect()
             }
 
-            async fn record_calls(&self, calls: &[CallRecord], keep_per_tenant: u32) -> StoreResult<()> {
+            async fn delete_events_before(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
+                Ok(sqlx::query(
+                    "DELETE FROM inbound_events WHERE seq IN
+                     (SELECT seq FROM inbound_events WHERE received_at_ms < $1 ORDER BY received_at_ms LIMIT $2)",
+                )
+                .bind(before_ms)
+                .bind(i64::from(batch))
+                .execute(self.pool())
+                .await?
+                .rows_affected())
+            }
+
+            async fn record_calls(&self, calls: &[CallRecord], keep: &TraceRetention) -> StoreResult<()> {
                 let mut tx = self.traces_write().await?;
                 let mut tenants: Vec<&str> = Vec::new();
-                for c in calls {
+                for CallRecord { head: c, trace } in calls {
+                    let trace = trace.to_string();
                     sqlx::query(
-                        "INSERT INTO calls (call_id, tenant, func_id, adapter, version, digest, started_at_ms, duration_us, outcome, error_kind, trace)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                        "INSERT INTO calls (call_id, tenant, func_id, adapter, version, digest, started_at_ms, duration_us, outcome, error_kind, trace, trace_bytes)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                     )
                     .bind(&c.call_id)
                     .bind(&c.tenant)
@@ -361,7 +374,8 @@ macro_rules! impl_store {
                     .bind(c.duration_us)
                     .bind(&c.outcome)
                     .bind(&c.error_kind)
-                    .bind(c.trace.to_string())
+                    .bind(&trace)
+                    .bind(trace.len() as i64)
                     .execute(&mut *tx)
                     .await?;
                     if !tenants.contains(&c.tenant.as_str()) {
@@ -373,7 +387,17 @@ macro_rules! impl_store {
                         "DELETE FROM calls WHERE tenant = $1 AND seq <= (SELECT seq FROM calls WHERE tenant = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)",
                     )
                     .bind(t)
-                    .bind(i64::from(keep_per_tenant))
+                    .bind(i64::from(keep.calls))
+                    .execute(&mut *tx)
+                    .await?;
+                    // The newest calls whose traces fit in the bytes; the rest go.
+                    sqlx::query(
+                        "DELETE FROM calls WHERE tenant = $1 AND seq <= (
+                           SELECT seq FROM (SELECT seq, SUM(trace_bytes) OVER (ORDER BY seq DESC) AS newer FROM calls WHERE tenant = $1) AS t
+                           WHERE newer > $2 ORDER BY seq DESC LIMIT 1)",
+                    )
+                    .bind(t)
+                    .bind(i64::try_from(keep.trace_bytes).unwrap_or(i64::MAX))
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -381,14 +405,17 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn calls(&self, tenant: &str, limit: u32) -> StoreResult<Vec<CallRecord>> {
-                sqlx::query("SELECT * FROM calls WHERE tenant = $1 ORDER BY seq DESC LIMIT $2")
+            async fn calls(&self, tenant: &str, limit: u32) -> StoreResult<Vec<CallHead>> {
+                sqlx::query(
+                    "SELECT call_id, tenant, func_id, adapter, version, digest, started_at_ms, duration_us, outcome, error_kind
+                     FROM calls WHERE tenant = $1 ORDER BY seq DESC LIMIT $2",
+                )
                     .bind(tenant)
                     .bind(i64::from(limit))
                     .fetch_all(self.pool())
                     .await?
                     .iter()
-                    .map(rows::call)
+                    .map(rows::call_head)
                     .collect()
             }
 

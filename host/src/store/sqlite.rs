@@ -11,6 +11,7 @@ use std::time::Duration;
 const MIGRATIONS: Migrations = Migrations(&[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
     (2, "tenant limits", include_str!("../../migrations/sqlite/0002_tenant_limits.sql")),
+    (3, "storage bounds", include_str!("../../migrations/sqlite/0003_storage_bounds.sql")),
 ]);
 
 pub struct SqliteStore {

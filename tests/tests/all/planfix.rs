@@ -405,6 +405,30 @@ async fn events_survive_a_restart_between_receipt_and_read() {
     assert_eq!(events(&host).await.len(), 1);
 }
 
+/// Events past the retention are deleted by the host's sweep (`--event-retention-days`;
+/// here a fraction of a second), newer ones stay.
+#[tokio::test]
+async fn events_past_the_retention_are_deleted() {
+    let crm = planfix::start("pf-token", "texter").await;
+    let config = TestHostConfig {
+        admin_token: Some(ADMIN.into()),
+        event_retention: std::time::Duration::from_millis(300),
+        ..TestHostConfig::default().routes(&[("*.planfix.com", &crm.url)])
+    };
+    let host = TestHost::start_config(config).await;
+    host.deploy("planfix").await;
+    tenant(&host, self::config()).await;
+    assert_eq!(webhook(&host, MESSAGE).await.0, 200);
+    assert_eq!(host.host.sweep_events().await.unwrap(), 0, "a new event stays");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let mut newer = MESSAGE.to_vec();
+    newer[6] = ("message", "newer");
+    assert_eq!(webhook(&host, &newer).await.0, 200);
+    assert_eq!(host.host.sweep_events().await.unwrap(), 1);
+    let left = events(&host).await;
+    assert_eq!(left.iter().map(|e| e["text"].as_str().unwrap()).collect::<Vec<_>>(), ["newer"]);
+}
+
 #[tokio::test]
 async fn events_are_read_in_order_with_a_cursor_by_the_admin_or_the_tenants_key() {
     let (_crm, host) = setup().await;

@@ -4,6 +4,7 @@
 //! version (1.0.0, or 2.0.0 for whoami-v2), so every call shows which version served it.
 
 use crm_tests::emulator::{Emulator, Fault, Recorded, Reply};
+use crm_host::limits::TraceRetention;
 use crm_tests::{component, TestHost, TestHostConfig};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -112,6 +113,59 @@ async fn restart_uses_the_compile_cache_and_recompiles_a_corrupt_entry() {
     let host = TestHost::start_in(config(&crm), data_dir).await;
     assert_eq!(metric(&host, "crm_compile_cache_total{result=\"corrupt\"}").await, 1.0, "the corrupt entry was detected");
     assert_eq!(version_of(&host, "acme").await, "1.0.0", "and recompiled");
+}
+
+/// The compile cache holds entries of stored versions for this engine build only: a deleted
+/// version's entry goes with it, and what another build or an interrupted write left is
+/// removed at start-up.
+#[tokio::test]
+async fn compile_cache_entries_go_with_their_version_and_other_builds() {
+    let crm = crm().await;
+    let host = TestHost::start_config(config(&crm)).await;
+    let (_, first) = deploy(&host, "whoami", "").await;
+    deploy(&host, "whoami-v2", "").await;
+    let cache = host.data_dir.path().join("compiled");
+    let entries = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(entries().len(), 2);
+    let digest = first["digest"].as_str().unwrap();
+    let (s, b) = host.delete(&format!("/v1/adapters/whoami/versions/{digest}")).await;
+    assert_eq!(s, 204, "{b}");
+    let left = entries();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(!left[0].starts_with(digest.trim_start_matches("sha256:")), "the deleted version's entry is gone: {left:?}");
+
+    let data_dir = host.data_dir.clone();
+    drop(host);
+    std::fs::write(cache.join(format!("{}-00000000deadbeef.cwasm", "ab".repeat(32))), b"another engine build").unwrap();
+    std::fs::write(cache.join("cd.tmp4242"), b"an interrupted write").unwrap();
+    let _host = TestHost::start_in(config(&crm), data_dir).await;
+    assert_eq!(entries(), left, "only the stored version's entry stays");
+}
+
+/// A call body larger than a recorded body may be is kept as its first 64 KiB, redacted
+/// before the cut, like every other recorded body.
+#[tokio::test]
+async fn a_large_call_body_is_recorded_capped_and_redacted() {
+    let crm = crm().await;
+    let host = TestHost::start_config(config(&crm)).await;
+    deploy(&host, "whoami", "").await;
+    whoami_tenant(&host, "acme", json!({})).await;
+    let secret = "tok-SECRET-123";
+    let text = format!("{secret} {}", "y".repeat(200 << 10));
+    let body = json!({"chat": {"id": "c-1", "phone": "1", "messages": [{"id": "m", "direction": "incoming", "text": text, "timestamp": 1}]}, "params": {"q": secret}});
+    let (_, answer, call_id) = host.call_with_id("acme", "lookup", body).await;
+    assert_eq!(answer["outcome"], "complete", "{answer}");
+    let (_, trace) = host.get(&format!("/v1/tenants/acme/calls/{call_id}")).await;
+    assert_eq!(trace["request"], Value::Null, "{}", &trace.to_string()[..300]);
+    let recorded = &trace["requestBody"];
+    assert_eq!(recorded["truncated"], true);
+    assert!(recorded["size"].as_u64().unwrap() > 200 << 10);
+    assert_eq!(recorded["data"].as_str().unwrap().len(), 64 << 10);
+    assert!(!trace.to_string().contains(secret), "the secret is redacted in the capped request");
 }
 
 #[tokio::test]
@@ -336,7 +390,7 @@ async fn auth_on_every_endpoint() {
 #[tokio::test]
 async fn calls_are_traced_with_every_exchange_and_secrets_redacted() {
     let crm = crm().await;
-    let host = TestHost::start_config(TestHostConfig { trace_retention: 3, ..config(&crm) }).await;
+    let host = TestHost::start_config(TestHostConfig { traces: TraceRetention { calls: 3, ..TraceRetention::DEFAULT }, ..config(&crm) }).await;
     deploy(&host, "whoami", "").await;
     whoami_tenant(&host, "acme", json!({})).await;
 

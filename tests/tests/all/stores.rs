@@ -1,6 +1,7 @@
 //! One contract, both storage backends: SQLite (embedded) and PostgreSQL (a real server).
 //! Whatever the host relies on from the `Store` trait is checked here against each.
 
+use crm_host::limits::TraceRetention;
 use crm_host::store::postgres::PgStore;
 use crm_host::store::sqlite::SqliteStore;
 use crm_host::store::*;
@@ -40,7 +41,7 @@ fn tenant(id: &str, pin: Option<&str>) -> TenantRecord {
 }
 
 fn call(id: &str, tenant: &str) -> CallRecord {
-    CallRecord {
+    let head = CallHead {
         call_id: id.into(),
         tenant: tenant.into(),
         func_id: "getCustomerDetails".into(),
@@ -51,8 +52,8 @@ fn call(id: &str, tenant: &str) -> CallRecord {
         duration_us: 1234,
         outcome: "failure".into(),
         error_kind: Some("crm_error".into()),
-        trace: json!({"request": {"chat": {"id": "c"}}, "outbound": []}),
-    }
+    };
+    CallRecord { head, trace: json!({"request": {"chat": {"id": "c"}}, "outbound": []}) }
 }
 
 fn event(message_id: Option<&str>, hash: &str, text: &str) -> NewEvent {
@@ -115,11 +116,29 @@ async fn contract(s: &dyn Store) {
 
     // Recorded calls: newest first, kept up to the retention per tenant.
     let calls: Vec<CallRecord> = (0..5).map(|i| call(&format!("c{i}"), "t1")).chain([call("x", "t2")]).collect();
-    s.record_calls(&calls, 3).await.unwrap();
+    s.record_calls(&calls, &TraceRetention { calls: 3, ..TraceRetention::DEFAULT }).await.unwrap();
     let kept = s.calls("t1", 10).await.unwrap();
     assert_eq!(kept.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), ["c4", "c3", "c2"]);
+    assert_eq!(kept[0], calls[4].head, "listed from the summary columns");
     assert_eq!(s.call("t1", "c4").await.unwrap().unwrap(), calls[4], "a call reads back as written");
     assert_eq!(s.call("t1", "x").await.unwrap(), None, "another tenant's call");
+
+    // ... and up to the bytes of their traces: the newest that fit.
+    let big = |id: &str| CallRecord { trace: json!({"data": "x".repeat(1000)}), ..call(id, "t3") };
+    let size = big("b0").trace.to_string().len() as u64;
+    let bound = TraceRetention { calls: 1000, trace_bytes: 3 * size + size / 2 };
+    s.record_calls(&[big("b0"), big("b1")], &bound).await.unwrap();
+    s.record_calls(&[big("b2"), big("b3"), big("b4")], &bound).await.unwrap();
+    let kept = s.calls("t3", 10).await.unwrap();
+    assert_eq!(kept.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), ["b4", "b3", "b2"]);
+
+    // Events past their retention go, oldest first, a batch at a time.
+    s.append_events("t2", &[event(Some("old1"), "o1", "old"), event(Some("old2"), "o2", "old")], 100, 500).await.unwrap();
+    assert_eq!(s.delete_events_before(1_000, 1).await.unwrap(), 1);
+    assert_eq!(s.delete_events_before(1_000, 10).await.unwrap(), 1);
+    assert_eq!(s.delete_events_before(1_000, 10).await.unwrap(), 0);
+    assert_eq!(s.events_after("t2", 0, 10).await.unwrap().len(), 1, "the newer event stays");
+    assert_eq!(s.events_after("t1", 0, 10).await.unwrap().len(), 3);
 
     // Deleting a tenant takes its keys, calls and events with it.
     assert!(s.delete_tenant("t1", &audit(AuditAction::TenantDelete, Some("a"), Some("t1"))).await.unwrap());
