@@ -111,14 +111,15 @@ fn tenant_bodies_and_limits_never_panic() {
         Ok(())
     });
     let limit = prop::option::of(any::<u64>());
-    let all = (limit.clone(), limit.clone(), limit.clone(), limit.clone(), limit.clone(), limit.clone(), limit.clone(), limit.clone(), limit);
-    fuzz("tenant-limits", all, |(m, d, r, b, o, c, cc, res, f)| {
+    let all = (limit.clone(), limit.clone(), limit.clone(), limit.clone(), limit.clone(), limit.clone(), limit.clone(), limit.clone(), limit.clone(), limit);
+    fuzz("tenant-limits", all, |(m, d, r, b, o, ob, c, cc, res, f)| {
         let l = TenantLimits {
             memory_mb: m,
             deadline_ms: d,
             request_timeout_ms: r,
             max_response_bytes: b,
             max_outbound_requests: o,
+            max_outbound_bytes: ob,
             max_crm_data_bytes: c,
             max_concurrent_calls: cc,
             max_resources: res,
@@ -128,6 +129,8 @@ fn tenant_bodies_and_limits_never_panic() {
             let applied = l.apply(&crate::limits::Limits::default());
             prop_assert!(applied.memory_bytes <= 4096 << 20);
             prop_assert!(applied.deadline <= std::time::Duration::from_secs(300));
+            let most = 256 * crate::limits::host_bytes_per_call(&crate::limits::Limits::default());
+            prop_assert!(crate::limits::host_bytes_per_call(&applied) <= most);
         }
         Ok(())
     });

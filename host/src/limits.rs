@@ -7,7 +7,7 @@
 use crate::error::{CallFailure, FailureKind, FieldError};
 use crate::lock;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::ResourceLimiter;
@@ -32,6 +32,11 @@ pub const MAX_WEBHOOK_BYTES: usize = 1 << 20;
 
 /// Largest body kept per request or response in a trace.
 pub const MAX_TRACE_BODY: usize = 64 << 10;
+/// Bodies and headers a call's trace keeps in all; exchanges past it are recorded without
+/// them (`omitted`).
+pub const MAX_TRACE_BYTES_PER_CALL: usize = 1 << 20;
+/// Longest URL a trace keeps of an outbound request.
+pub const MAX_RECORDED_URL: usize = 8 << 10;
 /// What the host keeps of a tenant's recorded calls: the newest, up to `calls` of them and
 /// `trace_bytes` of their traces (`--trace-retention`, `--trace-retention-bytes`). A trace is
 /// at most a capped request and 2 capped bodies per outbound request (about 6.5 MiB with
@@ -102,6 +107,10 @@ pub struct Limits {
     pub max_response_bytes: u64,
     /// Outbound requests one call may make (retries included).
     pub max_outbound_requests: u32,
+    /// Bytes of outbound bodies a call may make the host hold at once: requests (buffered
+    /// whole, for retries) and responses (read whole before the adapter sees them), all its
+    /// requests together.
+    pub max_outbound_bytes: u64,
     /// Largest crmData (JSON text) a call may return.
     pub max_crm_data_bytes: usize,
     /// Calls of one tenant running at once; more are refused at once (`rate_limited`).
@@ -132,13 +141,14 @@ impl Limits {
         request_timeout: Duration::from_secs(10),
         max_response_bytes: 4 << 20,
         max_outbound_requests: 50,
+        max_outbound_bytes: 16 << 20,
         max_crm_data_bytes: 1 << 20,
         max_concurrent_calls_per_tenant: 16,
         max_instances: 256,
         max_webhooks: 32,
         max_webhooks_per_tenant: 4,
-        // 256 resources x 64 KiB of headers: at most 16 MiB of host memory per call,
-        // well under the 64 MiB of linear memory an instance may have.
+        // 256 resources x 64 KiB of headers: at most 16 MiB of header maps per call (see
+        // `host_bytes_per_call` for everything a call can make the host hold).
         max_resources: 256,
         max_header_bytes: 64 << 10,
         max_header_entries: 4096,
@@ -169,6 +179,8 @@ pub struct TenantLimits {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_outbound_requests: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_outbound_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_crm_data_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_calls: Option<u64>,
@@ -180,16 +192,19 @@ pub struct TenantLimits {
 
 impl TenantLimits {
     /// `(field, value, largest value an override may ask for)`.
-    fn fields(&self) -> [(&'static str, Option<u64>, u64); 9] {
+    fn fields(&self) -> [(&'static str, Option<u64>, u64); 10] {
+        // Ceilings of what a tenant can make the host hold: 16 times the defaults' header
+        // maps and outbound bodies (see `host_bytes_per_call`).
         [
             ("memoryMb", self.memory_mb, (MAX_MEMORY_BYTES >> 20) as u64),
             ("deadlineMs", self.deadline_ms, 300_000),
             ("requestTimeoutMs", self.request_timeout_ms, 300_000),
             ("maxResponseBytes", self.max_response_bytes, 256 << 20),
             ("maxOutboundRequests", self.max_outbound_requests, 10_000),
+            ("maxOutboundBytes", self.max_outbound_bytes, 256 << 20),
             ("maxCrmDataBytes", self.max_crm_data_bytes, 64 << 20),
             ("maxConcurrentCalls", self.max_concurrent_calls, 4096),
-            ("maxResources", self.max_resources, 65_536),
+            ("maxResources", self.max_resources, 4096),
             ("fuel", self.fuel, u64::MAX),
         ]
     }
@@ -231,6 +246,9 @@ impl TenantLimits {
         }
         if let Some(v) = self.max_outbound_requests {
             l.max_outbound_requests = v as u32;
+        }
+        if let Some(v) = self.max_outbound_bytes {
+            l.max_outbound_bytes = v;
         }
         if let Some(v) = self.max_crm_data_bytes {
             l.max_crm_data_bytes = clamp(v);
@@ -284,6 +302,10 @@ impl ResourceLimiter for MemoryCap {
 pub struct CallBudget {
     requests: AtomicU32,
     headers: AtomicU32,
+    /// Bytes of outbound bodies the host holds for the call now.
+    held: Arc<AtomicU64>,
+    /// Bytes of bodies and headers recorded in the call's trace so far.
+    recorded: AtomicUsize,
     hit: Mutex<Option<(FailureKind, String)>>,
 }
 
@@ -313,6 +335,17 @@ impl CallBudget {
             )
     }
 
+    /// An empty hold on the call's outbound bytes, grown as a body is buffered.
+    pub fn hold(&self) -> Held {
+        Held { held: self.held.clone(), n: 0 }
+    }
+
+    /// Counts `n` more bytes recorded in the trace; `false` (and nothing counted) once the
+    /// call's trace would pass [`MAX_TRACE_BYTES_PER_CALL`].
+    pub fn take_recorded(&self, n: usize) -> bool {
+        self.recorded.fetch_update(Relaxed, Relaxed, |used| used.checked_add(n).filter(|t| *t <= MAX_TRACE_BYTES_PER_CALL)).is_ok()
+    }
+
     /// Records the first limit that ended the call; always `false` (nothing more is allowed).
     pub fn hit(&self, kind: FailureKind, why: String) -> bool {
         lock(&self.hit).get_or_insert((kind, why));
@@ -322,6 +355,41 @@ impl CallBudget {
     pub fn limit_hit(&self) -> Option<(FailureKind, String)> {
         lock(&self.hit).clone()
     }
+}
+
+/// Bytes of a call's outbound bodies the host holds, given back when the body is dropped.
+#[derive(Debug)]
+pub struct Held {
+    held: Arc<AtomicU64>,
+    n: u64,
+}
+
+impl Held {
+    /// Holds `more` bytes if the call's total stays within `max`; `false` (nothing taken)
+    /// otherwise.
+    pub fn grow(&mut self, more: u64, max: u64) -> bool {
+        let taken = self.held.fetch_update(Relaxed, Relaxed, |now| now.checked_add(more).filter(|t| *t <= max)).is_ok();
+        if taken {
+            self.n += more;
+        }
+        taken
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.n, Relaxed);
+    }
+}
+
+/// Everything one call can make the host hold, at most, besides its instance's linear
+/// memory: header maps (`max_resources` of `max_header_bytes`), outbound bodies
+/// (`max_outbound_bytes`) and its trace ([`MAX_TRACE_BYTES_PER_CALL`] of bodies and headers;
+/// the rest of a recorded exchange is a few hundred bytes and a URL of at most
+/// [`MAX_RECORDED_URL`]).
+pub fn host_bytes_per_call(l: &Limits) -> u64 {
+    let exchanges = u64::from(l.max_outbound_requests) * (512 + MAX_RECORDED_URL as u64);
+    (l.max_resources * l.max_header_bytes) as u64 + l.max_outbound_bytes + MAX_TRACE_BYTES_PER_CALL as u64 + exchanges
 }
 
 /// The crmData cap, checked on the text's size while it is still in guest memory.
@@ -429,6 +497,46 @@ mod tests {
         assert!(e.message.contains("--max-instances 3"), "{}", e.message);
         drop(a1);
         assert!(a.enter("c", 2).is_ok(), "a released place is free again");
+    }
+
+    /// The host memory one call can pin counts every part (SECURITY.md), and no tenant's
+    /// overrides, each at its ceiling, can raise it past 256 times the default.
+    #[test]
+    fn a_tenant_at_every_ceiling_stays_within_256_times_the_default_host_memory() {
+        let base = Limits::DEFAULT;
+        let default = host_bytes_per_call(&base);
+        assert!(default < 40 << 20, "{default}");
+        let mut all = TenantLimits::default();
+        for (name, _, ceiling) in all.fields() {
+            let v = Some(ceiling);
+            match name {
+                "memoryMb" => all.memory_mb = v,
+                "deadlineMs" => all.deadline_ms = v,
+                "requestTimeoutMs" => all.request_timeout_ms = v,
+                "maxResponseBytes" => all.max_response_bytes = v,
+                "maxOutboundRequests" => all.max_outbound_requests = v,
+                "maxOutboundBytes" => all.max_outbound_bytes = v,
+                "maxCrmDataBytes" => all.max_crm_data_bytes = v,
+                "maxConcurrentCalls" => all.max_concurrent_calls = v,
+                "maxResources" => all.max_resources = v,
+                "fuel" => all.fuel = v,
+                other => panic!("a limit this test does not know: {other}"),
+            }
+        }
+        assert_eq!(all.check(true), Ok(()));
+        let worst = host_bytes_per_call(&all.apply(&base));
+        assert!(worst <= 256 * default, "{worst} > 256 x {default}");
+    }
+
+    #[test]
+    fn held_bytes_are_bounded_and_given_back() {
+        let budget = CallBudget::default();
+        let (mut a, mut b) = (budget.hold(), budget.hold());
+        assert!(a.grow(6, 10));
+        assert!(!b.grow(5, 10), "past the call's total");
+        assert!(b.grow(4, 10));
+        drop(a);
+        assert!(b.grow(6, 10), "a dropped hold is given back");
     }
 
     #[test]

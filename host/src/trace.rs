@@ -58,12 +58,18 @@ pub struct Exchange {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routed_to: Option<String>,
     pub request_headers: Vec<(String, String)>,
-    pub request_body: BodyRecord,
+    /// `None` only when `omitted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<BodyRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     pub response_headers: Vec<(String, String)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_body: Option<BodyRecord>,
+    /// Headers and bodies left out: the call's trace already holds as much of them as a
+    /// call's may (1 MiB).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub omitted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Milliseconds from the start of the call.

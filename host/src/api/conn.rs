@@ -26,7 +26,7 @@ const LINGER: Duration = Duration::from_millis(500);
 
 /// What a connection past `--max-connections` reads before it is closed.
 const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
-connection: close\r\ncontent-length: 117\r\n\r\n{\"error\":{\"kind\":\"overloaded\",\"message\":\"the host holds as many connections as it may (--max-connections)\"}}\n";
+connection: close\r\ncontent-length: 109\r\n\r\n{\"error\":{\"kind\":\"overloaded\",\"message\":\"the host holds as many connections as it may (--max-connections)\"}}\n";
 
 /// Accepts connections on `listener` and serves `app` on each until `shutdown` resolves; then
 /// stops accepting, lets requests in flight finish (at most [`DRAIN`]) and returns.

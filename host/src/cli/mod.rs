@@ -93,6 +93,10 @@ struct Serve {
     /// Outbound requests one call may make, retries included.
     #[arg(long, default_value_t = DEFAULTS.max_outbound_requests)]
     max_outbound_requests: u32,
+    /// Bytes of outbound bodies (requests buffered for retries, responses read whole) one
+    /// call may make the host hold at once.
+    #[arg(long, default_value_t = DEFAULTS.max_outbound_bytes)]
+    max_outbound_bytes: u64,
     /// Largest crmData (JSON text, in bytes) a call may return.
     #[arg(long, default_value_t = DEFAULTS.max_crm_data_bytes)]
     max_crm_data_bytes: usize,
@@ -217,6 +221,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_response_bytes: args.max_response_bytes,
         max_outbound_requests: args.max_outbound_requests,
+        max_outbound_bytes: args.max_outbound_bytes,
         max_crm_data_bytes: args.max_crm_data_bytes,
         max_concurrent_calls_per_tenant: args.max_concurrent_calls,
         max_instances: args.max_instances,

@@ -14,9 +14,11 @@ use crate::egress::{EgressPolicy, Upstreams};
 use crate::limits::MAX_OUTBOUND_REQUEST_BODY;
 use crate::runtime::CallScope;
 use connect::Connector;
-use http_body_util::{BodyExt, Limited};
+use crate::limits::Held;
+use bytes::Bytes;
+use http_body_util::BodyExt;
 pub use send::RetryPolicy;
-use send::{send_with_retries, Timeouts};
+use send::{send_with_retries, Caps, Timeouts};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime_wasi_http::bindings::http::types::ErrorCode;
@@ -46,6 +48,8 @@ pub(crate) struct CallOutbound {
     pub max_response_bytes: u64,
     /// Outbound requests (attempts) the call may make.
     pub max_requests: u32,
+    /// Bytes of outbound bodies the call may make the host hold at once.
+    pub max_held_bytes: u64,
     pub scope: Arc<CallScope>,
 }
 
@@ -141,15 +145,80 @@ impl CallOutbound {
         let body = request.into_body();
         // (Owned: the attempts run on a task of their own. Not `config`, the guest's.)
         let outbound = self.config.clone();
-        let caps = (self.max_response_bytes, self.max_requests);
+        let caps = Caps { max_body: self.max_response_bytes, max_requests: self.max_requests, max_held: self.max_held_bytes };
         let handle = wasmtime_wasi::runtime::spawn(async move {
-            let body = match Limited::new(body, MAX_OUTBOUND_REQUEST_BODY).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => return Ok(Err(ErrorCode::HttpRequestBodySize(Some(MAX_OUTBOUND_REQUEST_BODY as u64)))),
-            };
+            // Held (for retries) until the last attempt is over.
+            let mut buffer = Buffer::new(&scope, MAX_OUTBOUND_REQUEST_BODY as u64, caps.max_held);
+            let mut body = body;
+            while let Some(frame) = body.frame().await {
+                let Ok(data) = frame.map(|f| f.into_data()) else { return Ok(Err(ErrorCode::HttpRequestBodySize(None))) };
+                let Ok(data) = data else { continue };
+                match buffer.push(&data) {
+                    Ok(()) => {}
+                    Err(Overflow::Cap) => return Ok(Err(ErrorCode::HttpRequestBodySize(Some(MAX_OUTBOUND_REQUEST_BODY as u64)))),
+                    Err(Overflow::Held) => return Ok(Err(held_too_much(&scope, caps.max_held, &target))),
+                }
+            }
+            let (body, _held) = buffer.finish();
             Ok(send_with_retries(&prepared, body, timeouts, &outbound, caps, &scope, &target).await)
         });
         Ok(HostFutureIncomingResponse::pending(handle))
     }
 }
 
+
+/// A body being buffered whole (a request for its retries, a response before the adapter
+/// sees it): each time it grows, its new capacity is held in the call's outbound bytes first,
+/// so what a call makes the host buffer, all its requests together, stays within
+/// `--max-outbound-bytes`, however many it runs at once.
+pub(crate) struct Buffer {
+    bytes: Vec<u8>,
+    held: Held,
+    /// Largest this body may be.
+    cap: u64,
+    max_held: u64,
+}
+
+pub(crate) enum Overflow {
+    /// Past the body's own cap.
+    Cap,
+    /// Past the call's outbound bytes.
+    Held,
+}
+
+impl Buffer {
+    pub fn new(scope: &CallScope, cap: u64, max_held: u64) -> Self {
+        Buffer { bytes: Vec::new(), held: scope.budget.hold(), cap, max_held }
+    }
+
+    pub fn push(&mut self, data: &[u8]) -> Result<(), Overflow> {
+        let needed = self.bytes.len() + data.len();
+        if needed as u64 > self.cap {
+            return Err(Overflow::Cap);
+        }
+        let capacity = self.bytes.capacity();
+        if needed > capacity {
+            let grown = (capacity * 2).min(self.cap as usize).max(needed);
+            if !self.held.grow((grown - capacity) as u64, self.max_held) {
+                return Err(Overflow::Held);
+            }
+            self.bytes.reserve_exact(grown - self.bytes.len());
+        }
+        self.bytes.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// The bytes, and their hold (given back when dropped).
+    pub fn finish(self) -> (Bytes, Held) {
+        (Bytes::from(self.bytes), self.held)
+    }
+}
+
+/// Ends the call on `--max-outbound-bytes`; what the adapter sees of it is a transport error.
+pub(crate) fn held_too_much(scope: &CallScope, max: u64, target: &str) -> ErrorCode {
+    scope.budget.hit(
+        crate::error::FailureKind::OutboundLimitExceeded,
+        format!("{target}: the call's outbound bodies came to more than the {max} bytes a call may hold (--max-outbound-bytes)"),
+    );
+    ErrorCode::HttpResponseBodySize(None)
+}

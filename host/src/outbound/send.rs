@@ -4,7 +4,8 @@
 //! 429/502/503/504, with backoff, within the call's deadline and request budget.
 
 use super::connect::{hyper_error, ConnectError, ExchangeTimeouts, Target};
-use super::{OutboundConfig, Prepared};
+use super::{held_too_much, Buffer, OutboundConfig, Overflow, Prepared};
+use crate::limits::{Held, MAX_RECORDED_URL};
 use crate::limits::MAX_RETRY_AFTER;
 use crate::runtime::CallScope;
 use crate::trace::{BodyRecord, Exchange};
@@ -54,12 +55,21 @@ pub(super) struct Timeouts {
     pub between_bytes: Duration,
 }
 
+/// What an outbound request may take: the response's size, the call's requests and the
+/// bytes its bodies may hold.
+#[derive(Clone, Copy)]
+pub(super) struct Caps {
+    pub max_body: u64,
+    pub max_requests: u32,
+    pub max_held: u64,
+}
+
 pub(super) async fn send_with_retries(
     p: &Prepared,
     body: Bytes,
     t: Timeouts,
     config: &OutboundConfig,
-    (max_body, max_requests): (u64, u32),
+    caps: Caps,
     scope: &CallScope,
     target: &str,
 ) -> Result<IncomingResponse, ErrorCode> {
@@ -67,7 +77,7 @@ pub(super) async fn send_with_retries(
     let mut attempt = 1;
     loop {
         let started = Instant::now();
-        let result = match send_once(p, body.clone(), t, max_body, config).await {
+        let result = match send_once(p, body.clone(), t, caps, config, scope, target).await {
             Ok(r) => Ok(r),
             Err(ConnectError::Failed(e)) => Err(e),
             // Not an exchange: nothing was sent. The call learns why through its scope.
@@ -105,7 +115,7 @@ pub(super) async fn send_with_retries(
         let fits = Instant::now()
             .checked_add(wait + t.connect.min(Duration::from_millis(50)))
             .is_some_and(|next| next < scope.deadline);
-        if !fits || !scope.budget.take_retry(max_requests) {
+        if !fits || !scope.budget.take_retry(caps.max_requests) {
             return result.map(|(_, resp, _)| resp);
         }
         scope.metrics.outbound_retries.with_label_values(&[&scope.adapter, &p.origin_label, &reason]).inc();
@@ -121,9 +131,12 @@ async fn send_once(
     p: &Prepared,
     body: Bytes,
     t: Timeouts,
-    max_body: u64,
+    caps: Caps,
     config: &OutboundConfig,
+    scope: &CallScope,
+    what: &str,
 ) -> Result<(u16, IncomingResponse, Bytes), ConnectError> {
+    let max_body = caps.max_body;
     let failed = ConnectError::Failed;
     let host = p.uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or_default();
     let port = p.uri.port_u16().unwrap_or(if p.use_tls { 443 } else { 80 });
@@ -149,7 +162,7 @@ async fn send_once(
         return Err(failed(ErrorCode::HttpResponseBodySize(Some(max_body))));
     }
     let (parts, mut incoming) = response.into_parts();
-    let mut bytes = Vec::new();
+    let mut buffer = Buffer::new(scope, max_body, caps.max_held);
     loop {
         let frame = match tokio::time::timeout(t.between_bytes, incoming.frame()).await {
             Err(_) => return Err(failed(ErrorCode::ConnectionReadTimeout)),
@@ -157,18 +170,47 @@ async fn send_once(
             Ok(Some(f)) => f.map_err(|e| failed(hyper_error(&e)))?,
         };
         if let Some(data) = frame.data_ref() {
-            if (bytes.len() + data.len()) as u64 > max_body {
-                return Err(failed(ErrorCode::HttpResponseBodySize(Some(max_body))));
+            match buffer.push(data) {
+                Ok(()) => {}
+                Err(Overflow::Cap) => return Err(failed(ErrorCode::HttpResponseBodySize(Some(max_body)))),
+                Err(Overflow::Held) => return Err(failed(held_too_much(scope, caps.max_held, what))),
             }
-            bytes.extend_from_slice(data);
         }
     }
     // Read to its end: the connection can carry the next request.
     lease.release();
-    let bytes = Bytes::from(bytes);
+    let (bytes, held) = buffer.finish();
     let status = parts.status.as_u16();
-    let resp = hyper::Response::from_parts(parts, Full::new(bytes.clone()).map_err(|never| match never {}).boxed());
+    // The response's bytes stay held until the adapter is done with its body.
+    let body = HeldBody { body: Full::new(bytes.clone()), _held: held };
+    let resp = hyper::Response::from_parts(parts, body.map_err(|never| match never {}).boxed());
     Ok((status, IncomingResponse { resp, worker: None, between_bytes_timeout: t.between_bytes }, bytes))
+}
+
+/// A response body handed to the adapter, holding its bytes' place in the call's budget.
+struct HeldBody {
+    body: Full<Bytes>,
+    _held: Held,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 fn record(
@@ -201,24 +243,45 @@ fn record(
     }
     scope.metrics.outbound.with_label_values(&[&scope.adapter, &p.origin_label, &status_label]).inc();
     scope.metrics.outbound_seconds.with_label_values(&[&scope.adapter, &p.origin_label]).observe(duration.as_secs_f64());
-    let (status, response_headers, response_body, error) = match result {
+    let (status, mut response_headers, mut response_body, error) = match result {
         Ok((s, resp, bytes)) => (Some(*s), headers(resp.resp.headers()), Some(BodyRecord::new(bytes, r)), None),
         Err(e) => (None, Vec::new(), None, Some(format!("{e:?}"))),
     };
+    let (mut request_headers, mut request_body) = (headers(&p.headers), Some(BodyRecord::new(body, r)));
+    // A call's trace keeps so much of its bodies and headers; later exchanges go without.
+    let pairs = |h: &[(String, String)]| h.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    let size = pairs(&request_headers)
+        + pairs(&response_headers)
+        + request_body.as_ref().map_or(0, |b| b.data.len())
+        + response_body.as_ref().map_or(0, |b| b.data.len());
+    let omitted = !scope.budget.take_recorded(size);
+    if omitted {
+        (request_headers, response_headers, request_body, response_body) = (Vec::new(), Vec::new(), None, None);
+    }
     scope.record(Exchange {
         attempt,
         method: p.method.to_string(),
-        url: p.url.clone(),
-        routed_to: p.routed.then(|| r.text(&p.uri.to_string())),
-        request_headers: headers(&p.headers),
-        request_body: BodyRecord::new(body, r),
+        url: cut(&p.url, MAX_RECORDED_URL),
+        routed_to: p.routed.then(|| cut(&r.text(&p.uri.to_string()), MAX_RECORDED_URL)),
+        request_headers,
+        request_body,
         status,
         response_headers,
         response_body,
+        omitted,
         error,
         started_ms: scope.elapsed_ms(started),
         duration_ms: ms,
     });
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 fn is_connection_error(e: &ErrorCode) -> bool {

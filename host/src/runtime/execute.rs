@@ -89,6 +89,7 @@ impl Executor {
                 request_timeout: limits.request_timeout,
                 max_response_bytes: limits.max_response_bytes,
                 max_requests: limits.max_outbound_requests,
+                max_held_bytes: limits.max_outbound_bytes,
                 scope,
             },
         };

@@ -584,3 +584,24 @@ async fn pooled_connections_are_reused_but_egress_is_checked_per_request() {
     assert_eq!(host.complete("t1", "fetch", other).await["status"], 200);
     assert_eq!(up.requests().len(), 6);
 }
+
+/// Host memory through responses: an adapter that makes requests at once and keeps every
+/// response unread makes the host hold their bodies. Past `--max-outbound-bytes` (16 MiB)
+/// the call ends on that limit, however many requests it runs at once; within it, the same
+/// adapter completes.
+#[tokio::test]
+async fn responses_held_at_once_are_bounded_by_the_calls_outbound_bytes() {
+    fn big(_: &mut (), _: &Recorded) -> Reply {
+        (200, json!({"filler": "x".repeat(3 << 20)}))
+    }
+    let crm = Emulator::start((), big).await;
+    let limits = crm_host::Limits { max_response_bytes: 4 << 20, max_outbound_bytes: 16 << 20, ..crm_tests::test_limits() };
+    let host = TestHost::start_with(limits, &[("hoard.test", &crm.url)]).await;
+    host.deploy("chaos").await;
+    host.put_tenant("t1", json!({"adapter": "chaos", "crmConfig": {"hookUrl": "http://hoard.test"}})).await;
+    let e = host.failure("t1", "hoard", call_body(json!({"authority": "hoard.test", "requests": 8}))).await;
+    assert_eq!(e["kind"], "outbound_limit_exceeded", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("--max-outbound-bytes"), "{e}");
+    let done = host.complete("t1", "hoard", call_body(json!({"authority": "hoard.test", "requests": 4}))).await;
+    assert_eq!(done["kept"], 4, "{done}");
+}

@@ -18,7 +18,7 @@ impl Adapter for Chaos {
     const SPEC: AdapterSpec = AdapterSpec {
         name: "chaos",
         version: "0.1.0",
-        operations: &["echo", "fetch", "spin", "hog", "panic", "env", "counter", "flood", "big", "fields", "headers", "recurse", "trap", "rawget"],
+        operations: &["echo", "fetch", "spin", "hog", "panic", "env", "counter", "flood", "big", "fields", "headers", "recurse", "trap", "rawget", "hoard"],
         config: &[ConfigField::string("token").secret(), ConfigField::endpoint("hookUrl")],
         outbound_hosts: &["https://api.chaos.test"],
     };
@@ -66,6 +66,7 @@ impl Adapter for Chaos {
             "trap" => trap(),
             "rawget" => raw_get(call.params.required_str("scheme")?, call.params.required_str("authority")?)?,
             "headers" => header_flood(),
+            "hoard" => hoard(call.params.required_str("authority")?, call.params.uint("requests", 8)? as usize),
             "spin" => {
                 let mut n = 0u64;
                 loop {
@@ -163,6 +164,38 @@ fn raw_get(scheme: String, authority: String) -> Result<Value, CrmError> {
         Err(ErrorCode::HttpRequestDenied) => Err(CrmError::EgressDenied(format!("{authority} denied"))),
         Err(e) => Err(CrmError::Transport(format!("{e:?}"))),
     }
+}
+
+/// Host-side memory through responses: `n` requests at once, each response kept unread, so
+/// the host holds every body it read for them.
+#[cfg(target_arch = "wasm32")]
+fn hoard(authority: String, n: usize) -> Value {
+    use crm_sdk::__private::bindings::wasi::http::outgoing_handler;
+    use crm_sdk::__private::bindings::wasi::http::types::{Fields, OutgoingRequest, Scheme};
+    let mut futures = Vec::new();
+    for _ in 0..n {
+        let req = OutgoingRequest::new(Fields::new());
+        let _ = req.set_scheme(Some(&Scheme::Http));
+        let _ = req.set_authority(Some(&authority));
+        let _ = req.set_path_with_query(Some("/big"));
+        if let Ok(f) = outgoing_handler::handle(req, None) {
+            futures.push(f);
+        }
+    }
+    let (mut kept, mut failed) = (Vec::new(), 0);
+    for f in &futures {
+        f.subscribe().block();
+        match f.get() {
+            Some(Ok(Ok(resp))) => kept.push(resp),
+            _ => failed += 1,
+        }
+    }
+    json!({"kept": kept.len(), "failed": failed})
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn hoard(_: String, _: usize) -> Value {
+    json!({})
 }
 
 #[cfg(not(target_arch = "wasm32"))]
