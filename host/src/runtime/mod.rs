@@ -17,6 +17,7 @@ mod checks;
 mod engine;
 mod execute;
 mod exports;
+mod http_types;
 mod scope;
 mod state;
 

@@ -15,7 +15,7 @@ pub(super) fn adapter_linker(engine: &Engine) -> anyhow::Result<Linker<HostState
     let mut linker = Linker::<HostState>::new(engine);
     let l = &mut linker;
     wasmtime_wasi_io::add_to_linker_async(l)?;
-    wasmtime_wasi_http::add_only_http_to_linker_async(l)?;
+    super::http_types::add_to_linker(l)?;
     clocks::monotonic_clock::add_to_linker::<_, Wasi>(l, wasi_view)?;
     clocks::wall_clock::add_to_linker::<_, Wasi>(l, wasi_view)?;
     random::random::add_to_linker::<_, Random>(l, |s| s.wasi.random())?;

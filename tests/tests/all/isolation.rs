@@ -605,3 +605,15 @@ async fn responses_held_at_once_are_bounded_by_the_calls_outbound_bytes() {
     let done = host.complete("t1", "hoard", call_body(json!({"authority": "hoard.test", "requests": 4}))).await;
     assert_eq!(done["kept"], 4, "{done}");
 }
+
+/// Host memory through a request's strings: a path is the guest's to choose and the host
+/// keeps it with the request; past 8 KiB the setter fails and the call ends on the limit.
+#[tokio::test]
+async fn long_request_strings_are_refused() {
+    let host = chaos(&[], json!({})).await;
+    let e = host.failure("t1", "longpath", call_body(json!({"bytes": 1 << 20}))).await;
+    assert_eq!(e["kind"], "resource_limit_exceeded", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("path"), "{e}");
+    let ok = host.complete("t1", "longpath", call_body(json!({"bytes": 2000}))).await;
+    assert_eq!(ok["kept"], 64, "{ok}");
+}

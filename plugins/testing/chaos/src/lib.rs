@@ -18,7 +18,7 @@ impl Adapter for Chaos {
     const SPEC: AdapterSpec = AdapterSpec {
         name: "chaos",
         version: "0.1.0",
-        operations: &["echo", "fetch", "spin", "hog", "panic", "env", "counter", "flood", "big", "fields", "headers", "recurse", "trap", "rawget", "hoard"],
+        operations: &["echo", "fetch", "spin", "hog", "panic", "env", "counter", "flood", "big", "fields", "headers", "recurse", "trap", "rawget", "hoard", "longpath"],
         config: &[ConfigField::string("token").secret(), ConfigField::endpoint("hookUrl")],
         outbound_hosts: &["https://api.chaos.test"],
     };
@@ -66,6 +66,7 @@ impl Adapter for Chaos {
             "trap" => trap(),
             "rawget" => raw_get(call.params.required_str("scheme")?, call.params.required_str("authority")?)?,
             "headers" => header_flood(),
+            "longpath" => long_path(call.params.uint("bytes", 0)? as usize),
             "hoard" => hoard(call.params.required_str("authority")?, call.params.uint("requests", 8)? as usize),
             "spin" => {
                 let mut n = 0u64;
@@ -191,6 +192,26 @@ fn hoard(authority: String, n: usize) -> Value {
         }
     }
     json!({"kept": kept.len(), "failed": failed})
+}
+
+/// Host-side memory through a request's strings: 64 requests, each with a path of `bytes`.
+#[cfg(target_arch = "wasm32")]
+fn long_path(bytes: usize) -> Value {
+    use crm_sdk::__private::bindings::wasi::http::types::{Fields, OutgoingRequest};
+    let path = format!("/{}", "p".repeat(bytes));
+    let mut kept = Vec::new();
+    for _ in 0..64 {
+        let req = OutgoingRequest::new(Fields::new());
+        if req.set_path_with_query(Some(&path)).is_ok() {
+            kept.push(req);
+        }
+    }
+    json!({"kept": kept.len()})
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn long_path(_: usize) -> Value {
+    json!({})
 }
 
 #[cfg(not(target_arch = "wasm32"))]
