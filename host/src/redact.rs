@@ -1,6 +1,9 @@
 //! Redaction: every secret crmConfig value (the fields an adapter marks secret), in each
 //! spelling it takes on the wire, replaced by `[redacted]` before anything leaves a call:
-//! failure messages, traces, logs.
+//! failure messages, traces, logs. The spellings: raw; form- and percent-encoded; JSON-escaped
+//! (as serde writes it, and as PHP's `json_encode` does, `\/` and `\uXXXX`); base64, standard
+//! and URL-safe, wherever the secret starts in the encoded bytes (so also inside `Basic`
+//! credentials and base64 bodies that hold more than the secret).
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
@@ -33,8 +36,10 @@ impl Redactor {
             let percent = form.replace('+', "%20");
             let json = Value::String(raw.clone()).to_string();
             let json = json[1..json.len() - 1].to_string();
-            for n in [raw, form, percent, json] {
-                if !needles.contains(&n) {
+            let php = php_json(&json);
+            let base64 = base64_cores(raw.as_bytes());
+            for n in [raw, form, percent, json, php].into_iter().chain(base64) {
+                if !n.is_empty() && !needles.contains(&n) {
                     needles.push(n);
                 }
             }
@@ -101,6 +106,48 @@ impl Redactor {
 }
 
 
+/// serde's JSON escaping redone as PHP's `json_encode` writes it by default: `/` as `\/`
+/// and every character outside ASCII as `\uXXXX` (UTF-16).
+fn php_json(serde_escaped: &str) -> String {
+    let mut out = String::new();
+    for c in serde_escaped.chars() {
+        match c {
+            '/' => out.push_str("\\/"),
+            c if c.is_ascii() => out.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The base64 text that `secret`'s bytes always encode to, whatever comes before and after
+/// them: for each of the three positions it can start at within a 3-byte group, the
+/// characters of the groups made of its bytes only. Standard and URL-safe alphabets. A core
+/// under 8 characters (from a secret of under 8 bytes) would match unrelated text, so short
+/// secrets are looked for in base64 only where they fill whole groups.
+fn base64_cores(secret: &[u8]) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let mut cores = Vec::new();
+    for offset in 0..3 {
+        // `offset` bytes of whatever precede the secret in its first group.
+        let skip = (3 - offset) % 3;
+        let whole = secret.len().saturating_sub(skip) / 3 * 3;
+        let core = &secret[skip.min(secret.len())..skip.min(secret.len()) + whole];
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let text = engine.encode(core);
+            if text.len() >= 8 {
+                cores.push(text);
+            }
+        }
+    }
+    cores
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +162,50 @@ mod tests {
         assert_eq!(r.text("/p?k=s3c%20ret%2B%2Fx"), "/p?k=[redacted]");
         assert_eq!(r.json(&json!({"s3c ret+/x": ["s3c ret+/x", 1]})), json!({"[redacted]": ["[redacted]", 1]}));
         assert_eq!(r.text("77"), "77", "only secret fields are redacted");
+    }
+
+    /// One secret holding every character some encoding escapes, in each spelling it can take
+    /// on the wire, inside text that is not secret.
+    #[test]
+    fn every_spelling_of_a_secret_is_redacted() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let secret = "k\"e\\y/+ =&%?#é€\n\t<>'";
+        let r = Redactor::new(&["token".into()], json!({"token": secret}).as_object().unwrap());
+        let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        let json = serde_json::to_string(secret).unwrap();
+        let spellings = [
+            ("raw", secret.to_string()),
+            ("form", form.clone()),
+            ("percent", form.replace('+', "%20")),
+            ("json", json[1..json.len() - 1].to_string()),
+            ("php json", php_json(&json[1..json.len() - 1])),
+        ];
+        for (name, spelled) in spellings {
+            let text = format!("before {spelled} after");
+            assert_eq!(r.text(&text), "before [redacted] after", "{name}: {spelled}");
+            assert!(!r.bytes(text.as_bytes()).windows(spelled.len()).any(|w| w == spelled.as_bytes()), "{name} as bytes");
+        }
+        // base64 of the secret wherever it starts among other bytes, both alphabets.
+        for prefix in ["", "u", "us", "user:"] {
+            for engine in [&STANDARD, &URL_SAFE] {
+                let encoded = engine.encode(format!("{prefix}{secret}:rest"));
+                let out = r.text(&format!("data={encoded}"));
+                assert!(out.contains(REDACTED), "base64 after {prefix:?}: {encoded} -> {out}");
+                let core = &base64_cores(secret.as_bytes());
+                assert!(core.iter().all(|c| !out.contains(c.as_str())), "{out}");
+            }
+        }
+        let basic = format!("Basic {}", STANDARD.encode(format!("user:{secret}")));
+        assert_eq!(r.header(&basic), "Basic [redacted]");
+        // Cut by a truncation: bodies are redacted before they are cut (trace::tests).
+    }
+
+    #[test]
+    fn short_secrets_are_not_looked_for_in_base64_fragments() {
+        assert!(base64_cores(b"abc").is_empty());
+        assert!(base64_cores(b"abcdef").iter().all(|c| c.len() >= 8));
+        let r = Redactor::new(&["token".into()], json!({"token": "abc"}).as_object().unwrap());
+        assert_eq!(r.text("YWJjZGVm and abc"), "YWJjZGVm and [redacted]");
     }
 
     #[test]

@@ -617,3 +617,27 @@ async fn long_request_strings_are_refused() {
     let ok = host.complete("t1", "longpath", call_body(json!({"bytes": 2000}))).await;
     assert_eq!(ok["kept"], 64, "{ok}");
 }
+
+/// A call's trace keeps 1 MiB of bodies and headers: exchanges past it are recorded (method,
+/// URL, status, timing) with `omitted` and without them.
+#[tokio::test]
+async fn a_calls_trace_keeps_a_bounded_share_of_its_exchanges() {
+    fn big(_: &mut (), _: &Recorded) -> Reply {
+        (200, json!({"filler": "x".repeat(100 << 10)}))
+    }
+    let crm = Emulator::start((), big).await;
+    let limits = crm_host::Limits { max_outbound_requests: 30, max_response_bytes: 1 << 20, ..crm_tests::test_limits() };
+    let host = TestHost::start_with(limits, &[("api.chaos.test", &crm.url)]).await;
+    host.deploy("chaos").await;
+    host.put_tenant("t1", json!({"adapter": "chaos", "crmConfig": {}})).await;
+    let (_, answer, call_id) = host.call_with_id("t1", "flood", call_body(json!({"url": "https://api.chaos.test/big"}))).await;
+    assert_eq!(answer["error"]["kind"], "outbound_limit_exceeded", "{answer}");
+    let (_, trace) = host.get(&format!("/v1/tenants/t1/calls/{call_id}")).await;
+    let exchanges = trace["outbound"].as_array().unwrap();
+    assert_eq!(exchanges.len(), 30, "every exchange is recorded");
+    let kept: usize = exchanges.iter().filter_map(|e| e["responseBody"]["data"].as_str()).map(str::len).sum();
+    assert!(kept <= 1 << 20, "{kept} bytes of bodies kept");
+    let omitted = exchanges.iter().filter(|e| e["omitted"] == true).count();
+    assert!(omitted >= 10, "{omitted} exchanges omitted");
+    assert!(exchanges.iter().all(|e| e["status"] == 200 && e["url"] == "https://api.chaos.test/big"));
+}

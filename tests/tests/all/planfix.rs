@@ -526,3 +526,48 @@ async fn forged_webhooks_never_take_a_calls_place() {
     assert!(adapter > 0 && host_429 > 0, "{adapter} refused by the adapter, {host_429} by the host, of {}", statuses.len());
     assert_eq!(adapter + host_429, statuses.len(), "nothing else: {statuses:?}");
 }
+
+/// Every series the README documents, from a call, a webhook delivered twice and a deploy,
+/// with the values they must have. (Retries are `service.rs`'s, the registry's `replicas.rs`'s.)
+#[tokio::test]
+async fn every_documented_metric_counts_what_it_says() {
+    let (_crm, host) = setup().await;
+    tenant(&host, config()).await;
+    host.complete("acme", "newMessage", json!({"chat": chat(), "params": {"message": "hi"}})).await;
+    assert_eq!(webhook(&host, MESSAGE).await.0, 200);
+    assert_eq!(webhook(&host, MESSAGE).await.0, 200);
+    let text = reqwest::get(format!("{}/metrics", host.url)).await.unwrap().text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}"))
+    };
+    for (series, expected) in [
+        (r#"crm_calls_total{adapter="planfix",func_id="newMessage",kind="",outcome="complete"}"#, 1.0),
+        (r#"crm_call_duration_seconds_count{adapter="planfix",func_id="newMessage"}"#, 1.0),
+        (r#"crm_deploys_total{adapter="planfix",result="ok"}"#, 1.0),
+        (r#"crm_webhooks_total{adapter="planfix",status="200"}"#, 2.0),
+        (r#"crm_inbound_events_total{adapter="planfix",result="stored"}"#, 1.0),
+        (r#"crm_inbound_events_total{adapter="planfix",result="duplicate"}"#, 1.0),
+        ("crm_instances_in_flight", 0.0),
+        ("crm_call_traces_dropped_total", 0.0),
+    ] {
+        assert_eq!(value(series), expected, "{series}");
+    }
+    // Requests to the tenant's endpoint (planfixUrl), which names the customer: `endpoint`.
+    let requests = value(r#"crm_outbound_requests_total{adapter="planfix",host="endpoint",status="200"}"#);
+    assert!(requests >= 1.0, "{requests}");
+    assert_eq!(value(r#"crm_outbound_duration_seconds_count{adapter="planfix",host="endpoint"}"#), requests);
+    // Validation at tenant PUT, the call, two webhooks: an instance each.
+    assert!(value("crm_instances_total") >= 4.0);
+
+    // And nothing the README lists is missing from what the host serves.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let documented: Vec<&str> =
+        readme.lines().filter_map(|l| l.strip_prefix("| `crm_")).map(|l| l.split('`').next().unwrap()).collect();
+    assert!(documented.len() >= 15, "{documented:?}");
+    for name in documented {
+        let elsewhere = name.starts_with("outbound_retries") || name.starts_with("registry_");
+        assert!(elsewhere || text.contains(&format!("# TYPE crm_{name} ")), "crm_{name} is documented but not served");
+    }
+}

@@ -236,6 +236,15 @@ async fn losing_the_database_keeps_calls_served_refuses_writes_and_heals() {
     eventually("a tenant made on B, on A", PROPAGATES, async || version(&c.hosts[0], "other").await.is_ok()).await;
     let (_, audit) = c.hosts[0].req("GET", "/v1/audit", None).await;
     assert_eq!(audit["entries"].as_array().unwrap().len(), 4, "nothing refused was half-written: {audit}");
+
+    // The registry's metrics tell the same story: following failed while the database was
+    // away, and both hosts have since applied every entry.
+    let last: f64 = audit["next"].as_str().unwrap().parse().unwrap();
+    for p in &c.hosts {
+        assert!(metric(p, "crm_registry_follow_failures_total").await >= 1.0, "the outage is counted");
+        eventually("the cursor at the last entry", PROPAGATES, async || metric(p, "crm_registry_cursor").await == last).await;
+        assert!(metric(p, "crm_registry_changes_applied_total").await >= 1.0);
+    }
 }
 
 #[tokio::test]
@@ -406,4 +415,10 @@ async fn the_same_message_delivered_to_both_hosts_at_once_is_stored_once() {
     let expected: Vec<String> = (0..10).map(|i| format!("message {i}")).collect();
     assert_eq!(stored.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(), expected, "each once, in order");
     assert_eq!(texts(b).await, stored);
+}
+
+/// An unlabelled series' value on a host's `/metrics`.
+async fn metric(p: &Proc, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", p.url)).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
