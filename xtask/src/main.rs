@@ -358,6 +358,13 @@ fn fuzz(root: &Path, args: &[String]) -> Result<()> {
         .current_dir(root)
         .args(["test", "--package", "crm-host", "--lib", "fuzz::", "--", "--nocapture", "--test-threads", "1"])
         .env("CRM_FUZZ_SECS", &secs))?;
+    // The outbound path against arbitrary CRM answers needs the adapters built.
+    plugins(root)?;
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["test", "--package", "crm-tests", "--test", "all", "outbound_fuzz", "--", "--nocapture"])
+        .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
+        .env("CRM_FUZZ_SECS", &secs))?;
     run(Command::new("cargo")
         .arg("test")
         .arg("--manifest-path")

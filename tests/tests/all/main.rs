@@ -10,6 +10,7 @@ mod hostile_input;
 mod isolation;
 mod leadim;
 mod native_parity;
+mod outbound_fuzz;
 mod plando;
 mod planfix;
 mod process;
