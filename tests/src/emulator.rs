@@ -110,6 +110,11 @@ impl<S: Send + 'static> Emulator<S> {
         self.inner.lock().unwrap().faults.clear();
     }
 
+    /// Drops what was recorded so far (a long run keeps its memory flat).
+    pub fn forget_requests(&self) {
+        self.inner.lock().unwrap().requests.clear();
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.inner.lock().unwrap().requests.clone()
     }

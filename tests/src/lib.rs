@@ -8,6 +8,7 @@ pub mod planfix;
 pub mod plando;
 pub mod postgres;
 pub mod process;
+pub mod soak;
 
 use crm_host::egress::Upstreams;
 use crm_host::outbound::connect::{Connector, Dial, Resolve};

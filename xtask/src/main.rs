@@ -33,8 +33,9 @@ fn main() -> Result<()> {
         Some("demo") => demo(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
         Some("fuzz") => fuzz(&root, &args[1..]),
+        Some("soak") => soak(&root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <setup|plugins|test|demo|bench [neighbours]|fuzz [SECONDS]>");
+            eprintln!("usage: cargo xtask <setup|plugins|test|demo|bench [neighbours]|fuzz [SECONDS]|soak [MINUTES] [RATE]>");
             std::process::exit(2);
         }
     }
@@ -344,6 +345,21 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         }
         _ => bail!("usage: cargo xtask bench [neighbours]"),
     }
+}
+
+/// The long run (`tests/src/soak.rs`) against a release host: MINUTES (60) at RATE calls/s (50).
+fn soak(root: &Path, args: &[String]) -> Result<()> {
+    for a in args {
+        a.parse::<u64>().with_context(|| format!("usage: cargo xtask soak [MINUTES] [RATE], not {a}"))?;
+    }
+    plugins(root)?;
+    eprintln!("xtask: release build of the host and the soak (a cold one compiles wasmtime: about 10 minutes on 2 cores)");
+    run(Command::new("cargo").current_dir(root).args(["build", "--release", "--package", "crm-tests", "--bin", "soak", "--bin", "crm-host-under-test"]))?;
+    run(Command::new(root.join("target/release/soak"))
+        .current_dir(root)
+        .args(args)
+        .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
+        .env("CRM_HOST_BIN", root.join("target/release/crm-host-under-test")))
 }
 
 /// The property-based fuzz targets (host: call and tenant bodies, limits; adapters:

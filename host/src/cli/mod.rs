@@ -161,10 +161,10 @@ struct Serve {
     /// Bytes of recorded calls' traces kept per tenant (the newest calls that fit).
     #[arg(long, default_value_t = TraceRetention::DEFAULT.trace_bytes)]
     trace_retention_bytes: u64,
-    /// Days inbound events are kept; older ones are deleted in the background.
-    #[arg(long, default_value_t = (crate::limits::DEFAULT_EVENT_RETENTION.as_secs() / 86_400) as u32,
-          value_parser = clap::value_parser!(u32).range(1..=36_500))]
-    event_retention_days: u32,
+    /// Days inbound events are kept (fractions too: 0.5 is twelve hours); older ones are
+    /// deleted in the background.
+    #[arg(long, default_value_t = crate::limits::DEFAULT_EVENT_RETENTION.as_secs_f64() / 86_400.0, value_parser = days)]
+    event_retention_days: f64,
     /// Log lines for people (human) or machines (json).
     #[arg(long, value_enum, default_value = "human")]
     log_format: LogFormat,
@@ -242,7 +242,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         guest_threads: args.guest_threads.unwrap_or_else(crate::runtime::default_guest_threads),
         options: HostOptions {
             traces: TraceRetention { calls: args.trace_retention, trace_bytes: args.trace_retention_bytes },
-            event_retention: Duration::from_secs(u64::from(args.event_retention_days) * 86_400),
+            event_retention: Duration::from_secs_f64(args.event_retention_days * 86_400.0),
             admin_token,
         },
     };
@@ -315,6 +315,14 @@ fn connections_within_fd_limit(wanted: usize) -> usize {
         return reachable;
     }
     wanted
+}
+
+/// A number of days, more than none and at most a century.
+fn days(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(d) if d > 0.0 && d <= 36_500.0 => Ok(d),
+        _ => Err(format!("expected a number of days above 0 and at most 36500, not {s}")),
+    }
 }
 
 /// The admin token from `--admin-token` or `--admin-token-file` (not both); `None`: open mode.

@@ -16,6 +16,7 @@ mod planfix;
 mod process;
 mod replicas;
 mod service;
+mod soak;
 mod stores;
 
 /// The `crm-host` command line as its own binary, built from the same library function as
