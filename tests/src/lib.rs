@@ -214,7 +214,7 @@ impl TestHost {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = host.clone();
         tokio::spawn(async move {
-            crm_host::api::serve(listener, served, crm_host::limits::FrontDoor::DEFAULT, async {
+            crm_host::api::serve(listener, None, served, crm_host::limits::FrontDoor::DEFAULT, async {
                 let _ = rx.await;
             })
             .await

@@ -63,7 +63,8 @@ impl Authed {
     }
 }
 
-pub fn router(host: Arc<Host>, front: &FrontDoor) -> Router {
+/// The API. `/metrics` is on it unless `metrics_apart` (`--metrics-listen`).
+pub fn router(host: Arc<Host>, front: &FrontDoor, metrics_apart: bool) -> Router {
     // Who may call what is decided from the request's head, before its body is read: a caller
     // without credentials never makes the host read (and hold) a body. Routes that take a
     // body read it through the intake (its cap, the body timeout, the bytes-in-flight budget).
@@ -94,9 +95,9 @@ pub fn router(host: Arc<Host>, front: &FrontDoor) -> Router {
         .route("/v1/tenants/{tenant}/crm/{func_id}", post(call).layer(json()))
         .route("/v1/tenants/{tenant}/events", get(events))
         .route_layer(axum::middleware::from_fn_with_state(host.clone(), guard::tenant_or_admin));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    let open = Router::new().route("/healthz", get(healthz));
+    let open = if metrics_apart { open } else { open.route("/metrics", get(metrics)) };
+    open
         // Authenticated by the CRM's own token, which the adapter checks.
         .route("/v1/tenants/{tenant}/webhook", post(webhook).layer(body(intake.taking_webhooks(MAX_WEBHOOK_BYTES))))
         .merge(admin)
@@ -396,12 +397,37 @@ fn new_call_id() -> String {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, with the connection and body
-/// limits of `front`.
+/// limits of `front`; with a `metrics` listener, `/metrics` is served there instead (an
+/// address Prometheus reaches and API clients do not).
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    metrics_listener: Option<tokio::net::TcpListener>,
     host: Arc<Host>,
     front: FrontDoor,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    conn::serve(listener, router(host, &front), &front, shutdown).await
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let apart = metrics_listener.map(|l| {
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .fallback(|uri: axum::http::Uri| async move { HostError::NoSuchEndpoint(uri.to_string()) })
+            .with_state(host.clone());
+        let (front, mut stopped) = (front.clone(), stopped.clone());
+        tokio::spawn(async move {
+            conn::serve(l, app, &front, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+        })
+    });
+    let app = router(host, &front, apart.is_some());
+    conn::serve(listener, app, &front, async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    })
+    .await?;
+    if let Some(task) = apart {
+        task.await.map_err(std::io::Error::other)??;
+    }
+    Ok(())
 }

@@ -141,6 +141,10 @@ struct Serve {
     /// Backoff before the first retry, in ms (doubles per attempt, at most 2 s, jittered).
     #[arg(long, default_value_t = 100)]
     retry_base_ms: u64,
+    /// Serve `/metrics` on this address instead of the API's (e.g. 127.0.0.1:9100, reachable by
+    /// Prometheus and not by API clients).
+    #[arg(long)]
+    metrics_listen: Option<String>,
     /// Connections the API holds open at once; past it a new one is answered 503 and closed.
     #[arg(long, default_value_t = FRONT.max_connections)]
     max_connections: usize,
@@ -261,9 +265,17 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     }
 
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let metrics_listener = match &args.metrics_listen {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("binding --metrics-listen {a}"))?),
+        None => None,
+    };
     let addr = listener.local_addr()?;
     println!("crm-host listening on http://{addr}");
-    std::io::stdout().flush()?;
+    if let Some(l) = &metrics_listener {
+        // Whoever read the first line may have closed stdout since: not a reason to stop.
+        let _ = writeln!(std::io::stdout(), "crm-host metrics on http://{}/metrics", l.local_addr()?);
+    }
+    let _ = std::io::stdout().flush();
     if host.is_open() {
         tracing::warn!("no admin token configured: the API is open to anyone who can reach {addr}");
     }
@@ -281,7 +293,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         body_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
         max_inflight_body_bytes: args.max_inflight_body_bytes,
     };
-    crate::api::serve(listener, host.clone(), front, shutdown).await?;
+    crate::api::serve(listener, metrics_listener, host.clone(), front, shutdown).await?;
     // Calls answered before the shutdown keep their traces.
     host.flush_traces().await;
     Ok(())

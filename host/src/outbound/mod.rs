@@ -11,11 +11,10 @@ mod pool;
 mod send;
 
 use crate::egress::{EgressPolicy, Upstreams};
-use crate::limits::MAX_OUTBOUND_REQUEST_BODY;
+use crate::limits::{Held, MAX_OUTBOUND_REQUEST_BODY};
 use crate::runtime::CallScope;
-use connect::Connector;
-use crate::limits::Held;
 use bytes::Bytes;
+use connect::Connector;
 use http_body_util::BodyExt;
 pub use send::RetryPolicy;
 use send::{send_with_retries, Caps, Timeouts};
@@ -165,7 +164,6 @@ impl CallOutbound {
         Ok(HostFutureIncomingResponse::pending(handle))
     }
 }
-
 
 /// A body being buffered whole (a request for its retries, a response before the adapter
 /// sees it): each time it grows, its new capacity is held in the call's outbound bytes first,

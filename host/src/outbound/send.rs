@@ -5,8 +5,7 @@
 
 use super::connect::{hyper_error, ConnectError, ExchangeTimeouts, Target};
 use super::{held_too_much, Buffer, OutboundConfig, Overflow, Prepared};
-use crate::limits::{Held, MAX_RECORDED_URL};
-use crate::limits::MAX_RETRY_AFTER;
+use crate::limits::{Held, MAX_RECORDED_URL, MAX_RETRY_AFTER};
 use crate::runtime::CallScope;
 use crate::trace::{BodyRecord, Exchange};
 use bytes::Bytes;

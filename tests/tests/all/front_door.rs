@@ -199,3 +199,17 @@ async fn unauthenticated_uploads_do_not_grow_the_hosts_memory() {
     assert!(grown < 64 << 10, "RSS grew {grown} KiB under 32 unauthenticated 60 MiB uploads");
     drop(clients);
 }
+
+/// `--metrics-listen`: `/metrics` on an address of its own, and no longer on the API's.
+#[tokio::test]
+async fn metrics_can_be_served_apart_from_the_api() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let data = TempDir::new("metrics-listen");
+    let p = start(data.path(), &["--metrics-listen", &format!("127.0.0.1:{port}")]);
+    let apart = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap();
+    assert_eq!(apart.status(), 200);
+    assert!(apart.text().await.unwrap().contains("crm_instances_in_flight"));
+    assert_eq!(reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.unwrap().status(), 404, "only metrics there");
+    assert_eq!(reqwest::get(format!("{}/metrics", p.url)).await.unwrap().status(), 404, "and not on the API");
+    assert_eq!(reqwest::get(format!("{}/healthz", p.url)).await.unwrap().status(), 200);
+}
