@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 const ADMIN: &str = "soak-admin-token-0123456789";
 const TENANTS: usize = 100;
+const KNOWN_PHONE: &str = "972501234567";
 
 pub struct SoakOptions {
     pub host_bin: PathBuf,
@@ -130,8 +131,10 @@ impl Host {
     }
 }
 
-fn chat(i: usize) -> Value {
-    json!({"id": format!("chat-{i}"), "phone": "972501234567", "title": "Dana Levi",
+/// Tenant `i`'s chat; `phone` is the known customer's for lookups and a new one for every
+/// write (so the CRMs' answers to lookups, and the traces of them, keep their size).
+fn chat(i: usize, phone: &str) -> Value {
+    json!({"id": format!("chat-{i}"), "phone": phone, "title": "Dana Levi",
            "messages": [{"id": "m1", "direction": "incoming", "text": "Hello", "timestamp": 1767000000000u64}]})
 }
 
@@ -154,9 +157,9 @@ fn operation(i: usize, n: u64) -> &'static str {
 
 pub async fn run(o: SoakOptions) -> anyhow::Result<SoakReport> {
     let plando_crm = plando::start("soak-token").await;
-    plando_crm.with_state(|s| s.add_contact(json!({"id": "501", "first_name": "Dana", "last_name": "Levi", "phone": "972501234567"})));
+    plando_crm.with_state(|s| s.add_contact(json!({"id": "501", "first_name": "Dana", "last_name": "Levi", "phone": KNOWN_PHONE})));
     let leadim_crm = leadim::start("leadim-auth", "form-1", "form-key").await;
-    leadim_crm.with_state(|s| s.add_lead(json!({"aid": leadim::ACCOUNT, "lid": "123", "phone": "972501234567", "שם": "דנה לוי"})));
+    leadim_crm.with_state(|s| s.add_lead(json!({"aid": leadim::ACCOUNT, "lid": "123", "phone": KNOWN_PHONE, "שם": "דנה לוי"})));
     let planfix_crm = planfix::start("planfix-token", "texter").await;
 
     let routes = [
@@ -190,7 +193,7 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<SoakReport> {
     }
     // Every Planfix tenant's chat has its task before the run (lookups then find it).
     for i in (2..TENANTS).step_by(3) {
-        let body = json!({"chat": chat(i), "params": {"message": "first"}}).to_string().into_bytes();
+        let body = json!({"chat": chat(i, KNOWN_PHONE), "params": {"message": "first"}}).to_string().into_bytes();
         let out = host.expect("POST", &format!("/v1/tenants/t{i}/crm/newMessage"), Some(body), 200).await?;
         ensure!(out["outcome"] == "complete", "t{i} newMessage: {out}");
     }
@@ -257,8 +260,9 @@ async fn callers(host: Arc<Host>, tally: Arc<Tally>, rate: u64, end: Instant) ->
         let op = operation(i, n / TENANTS as u64);
         let (host, tally) = (host.clone(), tally.clone());
         n += 1;
+        let phone = if op == "getCustomerDetails" { KNOWN_PHONE.to_string() } else { format!("97259{n:07}") };
         tokio::spawn(async move {
-            let body = json!({"chat": chat(i), "params": {"message": "soak", "contact_first_name": "Dana"}}).to_string().into_bytes();
+            let body = json!({"chat": chat(i, &phone), "params": {"message": "soak", "contact_first_name": "Dana"}}).to_string().into_bytes();
             let took = Instant::now();
             match host.send("POST", &format!("/v1/tenants/t{i}/crm/{op}"), Some(body)).await {
                 Ok((200, out)) if out["outcome"] == "complete" => tally.latencies_us.lock().unwrap().push(took.elapsed().as_micros() as u64),
