@@ -245,6 +245,20 @@ async fn lookup_with_a_wrong_token_fails_with_plandos_error() {
     assert_eq!(crm.single(CONTACT_DETAILS).field("access_key").as_deref(), Some("wrong"));
 }
 
+/// A CRM that repeats the access key in its error: the failure the platform gets (message
+/// and excerpt) and the call's trace carry `[redacted]`, never the key.
+#[tokio::test]
+async fn plandos_error_repeating_the_access_key_is_redacted_in_the_failure_and_trace() {
+    let (host, crm) = setup(json!({})).await;
+    crm.with_state(|s| s.script(CONTACT_DETAILS, 200, json!({"err": "401", "errdesc": format!("access key {TOKEN} is suspended")})));
+    let (status, out, call_id) = host.call_with_id("acme", "getCustomerDetails", body(json!({}))).await;
+    assert_eq!((status, out["error"]["kind"].clone()), (200, json!("upstream")), "{out}");
+    assert!(out["error"]["message"].as_str().unwrap().contains("[redacted]"), "{out}");
+    assert!(!out.to_string().contains(TOKEN), "the key in the failure: {out}");
+    let (_, trace) = host.get(&format!("/v1/tenants/acme/calls/{call_id}")).await;
+    assert!(!trace.to_string().contains(TOKEN), "the key in the trace: {trace}");
+}
+
 // ---------------------------------------------------------------- newOpportunity
 
 #[tokio::test]
