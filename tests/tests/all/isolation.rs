@@ -641,3 +641,23 @@ async fn a_calls_trace_keeps_a_bounded_share_of_its_exchanges() {
     assert!(omitted >= 10, "{omitted} exchanges omitted");
     assert!(exchanges.iter().all(|e| e["status"] == 200 && e["url"] == "https://api.chaos.test/big"));
 }
+
+/// A request without the SDK's idempotency marker (raw bindings) is retried only when its
+/// method is safe: a POST answered 503 is sent once, a GET until it succeeds.
+#[tokio::test]
+async fn unmarked_requests_are_retried_only_for_safe_methods() {
+    let crm = echo_server().await;
+    let limits = crm_tests::test_limits();
+    let host = TestHost::start_with(limits, &[("raw.test", &crm.url)]).await;
+    host.deploy("chaos").await;
+    host.put_tenant("t1", json!({"adapter": "chaos", "crmConfig": {"hookUrl": "http://raw.test"}})).await;
+    let raw = |method: &str| call_body(json!({"scheme": "http", "authority": "raw.test", "method": method}));
+    crm.fault("/raw", Fault::Times(2, Box::new(Fault::Status(503, "busy".into()))));
+    let out = host.complete("t1", "rawget", raw("GET")).await;
+    assert_eq!(out["status"], 200, "retried until it succeeded: {out}");
+    assert_eq!(crm.requests_to("/raw").len(), 3);
+    crm.fault("/raw", Fault::Times(2, Box::new(Fault::Status(503, "busy".into()))));
+    let out = host.complete("t1", "rawget", raw("POST")).await;
+    assert_eq!(out["status"], 503, "not retried: {out}");
+    assert_eq!(crm.requests_to("/raw").len(), 4, "one POST");
+}

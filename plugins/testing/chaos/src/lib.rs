@@ -64,7 +64,11 @@ impl Adapter for Chaos {
             // Unbounded recursion: the wasm stack overflows.
             "recurse" => json!({"depth": recurse(std::hint::black_box(1))}),
             "trap" => trap(),
-            "rawget" => raw_get(call.params.required_str("scheme")?, call.params.required_str("authority")?)?,
+            "rawget" => raw_get(
+                call.params.required_str("scheme")?,
+                call.params.required_str("authority")?,
+                call.params.str("method")?.unwrap_or_else(|| "GET".into()),
+            )?,
             "headers" => header_flood(),
             "longpath" => long_path(call.params.uint("bytes", 0)? as usize),
             "hoard" => hoard(call.params.required_str("authority")?, call.params.uint("requests", 8)? as usize),
@@ -138,10 +142,16 @@ fn trap() -> Value {
 /// A GET with exactly the scheme and authority given (no URL parser normalising them), sent
 /// through the raw outgoing-handler.
 #[cfg(target_arch = "wasm32")]
-fn raw_get(scheme: String, authority: String) -> Result<Value, CrmError> {
+/// A request through the raw bindings, without the SDK's idempotency marker.
+fn raw_get(scheme: String, authority: String, method: String) -> Result<Value, CrmError> {
     use crm_sdk::__private::bindings::wasi::http::outgoing_handler;
-    use crm_sdk::__private::bindings::wasi::http::types::{ErrorCode, Fields, OutgoingRequest, Scheme};
+    use crm_sdk::__private::bindings::wasi::http::types::{ErrorCode, Fields, Method, OutgoingRequest, Scheme};
     let req = OutgoingRequest::new(Fields::new());
+    let _ = req.set_method(&match method.as_str() {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        other => Method::Other(other.to_string()),
+    });
     let scheme = match scheme.as_str() {
         "http" => Scheme::Http,
         "https" => Scheme::Https,
@@ -225,7 +235,7 @@ fn trap() -> Value {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn raw_get(_: String, _: String) -> Result<Value, CrmError> {
+fn raw_get(_: String, _: String, _: String) -> Result<Value, CrmError> {
     Err(CrmError::Internal("wasm only".into()))
 }
 
