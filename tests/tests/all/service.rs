@@ -627,3 +627,24 @@ async fn a_call_in_flight_finishes_on_its_version_while_new_calls_run_the_new_on
     assert_eq!(status, 200);
     assert_eq!(slow_out["crmData"]["version"], "1.0.0", "the call in flight finished on its version: {slow_out}");
 }
+
+/// A tenant's keys go with it: after a delete, its key is refused (401, not a 404 that
+/// says the key was taken), and a tenant created again under the same id does not take the
+/// old key back.
+#[tokio::test]
+async fn a_deleted_tenants_keys_die_with_it() {
+    let crm = crm().await;
+    let host = TestHost::start_config(config(&crm)).await;
+    deploy(&host, "whoami", "").await;
+    whoami_tenant(&host, "acme", json!({})).await;
+    let (s, key) = host.post_raw("/v1/tenants/acme/keys", vec![]).await;
+    assert_eq!(s, 201, "{key}");
+    let key = key["key"].as_str().unwrap().to_string();
+    let call = json!({"chat": {"id": "c", "phone": "1"}}).to_string().into_bytes();
+    assert_eq!(host.request_as(Some(&key), "POST", "/v1/tenants/acme/crm/whoami", Some(call.clone())).await.0, 200);
+    assert_eq!(host.delete("/v1/tenants/acme").await.0, 204);
+    assert_eq!(host.request_as(Some(&key), "POST", "/v1/tenants/acme/crm/whoami", Some(call.clone())).await.0, 401);
+    whoami_tenant(&host, "acme", json!({})).await;
+    let (s, out) = host.request_as(Some(&key), "POST", "/v1/tenants/acme/crm/whoami", Some(call)).await;
+    assert_eq!(s, 401, "the old key works on the new tenant: {out}");
+}
