@@ -463,12 +463,14 @@ async fn a_validate_config_that_never_returns_fails_the_tenant_put_within_the_de
 
 #[tokio::test]
 async fn tenant_limits_override_the_host_defaults_for_that_tenant_only() {
-    let host = TestHost::start(&[]).await;
+    let crm = echo_server().await;
+    let host = TestHost::start(&[("api.chaos.test", &crm.url)]).await;
     host.deploy("chaos").await;
-    let small = json!({"adapter": "chaos", "crmConfig": {}, "limits": {"memoryMb": 4, "deadlineMs": 300}});
+    let limits = json!({"memoryMb": 4, "deadlineMs": 300, "maxOutboundRequests": 3, "maxCrmDataBytes": 1000});
+    let small = json!({"adapter": "chaos", "crmConfig": {}, "limits": limits});
     let (status, body) = host.put_tenant("small", small).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["limits"], json!({"memoryMb": 4, "deadlineMs": 300}));
+    assert_eq!(body["limits"], limits);
     host.put_tenant("big", json!({"adapter": "chaos", "crmConfig": {}})).await;
 
     let e = host.failure("small", "hog", call_body(json!({}))).await;
@@ -480,6 +482,16 @@ async fn tenant_limits_override_the_host_defaults_for_that_tenant_only() {
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     let e = host.failure("big", "hog", call_body(json!({}))).await;
     assert!(e["message"].as_str().unwrap().contains("32 MiB"), "the other tenant keeps the host's: {e}");
+
+    let flood = call_body(json!({"url": "https://api.chaos.test/x"}));
+    let e = host.failure("small", "flood", flood.clone()).await;
+    assert_eq!(e["kind"], "outbound_limit_exceeded", "{e}");
+    assert_eq!(crm.requests_to("/x").len(), 3, "the tenant's maxOutboundRequests");
+    let e = host.failure("big", "flood", flood).await;
+    assert_eq!(crm.requests_to("/x").len(), 3 + crm_tests::test_limits().max_outbound_requests as usize, "the host's: {e}");
+    let e = host.failure("small", "big", call_body(json!({"bytes": 2000}))).await;
+    assert!(e["message"].as_str().unwrap().contains("1000 bytes"), "the tenant's maxCrmDataBytes: {e}");
+    assert!(host.complete("big", "big", call_body(json!({"bytes": 2000}))).await["filler"].is_string());
 }
 
 #[tokio::test]
