@@ -382,6 +382,75 @@ impl Drop for Held {
     }
 }
 
+/// A budget a buffer takes its room from; it may refuse.
+pub trait Room {
+    /// Takes `bytes` more; `false` (nothing taken) when they do not fit.
+    fn take(&mut self, bytes: usize) -> bool;
+}
+
+/// A call's outbound bytes, up to `max` for the whole call.
+pub struct Within {
+    pub held: Held,
+    pub max: u64,
+}
+
+impl Room for Within {
+    fn take(&mut self, bytes: usize) -> bool {
+        self.held.grow(bytes as u64, self.max)
+    }
+}
+
+/// A body buffered whole whose every growth takes its room first, so what the buffer holds
+/// (its capacity, not just its length) is what the room counts. It grows by doubling, but
+/// never past the length the body announced (or its cap), so a client that announces much
+/// and sends little holds little.
+pub struct CountedBuffer<R> {
+    bytes: Vec<u8>,
+    room: R,
+    cap: usize,
+    grow_to: usize,
+}
+
+pub enum Overflow {
+    /// Past the body's own cap.
+    Cap,
+    /// Past the room's budget.
+    Room,
+}
+
+impl<R: Room> CountedBuffer<R> {
+    /// `cap`: the largest the body may be; `announced`: its declared length, if any.
+    pub fn new(room: R, cap: usize, announced: Option<usize>) -> Self {
+        CountedBuffer { bytes: Vec::new(), room, cap, grow_to: announced.unwrap_or(cap).min(cap) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn push(&mut self, data: &[u8]) -> Result<(), Overflow> {
+        let needed = self.bytes.len() + data.len();
+        if needed > self.cap {
+            return Err(Overflow::Cap);
+        }
+        let capacity = self.bytes.capacity();
+        if needed > capacity {
+            let grown = (capacity * 2).min(self.grow_to).max(needed);
+            if !self.room.take(grown - capacity) {
+                return Err(Overflow::Room);
+            }
+            self.bytes.reserve_exact(grown - self.bytes.len());
+        }
+        self.bytes.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// The bytes, and their room (given back when it is dropped).
+    pub fn finish(self) -> (bytes::Bytes, R) {
+        (bytes::Bytes::from(self.bytes), self.room)
+    }
+}
+
 /// Everything one call can make the host hold, at most, besides its instance's linear
 /// memory: header maps (`max_resources` of `max_header_bytes`), outbound bodies
 /// (`max_outbound_bytes`) and its trace ([`MAX_TRACE_BYTES_PER_CALL`] of bodies and headers;

@@ -1,13 +1,13 @@
 //! Request bodies: read whole, within the route's cap, within `body_timeout` of the head,
 //! and only while the host-wide budget of body bytes in flight has room for them. The
-//! budget counts the buffers bodies are read into (their capacity, taken before each grows)
-//! and is held until the answer is made, so bodies being read or held by handlers never add
+//! budget counts the buffers bodies are read into (a [`CountedBuffer`]) and is held until
+//! the answer is made, so bodies being read or held by handlers never add
 //! up to more than `--max-inflight-body-bytes`. Routes take their body through this layer, after
 //! the guard has checked credentials: a caller without them never gets here.
 
 use crate::error::HostError;
-use crate::limits::FrontDoor;
-use axum::body::{Body, Bytes};
+use crate::limits::{CountedBuffer, FrontDoor, Overflow, Room};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
@@ -40,6 +40,18 @@ impl Budget {
     fn take(&self, n: usize) -> Option<OwnedSemaphorePermit> {
         let n = u32::try_from(n).ok()?;
         self.bytes.clone().try_acquire_many_owned(n).ok()
+    }
+}
+
+/// What one body holds of its budget.
+struct Share {
+    budget: Budget,
+    held: OwnedSemaphorePermit,
+}
+
+impl Room for Share {
+    fn take(&mut self, bytes: usize) -> bool {
+        self.budget.take(bytes).map(|more| self.held.merge(more)).is_some()
     }
 }
 
@@ -94,9 +106,10 @@ pub(super) async fn read_body(State(taking): State<Taking>, request: Request, ne
     if declared.is_some_and(|n| n > budget.bytes.available_permits() as u64) {
         return closing(overloaded(&taking));
     }
-    let Some(mut held) = budget.take(0) else { return closing(overloaded(&taking)) };
+    let Some(held) = budget.take(0) else { return closing(overloaded(&taking)) };
+    let announced = declared.map(|n| n as usize);
+    let mut bytes = CountedBuffer::new(Share { budget: budget.clone(), held }, cap, announced);
     let deadline = tokio::time::Instant::now() + intake.body_timeout;
-    let mut bytes: Vec<u8> = Vec::new();
     let mut body = body;
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
@@ -112,22 +125,15 @@ pub(super) async fn read_body(State(taking): State<Taking>, request: Request, ne
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else { continue };
-        let needed = bytes.len() + data.len();
-        if needed > cap {
-            return closing(too_large());
+        match bytes.push(&data) {
+            Ok(()) => {}
+            Err(Overflow::Cap) => return closing(too_large()),
+            Err(Overflow::Room) => return closing(overloaded(&taking)),
         }
-        if needed > bytes.capacity() {
-            let grown = needed.max(bytes.capacity() * 2).min(declared.map_or(cap, |n| n as usize).max(needed));
-            match budget.take(grown - bytes.capacity()) {
-                Some(more) => held.merge(more),
-                None => return closing(overloaded(&taking)),
-            }
-            bytes.reserve_exact(grown - bytes.len());
-        }
-        bytes.extend_from_slice(&data);
     }
-    let response = next.run(Request::from_parts(parts, Body::from(Bytes::from(bytes)))).await;
-    drop(held);
+    let (bytes, share) = bytes.finish();
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    drop(share);
     response
 }
 

@@ -104,11 +104,15 @@ pub fn router(host: Arc<Host>, front: &FrontDoor, metrics_apart: bool) -> Router
         .merge(tenant)
         // Routes without the intake read no body at all.
         .layer(DefaultBodyLimit::max(0))
-        .fallback(|uri: axum::http::Uri| async move { HostError::NoSuchEndpoint(uri.to_string()) })
+        .fallback(no_such_endpoint)
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(host.clone(), guard::local_only_when_open))
         .layer(axum::middleware::from_fn(catch_panics))
         .with_state(host)
+}
+
+async fn no_such_endpoint(uri: axum::http::Uri) -> HostError {
+    HostError::NoSuchEndpoint(uri.to_string())
 }
 
 /// The last line of defence: a bug that panics while serving one request answers that
@@ -410,7 +414,7 @@ pub async fn serve(
     let apart = metrics_listener.map(|l| {
         let app = Router::new()
             .route("/metrics", get(metrics))
-            .fallback(|uri: axum::http::Uri| async move { HostError::NoSuchEndpoint(uri.to_string()) })
+            .fallback(no_such_endpoint)
             .with_state(host.clone());
         let (front, mut stopped) = (front.clone(), stopped.clone());
         tokio::spawn(async move {

@@ -11,9 +11,8 @@ mod pool;
 mod send;
 
 use crate::egress::{EgressPolicy, Upstreams};
-use crate::limits::{Held, MAX_OUTBOUND_REQUEST_BODY};
+use crate::limits::{CountedBuffer, Overflow, Within, MAX_OUTBOUND_REQUEST_BODY};
 use crate::runtime::CallScope;
-use bytes::Bytes;
 use connect::Connector;
 use http_body_util::BodyExt;
 pub use send::RetryPolicy;
@@ -147,7 +146,7 @@ impl CallOutbound {
         let caps = Caps { max_body: self.max_response_bytes, max_requests: self.max_requests, max_held: self.max_held_bytes };
         let handle = wasmtime_wasi::runtime::spawn(async move {
             // Held (for retries) until the last attempt is over.
-            let mut buffer = Buffer::new(&scope, MAX_OUTBOUND_REQUEST_BODY as u64, caps.max_held);
+            let mut buffer = buffer(&scope, MAX_OUTBOUND_REQUEST_BODY as u64, caps.max_held);
             let mut body = body;
             while let Some(frame) = body.frame().await {
                 let Ok(data) = frame.map(|f| f.into_data()) else { return Ok(Err(ErrorCode::HttpRequestBodySize(None))) };
@@ -155,7 +154,7 @@ impl CallOutbound {
                 match buffer.push(&data) {
                     Ok(()) => {}
                     Err(Overflow::Cap) => return Ok(Err(ErrorCode::HttpRequestBodySize(Some(MAX_OUTBOUND_REQUEST_BODY as u64)))),
-                    Err(Overflow::Held) => return Ok(Err(held_too_much(&scope, caps.max_held, &target))),
+                    Err(Overflow::Room) => return Ok(Err(held_too_much(&scope, caps.max_held, &target))),
                 }
             }
             let (body, _held) = buffer.finish();
@@ -166,50 +165,11 @@ impl CallOutbound {
 }
 
 /// A body being buffered whole (a request for its retries, a response before the adapter
-/// sees it): each time it grows, its new capacity is held in the call's outbound bytes first,
-/// so what a call makes the host buffer, all its requests together, stays within
-/// `--max-outbound-bytes`, however many it runs at once.
-pub(crate) struct Buffer {
-    bytes: Vec<u8>,
-    held: Held,
-    /// Largest this body may be.
-    cap: u64,
-    max_held: u64,
-}
-
-pub(crate) enum Overflow {
-    /// Past the body's own cap.
-    Cap,
-    /// Past the call's outbound bytes.
-    Held,
-}
-
-impl Buffer {
-    pub fn new(scope: &CallScope, cap: u64, max_held: u64) -> Self {
-        Buffer { bytes: Vec::new(), held: scope.budget.hold(), cap, max_held }
-    }
-
-    pub fn push(&mut self, data: &[u8]) -> Result<(), Overflow> {
-        let needed = self.bytes.len() + data.len();
-        if needed as u64 > self.cap {
-            return Err(Overflow::Cap);
-        }
-        let capacity = self.bytes.capacity();
-        if needed > capacity {
-            let grown = (capacity * 2).min(self.cap as usize).max(needed);
-            if !self.held.grow((grown - capacity) as u64, self.max_held) {
-                return Err(Overflow::Held);
-            }
-            self.bytes.reserve_exact(grown - self.bytes.len());
-        }
-        self.bytes.extend_from_slice(data);
-        Ok(())
-    }
-
-    /// The bytes, and their hold (given back when dropped).
-    pub fn finish(self) -> (Bytes, Held) {
-        (Bytes::from(self.bytes), self.held)
-    }
+/// sees it), its capacity held in the call's outbound bytes: what a call makes the host
+/// buffer, all its requests together, stays within `--max-outbound-bytes`, however many it
+/// runs at once.
+pub(crate) fn buffer(scope: &CallScope, cap: u64, max_held: u64) -> CountedBuffer<Within> {
+    CountedBuffer::new(Within { held: scope.budget.hold(), max: max_held }, usize::try_from(cap).unwrap_or(usize::MAX), None)
 }
 
 /// Ends the call on `--max-outbound-bytes`; what the adapter sees of it is a transport error.

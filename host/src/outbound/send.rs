@@ -4,8 +4,8 @@
 //! 429/502/503/504, with backoff, within the call's deadline and request budget.
 
 use super::connect::{hyper_error, ConnectError, ExchangeTimeouts, Target};
-use super::{held_too_much, Buffer, OutboundConfig, Overflow, Prepared};
-use crate::limits::{Held, MAX_RECORDED_URL, MAX_RETRY_AFTER};
+use super::{buffer, held_too_much, OutboundConfig, Prepared};
+use crate::limits::{Overflow, Within, MAX_RECORDED_URL, MAX_RETRY_AFTER};
 use crate::runtime::CallScope;
 use crate::trace::{BodyRecord, Exchange};
 use bytes::Bytes;
@@ -161,7 +161,7 @@ async fn send_once(
         return Err(failed(ErrorCode::HttpResponseBodySize(Some(max_body))));
     }
     let (parts, mut incoming) = response.into_parts();
-    let mut buffer = Buffer::new(scope, max_body, caps.max_held);
+    let mut buffer = buffer(scope, max_body, caps.max_held);
     loop {
         let frame = match tokio::time::timeout(t.between_bytes, incoming.frame()).await {
             Err(_) => return Err(failed(ErrorCode::ConnectionReadTimeout)),
@@ -172,7 +172,7 @@ async fn send_once(
             match buffer.push(data) {
                 Ok(()) => {}
                 Err(Overflow::Cap) => return Err(failed(ErrorCode::HttpResponseBodySize(Some(max_body)))),
-                Err(Overflow::Held) => return Err(failed(held_too_much(scope, caps.max_held, what))),
+                Err(Overflow::Room) => return Err(failed(held_too_much(scope, caps.max_held, what))),
             }
         }
     }
@@ -189,7 +189,7 @@ async fn send_once(
 /// A response body handed to the adapter, holding its bytes' place in the call's budget.
 struct HeldBody {
     body: Full<Bytes>,
-    _held: Held,
+    _held: Within,
 }
 
 impl http_body::Body for HeldBody {
