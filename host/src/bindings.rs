@@ -7,7 +7,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
     require_store_data_send: true,
     with: {
-        "wasi:http": wasmtime_wasi_http::bindings::http,
+        "wasi:http": wasmtime_wasi_http::p2::bindings::http,
         "wasi:io": wasmtime_wasi::p2::bindings::io,
         "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
     },

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// A request or response body as recorded.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -129,52 +129,60 @@ enum Job {
 
 /// How long a batch of traces waits for more before it is written. Readers never wait for
 /// it: the API's trace reads flush first.
-const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+const BATCH_LINGER: Duration = Duration::from_millis(20);
+
+/// Records per transaction.
+const BATCH_MAX: usize = 256;
 
 /// Writes call records in batches on a task of its own, so a call's answer never waits for
 /// the database. `flush` lets readers see every call answered before it.
 #[derive(Clone)]
 pub struct TraceWriter {
     tx: mpsc::Sender<Job>,
+    /// Ends a batch's linger early (a reader is waiting).
+    flush_now: Arc<Notify>,
     metrics: Arc<Metrics>,
 }
 
 impl TraceWriter {
     pub fn start(store: Arc<dyn Store>, keep: TraceRetention, metrics: Arc<Metrics>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Job>(4096);
+        let flush_now = Arc::new(Notify::new());
         let dropped = metrics.clone();
+        let lingering = flush_now.clone();
         tokio::spawn(async move {
             let mut batch: Vec<CallRecord> = Vec::new();
             let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+            let take = |job: Job, batch: &mut Vec<CallRecord>, waiting: &mut Vec<oneshot::Sender<()>>| match job {
+                Job::Record(r) => batch.push(*r),
+                Job::Flush(w) => waiting.push(w),
+            };
+            // The first record of a batch wakes this task; the others only queue: while it
+            // lingers it does not poll the channel, so a call's trace costs no wake-up.
             while let Some(job) = rx.recv().await {
-                let mut next = Some(job);
-                // A batch closes after 256 records, on a flush, or BATCH_LINGER after its
-                // first record: one transaction per batch, not per call.
-                let closes = tokio::time::Instant::now() + BATCH_LINGER;
-                while let Some(job) = next {
-                    match job {
-                        Job::Record(r) => batch.push(*r),
-                        Job::Flush(w) => waiting.push(w),
+                take(job, &mut batch, &mut waiting);
+                if waiting.is_empty() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(BATCH_LINGER) => {}
+                        _ = lingering.notified() => {}
                     }
-                    next = if batch.len() >= 256 || !waiting.is_empty() {
-                        None
-                    } else {
-                        tokio::time::timeout_at(closes, rx.recv()).await.ok().flatten()
-                    };
                 }
-                if !batch.is_empty() {
-                    if let Err(e) = store.record_calls(&batch, &keep).await {
-                        tracing::error!("could not record {} call traces: {e}", batch.len());
-                        dropped.traces_dropped.inc_by(batch.len() as u64);
+                while let Ok(job) = rx.try_recv() {
+                    take(job, &mut batch, &mut waiting);
+                }
+                for chunk in batch.chunks(BATCH_MAX) {
+                    if let Err(e) = store.record_calls(chunk, &keep).await {
+                        tracing::error!("could not record {} call traces: {e}", chunk.len());
+                        dropped.traces_dropped.inc_by(chunk.len() as u64);
                     }
-                    batch.clear();
                 }
+                batch.clear();
                 for w in waiting.drain(..) {
                     let _ = w.send(());
                 }
             }
         });
-        TraceWriter { tx, metrics }
+        TraceWriter { tx, flush_now, metrics }
     }
 
     pub fn write(&self, r: CallRecord) {
@@ -187,6 +195,7 @@ impl TraceWriter {
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Job::Flush(tx)).await.is_ok() {
+            self.flush_now.notify_one();
             let _ = rx.await;
         }
     }

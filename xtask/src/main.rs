@@ -16,6 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// The shadow stack adapters are linked with (wasm-ld's `-z stack-size`; Rust's default is
+/// 1 MiB). Rust lays the stack out first in linear memory, below the data: a small one keeps
+/// what a call dirties (stack top, data, the start of the heap) in a few contiguous pages
+/// that the host's pooling allocator resets cheaply (BENCHMARKS.md). `CRM_ADAPTER_STACK`
+/// overrides it (bytes).
+const ADAPTER_STACK: u32 = 64 << 10;
 /// Debian's second Rust toolchain: ships std's source, so std can be built for wasm here
 /// where rustup cannot download targets.
 const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "cargo-web", "lld"];
@@ -183,6 +190,8 @@ fn wasm_build(toolchain: &Toolchain, manifest: &Path, packages: &[&str], feature
     if matches!(toolchain, Toolchain::Rustup) {
         cmd.env_remove("RUSTC");
     }
+    let stack = std::env::var("CRM_ADAPTER_STACK").ok().and_then(|s| s.parse().ok()).unwrap_or(ADAPTER_STACK);
+    cmd.env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS", format!("-C link-arg=-zstack-size={stack}"));
     cmd.arg("build").arg("--release").arg("--target").arg(WASM_TARGET).arg("--manifest-path").arg(manifest);
     if matches!(toolchain, Toolchain::Debian) {
         cmd.arg("-Zbuild-std=std,panic_abort");

@@ -17,11 +17,11 @@ use connect::Connector;
 use http_body_util::BodyExt;
 pub use send::RetryPolicy;
 use send::{send_with_retries, Caps, Timeouts};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime_wasi_http::bindings::http::types::ErrorCode;
-use wasmtime_wasi_http::types::{HostFutureIncomingResponse, OutgoingRequestConfig};
-use wasmtime_wasi_http::HttpResult;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::{RequestOptions, WasiBody};
 
 /// The header through which the SDK says whether a request is safe to retry (`1` or `0`;
 /// `Request::idempotent`, `Request::not_idempotent`). The host removes it: it never reaches
@@ -68,31 +68,43 @@ pub(crate) struct Prepared {
     idempotent: bool,
 }
 
+/// What the hook hands back to wasmtime-wasi-http: the response (read whole here, so the
+/// connection is already done with it) and its I/O future (nothing left to drive).
+type Exchanged = wasmtime_wasi_http::Result<(http::Response<WasiBody>, Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>)>;
+
 impl CallOutbound {
-    pub fn send(
+    /// Checks the request now (on the guest's thread, holding its store) and returns the
+    /// exchange as a future, which wasmtime-wasi-http runs as a task on the same runtime.
+    pub fn send(&self, request: http::Request<WasiBody>, options: Option<RequestOptions>) -> Box<dyn Future<Output = Exchanged> + Send> {
+        match self.prepare(request, options) {
+            Ok(exchange) => Box::new(exchange),
+            Err(code) => Box::new(std::future::ready(Err(code.into()))),
+        }
+    }
+
+    fn prepare(
         &self,
-        mut request: hyper::Request<wasmtime_wasi_http::body::HyperOutgoingBody>,
-        config: OutgoingRequestConfig,
-    ) -> HttpResult<HostFutureIncomingResponse> {
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Result<impl Future<Output = Exchanged> + Send + 'static, ErrorCode> {
         let scope = self.scope.clone();
         let uri = request.uri().clone();
         let url = scope.redactor.text(&uri.to_string());
         let target = format!("{} {url}", request.method());
-        let scheme = if config.use_tls { "https" } else { "http" };
+        let use_tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let scheme = if use_tls { "https" } else { "http" };
         let Some(host) = uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string()) else {
-            return Err(ErrorCode::HttpRequestUriInvalid.into());
+            return Err(ErrorCode::HttpRequestUriInvalid);
         };
-        let port = uri.port_u16().unwrap_or(if config.use_tls { 443 } else { 80 });
+        let port = uri.port_u16().unwrap_or(if use_tls { 443 } else { 80 });
         let deny = |why: String| {
             tracing::warn!(call_id = %scope.call_id, request = %target, "outbound request denied: {why}");
             scope.deny(format!("{target}: {why}"));
-            Err(ErrorCode::HttpRequestDenied.into())
+            ErrorCode::HttpRequestDenied
         };
-        if let Err(why) = self.policy.check(scheme, &host, port) {
-            return deny(why);
-        }
+        self.policy.check(scheme, &host, port).map_err(deny)?;
         if !scope.budget.take_request(self.max_requests) {
-            return deny(format!("the call's {} outbound requests are spent", self.max_requests));
+            return Err(deny(format!("the call's {} outbound requests are spent", self.max_requests)));
         }
         let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.clone());
         let (uri, routed, use_tls) = match self.config.upstreams.route(&host) {
@@ -108,10 +120,10 @@ impl CallOutbound {
                 (new_uri.parse().map_err(|_| ErrorCode::HttpRequestUriInvalid)?, true, base.scheme() == "https")
             }
             None if self.config.upstream_only => {
-                return deny(format!("no --upstream route for {host} and the host runs with --upstream-only"));
+                return Err(deny(format!("no --upstream route for {host} and the host runs with --upstream-only")));
             }
             // The connector checks the address it dials (public only) for every attempt.
-            None => (uri, false, config.use_tls),
+            None => (uri, false, use_tls),
         };
         let headers = request.headers_mut();
         let marked = headers.remove(IDEMPOTENT_HEADER).map(|v| v.as_bytes() == b"1");
@@ -123,11 +135,14 @@ impl CallOutbound {
         // The adapter's word (`1`/`0`, through the SDK) wins; otherwise safe methods only.
         let idempotent =
             marked.unwrap_or(matches!(method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS));
+        // The guest's timeouts, if it set any, within the host's cap.
         let cap = self.request_timeout;
+        let options = options.unwrap_or_default();
+        let within = |t: Option<Duration>| t.map_or(cap, |t| t.min(cap));
         let timeouts = Timeouts {
-            connect: config.connect_timeout.min(cap),
-            first_byte: config.first_byte_timeout.min(cap),
-            between_bytes: config.between_bytes_timeout.min(cap),
+            connect: within(options.connect_timeout),
+            first_byte: within(options.first_byte_timeout),
+            between_bytes: within(options.between_bytes_timeout),
         };
         let prepared = Prepared {
             method,
@@ -141,26 +156,30 @@ impl CallOutbound {
             idempotent,
         };
         let body = request.into_body();
-        // (Owned: the attempts run on a task of their own. Not `config`, the guest's.)
         let outbound = self.config.clone();
         let caps = Caps { max_body: self.max_response_bytes, max_requests: self.max_requests, max_held: self.max_held_bytes };
-        let handle = wasmtime_wasi::runtime::spawn(async move {
-            // Held (for retries) until the last attempt is over.
-            let mut buffer = buffer(&scope, MAX_OUTBOUND_REQUEST_BODY as u64, caps.max_held);
-            let mut body = body;
-            while let Some(frame) = body.frame().await {
-                let Ok(data) = frame.map(|f| f.into_data()) else { return Ok(Err(ErrorCode::HttpRequestBodySize(None))) };
-                let Ok(data) = data else { continue };
-                match buffer.push(&data) {
-                    Ok(()) => {}
-                    Err(Overflow::Cap) => return Ok(Err(ErrorCode::HttpRequestBodySize(Some(MAX_OUTBOUND_REQUEST_BODY as u64)))),
-                    Err(Overflow::Room) => return Ok(Err(held_too_much(&scope, caps.max_held, &target))),
+        Ok(async move {
+            let exchange = async {
+                // Held (for retries) until the last attempt is over.
+                let mut buffer = buffer(&scope, MAX_OUTBOUND_REQUEST_BODY as u64, caps.max_held);
+                let mut body = body;
+                while let Some(frame) = body.frame().await {
+                    let Ok(data) = frame.map(|f| f.into_data()) else { return Err(ErrorCode::HttpRequestBodySize(None)) };
+                    let Ok(data) = data else { continue };
+                    match buffer.push(&data) {
+                        Ok(()) => {}
+                        Err(Overflow::Cap) => return Err(ErrorCode::HttpRequestBodySize(Some(MAX_OUTBOUND_REQUEST_BODY as u64))),
+                        Err(Overflow::Room) => return Err(held_too_much(&scope, caps.max_held, &target)),
+                    }
                 }
+                let (body, _held) = buffer.finish();
+                send_with_retries(&prepared, body, timeouts, &outbound, caps, &scope, &target).await
+            };
+            match exchange.await {
+                Ok(response) => Ok((response, Box::new(std::future::ready(Ok(()))) as Box<dyn Future<Output = _> + Send>)),
+                Err(code) => Err(code.into()),
             }
-            let (body, _held) = buffer.finish();
-            Ok(send_with_retries(&prepared, body, timeouts, &outbound, caps, &scope, &target).await)
-        });
-        Ok(HostFutureIncomingResponse::pending(handle))
+        })
     }
 }
 

@@ -12,8 +12,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use rand::Rng;
 use std::time::{Duration, Instant, SystemTime};
-use wasmtime_wasi_http::bindings::http::types::ErrorCode;
-use wasmtime_wasi_http::types::IncomingResponse;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::WasiBody;
+
+type Response = http::Response<WasiBody>;
 
 /// Statuses worth another attempt of an idempotent request.
 const RETRY_STATUSES: &[u16] = &[429, 502, 503, 504];
@@ -71,7 +73,7 @@ pub(super) async fn send_with_retries(
     caps: Caps,
     scope: &CallScope,
     target: &str,
-) -> Result<IncomingResponse, ErrorCode> {
+) -> Result<Response, ErrorCode> {
     let retry = &config.retry;
     let mut attempt = 1;
     loop {
@@ -106,7 +108,7 @@ pub(super) async fn send_with_retries(
         };
         let mut wait = retry.backoff(attempt);
         if let Ok((_, resp, _)) = &result {
-            if let Some(after) = resp.resp.headers().get(http::header::RETRY_AFTER).and_then(|v| parse_retry_after(v.to_str().ok()?)) {
+            if let Some(after) = resp.headers().get(http::header::RETRY_AFTER).and_then(|v| parse_retry_after(v.to_str().ok()?)) {
                 wait = wait.max(after);
             }
         }
@@ -134,7 +136,7 @@ async fn send_once(
     config: &OutboundConfig,
     scope: &CallScope,
     what: &str,
-) -> Result<(u16, IncomingResponse, Bytes), ConnectError> {
+) -> Result<(u16, Response, Bytes), ConnectError> {
     let max_body = caps.max_body;
     let failed = ConnectError::Failed;
     let host = p.uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or_default();
@@ -182,8 +184,8 @@ async fn send_once(
     let status = parts.status.as_u16();
     // The response's bytes stay held until the adapter is done with its body.
     let body = HeldBody { body: Full::new(bytes.clone()), _held: held };
-    let resp = hyper::Response::from_parts(parts, body.map_err(|never| match never {}).boxed());
-    Ok((status, IncomingResponse { resp, worker: None, between_bytes_timeout: t.between_bytes }, bytes))
+    let resp = hyper::Response::from_parts(parts, body.map_err(|never| match never {}).boxed_unsync());
+    Ok((status, resp, bytes))
 }
 
 /// A response body handed to the adapter, holding its bytes' place in the call's budget.
@@ -218,7 +220,7 @@ fn record(
     attempt: u32,
     started: Instant,
     duration: Duration,
-    result: &Result<(u16, IncomingResponse, Bytes), ErrorCode>,
+    result: &Result<(u16, Response, Bytes), ErrorCode>,
     scope: &CallScope,
 ) {
     let r = &scope.redactor;
@@ -243,7 +245,7 @@ fn record(
     scope.metrics.outbound.with_label_values(&[&scope.adapter, &p.origin_label, &status_label]).inc();
     scope.metrics.outbound_seconds.with_label_values(&[&scope.adapter, &p.origin_label]).observe(duration.as_secs_f64());
     let (status, mut response_headers, mut response_body, error) = match result {
-        Ok((s, resp, bytes)) => (Some(*s), headers(resp.resp.headers()), Some(BodyRecord::new(bytes, r)), None),
+        Ok((s, resp, bytes)) => (Some(*s), headers(resp.headers()), Some(BodyRecord::new(bytes, r)), None),
         Err(e) => (None, Vec::new(), None, Some(format!("{e:?}"))),
     };
     let (mut request_headers, mut request_body) = (headers(&p.headers), Some(BodyRecord::new(body, r)));

@@ -99,7 +99,7 @@ pub(super) fn pooling_config(instances: u32) -> wasmtime::PoolingAllocationConfi
 
 pub(super) fn engine_config(fuel_metering: bool, pool: Option<wasmtime::PoolingAllocationConfig>) -> Config {
     let mut config = Config::new();
-    config.wasm_component_model(true).async_support(true).epoch_interruption(true);
+    config.wasm_component_model(true).epoch_interruption(true);
     // Fuel instruments every wasm block: only when the operator asks for budgets.
     config.consume_fuel(fuel_metering);
     if let Some(pool) = pool {
@@ -160,7 +160,10 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_survives_in_a_reused_pool_slot() {
-        let engine = Engine::new(&engine_config(false, Some(pooling_config(1)))).expect("engine with a one-slot pool");
+        // One slot of each kind, so that B can only get A's.
+        let mut one = pooling_config(1);
+        one.total_core_instances(1).total_memories(1).total_tables(1);
+        let engine = Engine::new(&engine_config(false, Some(one))).expect("engine with a one-slot pool");
         let module = Module::new(&engine, wat::parse_str(MARKER).unwrap()).unwrap();
         let store = || {
             let mut s = Store::new(&engine, ());

@@ -4,7 +4,7 @@
 //! manner of Zed's `WasmExtension::call`: the closure gets the store and the instance.
 
 use super::scope::CallScope;
-use super::state::HostState;
+use super::state::{CallHooks, HostState};
 use super::Runtime;
 use crate::bindings::AdapterPre;
 use crate::egress::EgressPolicy;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use wasmtime::component::{Instance, ResourceTable, ResourceTableError};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi_http::types::FieldSizeLimitError;
+use wasmtime_wasi_http::FieldMapError;
 use wasmtime_wasi_http::WasiHttpCtx;
 
 /// What an execution needs of the runtime, owned, so that it can run on the guest pool.
@@ -81,16 +81,18 @@ impl Executor {
                 h.set_field_size_limit(limits.max_header_bytes);
                 h
             },
-            max_header_entries: limits.max_header_entries,
             memory: MemoryCap::new(limits.memory_bytes),
-            outbound: CallOutbound {
-                policy,
-                config: self.outbound.clone(),
-                request_timeout: limits.request_timeout,
-                max_response_bytes: limits.max_response_bytes,
-                max_requests: limits.max_outbound_requests,
-                max_held_bytes: limits.max_outbound_bytes,
-                scope,
+            hooks: CallHooks {
+                max_header_entries: limits.max_header_entries,
+                outbound: CallOutbound {
+                    policy,
+                    config: self.outbound.clone(),
+                    request_timeout: limits.request_timeout,
+                    max_response_bytes: limits.max_response_bytes,
+                    max_requests: limits.max_outbound_requests,
+                    max_held_bytes: limits.max_outbound_bytes,
+                    scope,
+                },
             },
         };
         let mut store = Store::new(&self.engine, state);
@@ -199,7 +201,7 @@ fn classify(e: anyhow::Error, limits: &Limits) -> Option<CallFailure> {
                 limits.max_resources
             ),
         ),
-        _ if e.downcast_ref::<FieldSizeLimitError>().is_some() => CallFailure::new(
+        _ if e.downcast_ref::<FieldMapError>().is_some_and(|e| matches!(e, FieldMapError::TotalSizeTooBig)) => CallFailure::new(
             FailureKind::ResourceLimitExceeded,
             format!("the adapter built a header map larger than the {} bytes allowed (--max-header-bytes)", limits.max_header_bytes),
         ),

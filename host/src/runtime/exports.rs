@@ -79,7 +79,7 @@ impl Runtime {
     pub(super) async fn describe(&self, pre: &AdapterPre<HostState>) -> Result<wit::Description, CallFailure> {
         let scope = self.scope("deploy", "(describe)", Redactor::default(), &self.limits);
         self.execute(pre, &self.limits, EgressPolicy::default(), scope, |store, instance| {
-            Box::pin(async move { Adapter::new(&mut *store, instance)?.crm_adapter_crm().call_describe(&mut *store).await })
+            Box::pin(async move { Ok(Adapter::new(&mut *store, instance)?.crm_adapter_crm().call_describe(&mut *store).await?) })
         })
         .await
     }
@@ -92,7 +92,7 @@ impl Runtime {
         let answer = self
             .execute(&adapter.pre, &self.limits, EgressPolicy::default(), scope, move |store, instance| {
                 Box::pin(async move {
-                    Adapter::new(&mut *store, instance)?.crm_adapter_crm().call_validate_config(&mut *store, &json).await
+                    Ok(Adapter::new(&mut *store, instance)?.crm_adapter_crm().call_validate_config(&mut *store, &json).await?)
                 })
             })
             .await;
@@ -162,7 +162,7 @@ impl Runtime {
             .execute(&adapter.pre, input.limits, policy, scope, move |store, instance| {
                 Box::pin(async move {
                     let crm = Adapter::new(&mut *store, instance)?;
-                    crm.crm_adapter_crm().call_handle_webhook(&mut *store, &project_id, &crm_config, &request).await
+                    Ok(crm.crm_adapter_crm().call_handle_webhook(&mut *store, &project_id, &crm_config, &request).await?)
                 })
             })
             .await?
@@ -221,7 +221,6 @@ async fn invoke_checked(
             }
         }
     };
-    func.post_return_async(&mut *store).await?;
     Ok(out)
 }
 

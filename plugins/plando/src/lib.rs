@@ -3,7 +3,7 @@
 
 use crm_sdk::{
     digits_only, json, scalar_text, truthy, Adapter, AdapterSpec, Call, ConfigField, Config, CrmData, CrmError,
-    Form, Map, Request, Transport, Value,
+    Form, Map, Request, Response, Transport, Value,
 };
 
 /// Plando's production base URL. The host may route it elsewhere (tests, demos).
@@ -65,74 +65,99 @@ crm_sdk::export_adapter!(Plando);
 
 /// `POST /contact_details`: find the chat's contact.
 fn get_customer_details(call: &Call, http: &dyn Transport) -> Result<CrmData, CrmError> {
-    let cfg = &call.config;
-    let phone = match call.params.non_empty_str("phoneNumber")? {
-        Some(p) => non_empty_digits(&p).ok_or_else(|| call.params.error("phoneNumber", "has no digits"))?,
-        None => non_empty_digits(&call.chat.phone).ok_or_else(|| {
-            CrmError::invalid_params("phoneNumber", "no phone to look up: the chat has no phone and params.phoneNumber is not set")
-        })?,
-    };
-    let pull = pull_contact_by_field(cfg)?;
-    let id_field = cfg.non_empty_str("idField")?.unwrap_or_else(|| "id".into());
-    let status_field = cfg.non_empty_str("statusField")?.unwrap_or_else(|| "id".into());
+    let (request, lookup) = ContactLookup::new(call)?;
+    lookup.answer(request.send(http)?)
+}
 
-    let mut attr: Vec<String> = Vec::new();
-    let extra = pull.as_ref().map(|(f, _)| f.clone());
-    for f in cfg.list("attrFields")?.into_iter().chain(extra).chain([id_field.clone(), status_field.clone()]) {
-        if !attr.contains(&f) {
-            attr.push(f);
+/// `getCustomerDetails` in two halves around its one request, so that a caller with a
+/// client of its own (the benchmark's native server, which is async) runs the same mapping:
+/// [`ContactLookup::new`] builds the request, [`ContactLookup::answer`] maps Plando's answer.
+pub struct ContactLookup {
+    phone: String,
+    pull: Option<(String, String)>,
+    id_field: String,
+    status_field: String,
+    fail_on_multiple: Result<bool, CrmError>,
+}
+
+impl ContactLookup {
+    pub fn new(call: &Call) -> Result<(Request, ContactLookup), CrmError> {
+        let cfg = &call.config;
+        let phone = match call.params.non_empty_str("phoneNumber")? {
+            Some(p) => non_empty_digits(&p).ok_or_else(|| call.params.error("phoneNumber", "has no digits"))?,
+            None => non_empty_digits(&call.chat.phone).ok_or_else(|| {
+                CrmError::invalid_params("phoneNumber", "no phone to look up: the chat has no phone and params.phoneNumber is not set")
+            })?,
+        };
+        let pull = pull_contact_by_field(cfg)?;
+        let id_field = cfg.non_empty_str("idField")?.unwrap_or_else(|| "id".into());
+        let status_field = cfg.non_empty_str("statusField")?.unwrap_or_else(|| "id".into());
+
+        let mut attr: Vec<String> = Vec::new();
+        let extra = pull.as_ref().map(|(f, _)| f.clone());
+        for f in cfg.list("attrFields")?.into_iter().chain(extra).chain([id_field.clone(), status_field.clone()]) {
+            if !attr.contains(&f) {
+                attr.push(f);
+            }
         }
+        // Every param but phoneNumber goes to Plando untouched (seed: "forwarded as-is").
+        let search_options: Map<String, Value> =
+            call.params.map().iter().filter(|(k, _)| *k != "phoneNumber").map(|(k, v)| (k.clone(), v.clone())).collect();
+
+        let mut form = Form::new();
+        form.push("access_key", cfg.required_str("token")?)
+            .push("phone", phone.as_str())
+            .push("attr", attr.join(","))
+            .push("search_options", Value::Object(search_options).to_string());
+        // A search: safe for the host to retry.
+        let request = Request::post(format!("{BASE}/contact_details")).idempotent().form(&form);
+        // Read now, judged only when several contacts match (as the one-piece lookup did).
+        let fail_on_multiple = cfg.bool("failOnMultipleContacts", false);
+        Ok((request, ContactLookup { phone, pull, id_field, status_field, fail_on_multiple }))
     }
-    // Every param but phoneNumber goes to Plando untouched (seed: "forwarded as-is").
-    let search_options: Map<String, Value> =
-        call.params.map().iter().filter(|(k, _)| *k != "phoneNumber").map(|(k, v)| (k.clone(), v.clone())).collect();
 
-    let mut form = Form::new();
-    form.push("access_key", cfg.required_str("token")?)
-        .push("phone", phone.as_str())
-        .push("attr", attr.join(","))
-        .push("search_options", Value::Object(search_options).to_string());
-    // A search: safe for the host to retry.
-    let body = post(http, Request::post(format!("{BASE}/contact_details")).idempotent(), &form)?;
+    pub fn answer(self, response: Response) -> Result<CrmData, CrmError> {
+        let ContactLookup { phone, pull, id_field, status_field, fail_on_multiple } = self;
+        let body = envelope(response)?;
+        let contacts: Vec<&Map<String, Value>> = match body.get("contacts") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|c| c.as_object().ok_or_else(|| bad_answer("contacts holds something that is not an object", &body)))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(bad_answer("contacts is not a list", &body)),
+        };
+        if contacts.is_empty() {
+            return Err(CrmError::NotFound(format!("no Plando contact matches phone {phone}")));
+        }
+        if contacts.len() > 1 && fail_on_multiple? {
+            return Err(CrmError::Ambiguous(format!(
+                "{} Plando contacts match phone {phone} and failOnMultipleContacts is set",
+                contacts.len()
+            )));
+        }
+        let contact = select_contact(&contacts, pull.as_ref());
+        let contact_id = contact
+            .get("id")
+            .and_then(scalar_text)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad_answer("the selected contact has no id", &body))?;
 
-    let contacts: Vec<&Map<String, Value>> = match body.get("contacts") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
+        // All contact fields, then the computed ones on top (they win on a name clash).
+        let mut data = contact.clone();
+        data.insert("contact_id".into(), contact["id"].clone());
+        let name: Vec<String> = ["first_name", "last_name"]
             .iter()
-            .map(|c| c.as_object().ok_or_else(|| bad_answer("contacts holds something that is not an object", &body)))
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad_answer("contacts is not a list", &body)),
-    };
-    if contacts.is_empty() {
-        return Err(CrmError::NotFound(format!("no Plando contact matches phone {phone}")));
+            .filter_map(|k| contact.get(*k).and_then(scalar_text))
+            .filter(|s| !s.trim().is_empty())
+            .collect();
+        data.insert("name".into(), name.join(" ").into());
+        set_or_remove(&mut data, "status", contact.get(&status_field));
+        set_or_remove(&mut data, "id", contact.get(&id_field));
+        data.insert("phone".into(), phone.into());
+        data.insert("deepLink".into(), format!("{BASE}/contacts/show/{contact_id}").into());
+        Ok(data)
     }
-    if contacts.len() > 1 && cfg.bool("failOnMultipleContacts", false)? {
-        return Err(CrmError::Ambiguous(format!(
-            "{} Plando contacts match phone {phone} and failOnMultipleContacts is set",
-            contacts.len()
-        )));
-    }
-    let contact = select_contact(&contacts, pull.as_ref());
-    let contact_id = contact
-        .get("id")
-        .and_then(scalar_text)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| bad_answer("the selected contact has no id", &body))?;
-
-    // All contact fields, then the computed ones on top (they win on a name clash).
-    let mut data = contact.clone();
-    data.insert("contact_id".into(), contact["id"].clone());
-    let name: Vec<String> = ["first_name", "last_name"]
-        .iter()
-        .filter_map(|k| contact.get(*k).and_then(scalar_text))
-        .filter(|s| !s.trim().is_empty())
-        .collect();
-    data.insert("name".into(), name.join(" ").into());
-    set_or_remove(&mut data, "status", contact.get(&status_field));
-    set_or_remove(&mut data, "id", contact.get(&id_field));
-    data.insert("phone".into(), phone.into());
-    data.insert("deepLink".into(), format!("{BASE}/contacts/show/{contact_id}").into());
-    Ok(data)
 }
 
 /// The `{fieldName: expectedValue}` rule, checked: exactly one pair, a scalar value.
@@ -307,7 +332,11 @@ fn push_transcript(call: &Call, http: &dyn Transport) -> Result<CrmData, CrmErro
 
 /// Posts a form and reads Plando's `{"err": "0", ...}` envelope; any other err is a failure.
 fn post(http: &dyn Transport, request: Request, form: &Form) -> Result<Value, CrmError> {
-    let resp = request.form(form).send(http)?.error_for_status()?;
+    envelope(request.form(form).send(http)?)
+}
+
+fn envelope(resp: Response) -> Result<Value, CrmError> {
+    let resp = resp.error_for_status()?;
     let body: Value = resp.json()?;
     if !body.is_object() {
         return Err(CrmError::upstream(resp.status, "Plando answered with JSON that is not an object", &resp.body));

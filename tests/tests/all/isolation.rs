@@ -260,14 +260,20 @@ async fn host_side_resources_a_call_holds_are_capped_and_returned() {
 
 #[tokio::test]
 async fn a_header_flood_is_a_clean_failure_not_a_panic() {
-    let host = TestHost::start_with(crm_tests::test_limits(), &[]).await;
-    host.deploy("chaos").await;
-    host.put_tenant("acme", json!({"adapter": "chaos", "crmConfig": {}})).await;
-    let chat = json!({"chat": {"id": "c", "phone": "1"}});
-    let e = host.failure("acme", "headers", chat.clone()).await;
-    assert_eq!(e["kind"], "resource_limit_exceeded", "{e}");
-    assert!(e["message"].as_str().unwrap().contains("4096 header entries"), "{e}");
-    assert_eq!(host.complete("acme", "counter", chat).await["count"], 1, "the host keeps serving");
+    // 40,000 one-byte headers: the header map's bytes (as wasmtime-wasi-http counts them,
+    // with each entry's overhead) run out first; with room for more bytes, the entry count
+    // stops it before `HeaderMap` could.
+    for (max_header_bytes, limit) in [(64 << 10, "65536 bytes allowed (--max-header-bytes)"), (64 << 20, "4096 header entries")] {
+        let limits = crm_host::Limits { max_header_bytes, ..crm_tests::test_limits() };
+        let host = TestHost::start_with(limits, &[]).await;
+        host.deploy("chaos").await;
+        host.put_tenant("acme", json!({"adapter": "chaos", "crmConfig": {}})).await;
+        let chat = json!({"chat": {"id": "c", "phone": "1"}});
+        let e = host.failure("acme", "headers", chat.clone()).await;
+        assert_eq!(e["kind"], "resource_limit_exceeded", "{e}");
+        assert!(e["message"].as_str().unwrap().contains(limit), "{e}");
+        assert_eq!(host.complete("acme", "counter", chat).await["count"], 1, "the host keeps serving");
+    }
 }
 
 // ---------------------------------------------------------------- the hostile set
@@ -672,4 +678,37 @@ async fn unmarked_requests_are_retried_only_for_safe_methods() {
     let out = host.complete("t1", "rawget", raw("POST")).await;
     assert_eq!(out["status"], 503, "not retried: {out}");
     assert_eq!(crm.requests_to("/raw").len(), 4, "one POST");
+}
+
+/// Adapters are linked with a 64 KiB stack (xtask's `ADAPTER_STACK`): the most deeply
+/// nested params the host accepts still reach the adapter and come back, with no stack
+/// exhausted on the way (the SDK parses the call and serialises crmData recursively).
+#[tokio::test]
+async fn the_deepest_params_the_host_accepts_fit_an_adapters_stack() {
+    let host = TestHost::start_with(crm_tests::test_limits(), &[]).await;
+    host.deploy("chaos").await;
+    host.put_tenant("acme", json!({"adapter": "chaos", "crmConfig": {}})).await;
+    let nested = |depth: usize| (0..depth).fold(json!(1), |inner, _| json!([inner]));
+    let chat = json!({"id": "c", "phone": "1"});
+    // The answer nests one level deeper than the params: read it as text.
+    let call = |depth: usize| {
+        let body = json!({"chat": chat, "params": {"deep": nested(depth)}});
+        let req = reqwest::Client::new().post(format!("{}/v1/tenants/acme/crm/echo", host.url)).json(&body);
+        async move {
+            let resp = req.send().await.expect("host answers");
+            (resp.status().as_u16(), resp.text().await.expect("answer"))
+        }
+    };
+    let mut accepted = None;
+    for depth in (100..=130).rev() {
+        let (status, answer) = call(depth).await;
+        if status == 200 {
+            accepted = Some((depth, answer));
+            break;
+        }
+        assert_eq!(status, 400, "{answer}");
+    }
+    let (depth, answer) = accepted.expect("the host accepts params nested 100 deep");
+    assert!(answer.starts_with(r#"{"outcome":"complete""#), "depth {depth}: {answer}");
+    assert!(answer.contains(&format!(r#""params":{{"deep":{}}}"#, nested(depth))), "depth {depth}: {answer}");
 }

@@ -69,6 +69,12 @@ pub struct Load {
     pub rps: f64,
     pub latency: Sample,
     pub failed: u64,
+    /// The server's CPU time (user + system, all its threads) per request answered within
+    /// the measured window, when the target names its process.
+    pub cpu_per_call: Option<Duration>,
+    /// The server's context switches (all its threads, voluntary or not) per request: how
+    /// many times a call hands the CPU over between threads.
+    pub switches_per_call: Option<f64>,
 }
 
 /// A request the load generator repeats.
@@ -79,6 +85,32 @@ pub struct Target {
     pub body: Bytes,
     /// A substring every good answer holds.
     pub expect: &'static str,
+    /// The server's process, for its CPU time.
+    pub pid: Option<u32>,
+}
+
+/// A process's context switches so far, all its threads together.
+pub fn switches(pid: u32) -> Option<u64> {
+    let mut n = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        n += status
+            .lines()
+            .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Some(n)
+}
+
+/// A process's CPU time so far (`/proc/PID/stat`: utime + stime, in clock ticks).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start past its closing ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Some(Duration::from_secs_f64(ticks as f64 / per_sec as f64))
 }
 
 /// `clients` keep-alive connections, each sending `target` back to back for `duration`
@@ -89,6 +121,14 @@ pub fn run(target: &Target, clients: usize, duration: Duration, threads: usize) 
         let warmup = Instant::now() + Duration::from_secs(1);
         let end = warmup + duration;
         let tasks: Vec<_> = (0..clients).map(|_| tokio::spawn(client(target.clone(), warmup, end))).collect();
+        let cpu = target.pid.map(|pid| {
+            tokio::spawn(async move {
+                tokio::time::sleep_until(warmup.into()).await;
+                let before = (cpu_time(pid)?, switches(pid)?);
+                tokio::time::sleep_until(end.into()).await;
+                Some((cpu_time(pid)? - before.0, switches(pid)? - before.1))
+            })
+        });
         let (mut lat, mut done, mut failed) = (Vec::new(), 0u64, 0u64);
         for t in tasks {
             let (l, f) = t.await.expect("client task");
@@ -96,7 +136,14 @@ pub fn run(target: &Target, clients: usize, duration: Duration, threads: usize) 
             failed += f;
             lat.extend(l);
         }
-        Load { rps: done as f64 / duration.as_secs_f64(), latency: Sample::new(lat), failed }
+        let cpu = match cpu {
+            Some(task) => task.await.expect("CPU sampler"),
+            None => None,
+        };
+        let per_call = cpu.filter(|_| done > 0);
+        let cpu_per_call = per_call.map(|(c, _)| c / done as u32);
+        let switches_per_call = per_call.map(|(_, n)| n as f64 / done as f64);
+        Load { rps: done as f64 / duration.as_secs_f64(), latency: Sample::new(lat), failed, cpu_per_call, switches_per_call }
     })
 }
 

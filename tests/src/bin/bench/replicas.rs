@@ -47,6 +47,7 @@ fn target(r: &Replica) -> load::Target {
         path: "/v1/tenants/acme/crm/getCustomerDetails".into(),
         body: Bytes::from(call_body().to_string()),
         expect: "\"outcome\":\"complete\"",
+        pid: Some(r.child.id()),
     }
 }
 
