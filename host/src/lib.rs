@@ -29,6 +29,12 @@ pub mod store;
 pub mod trace;
 pub mod watch;
 
+/// The host allocates and frees per call (bodies, JSON, traces, wasi-http resources) from
+/// several threads: mimalloc's per-thread heaps cost less than glibc's arenas there
+/// (BENCHMARKS.md, issue 18).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use error::{CallFailure, FailureKind, HostError};
 pub use outbound::{OutboundConfig, RetryPolicy};
 pub use runtime::{Limits, Runtime};

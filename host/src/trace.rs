@@ -118,7 +118,8 @@ impl CallTrace {
             outcome: self.outcome.clone(),
             error_kind: self.error.as_ref().map(|f| f.kind.as_str().to_string()),
         };
-        CallRecord { head, trace: serde_json::to_value(&self).unwrap_or(Value::Null) }
+        // Serialised once, straight to the text that is stored.
+        CallRecord { head, trace: serde_json::to_string(&self).expect("a trace serialises") }
     }
 }
 

@@ -378,9 +378,10 @@ async fn call_trace(
     State(host): Shared,
     auth: Authed,
     Path((tenant, call_id)): Path<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Response> {
     auth.admin()?;
-    Ok(Json(host.call_trace(&tenant, &call_id).await?.trace))
+    let trace = host.call_trace(&tenant, &call_id).await?.trace;
+    Ok(([(header::CONTENT_TYPE, "application/json")], trace).into_response())
 }
 
 async fn audit(State(host): Shared, auth: Authed, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<AuditList>> {

@@ -175,7 +175,8 @@ pub struct Audit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallRecord {
     pub head: CallHead,
-    pub trace: Value,
+    /// The whole trace as JSON text (`GET .../calls/{id}` answers it as stored).
+    pub trace: String,
 }
 
 /// What lists a recorded call, read without its trace.

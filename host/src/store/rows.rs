@@ -98,7 +98,7 @@ pub(super) fn event<R: Cells>(r: &R) -> StoreResult<EventRecord> {
 }
 
 pub(super) fn call<R: Cells>(r: &R) -> StoreResult<CallRecord> {
-    Ok(CallRecord { head: call_head(r)?, trace: r.json("trace")? })
+    Ok(CallRecord { head: call_head(r)?, trace: r.text("trace")? })
 }
 
 pub(super) fn call_head<R: Cells>(r: &R) -> StoreResult<CallHead> {

@@ -357,29 +357,32 @@ macro_rules! impl_store {
 
             async fn record_calls(&self, calls: &[CallRecord], keep: &TraceRetention) -> StoreResult<()> {
                 let mut tx = self.traces_write().await?;
+                // One statement for the batch: each statement is a round trip to the
+                // database (for SQLite, to its worker thread).
+                let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO calls (call_id, tenant, func_id, adapter, version, digest, started_at_ms, duration_us, outcome, error_kind, trace, trace_bytes) ",
+                );
+                insert.push_values(calls, |mut row, CallRecord { head: c, trace }| {
+                    row.push_bind(&c.call_id)
+                        .push_bind(&c.tenant)
+                        .push_bind(&c.func_id)
+                        .push_bind(&c.adapter)
+                        .push_bind(&c.version)
+                        .push_bind(&c.digest)
+                        .push_bind(c.started_at_ms)
+                        .push_bind(c.duration_us)
+                        .push_bind(&c.outcome)
+                        .push_bind(&c.error_kind)
+                        .push_bind(trace)
+                        .push_bind(trace.len() as i64);
+                });
+                if !calls.is_empty() {
+                    insert.build().execute(&mut *tx).await?;
+                }
                 let mut tenants: Vec<&str> = Vec::new();
-                for CallRecord { head: c, trace } in calls {
-                    let trace = trace.to_string();
-                    sqlx::query(
-                        "INSERT INTO calls (call_id, tenant, func_id, adapter, version, digest, started_at_ms, duration_us, outcome, error_kind, trace, trace_bytes)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                    )
-                    .bind(&c.call_id)
-                    .bind(&c.tenant)
-                    .bind(&c.func_id)
-                    .bind(&c.adapter)
-                    .bind(&c.version)
-                    .bind(&c.digest)
-                    .bind(c.started_at_ms)
-                    .bind(c.duration_us)
-                    .bind(&c.outcome)
-                    .bind(&c.error_kind)
-                    .bind(&trace)
-                    .bind(trace.len() as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                    if !tenants.contains(&c.tenant.as_str()) {
-                        tenants.push(&c.tenant);
+                for c in calls {
+                    if !tenants.contains(&c.head.tenant.as_str()) {
+                        tenants.push(&c.head.tenant);
                     }
                 }
                 for t in tenants {

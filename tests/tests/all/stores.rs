@@ -53,7 +53,7 @@ fn call(id: &str, tenant: &str) -> CallRecord {
         outcome: "failure".into(),
         error_kind: Some("crm_error".into()),
     };
-    CallRecord { head, trace: json!({"request": {"chat": {"id": "c"}}, "outbound": []}) }
+    CallRecord { head, trace: json!({"request": {"chat": {"id": "c"}}, "outbound": []}).to_string() }
 }
 
 fn event(message_id: Option<&str>, hash: &str, text: &str) -> NewEvent {
@@ -124,8 +124,8 @@ async fn contract(s: &dyn Store) {
     assert_eq!(s.call("t1", "x").await.unwrap(), None, "another tenant's call");
 
     // ... and up to the bytes of their traces: the newest that fit.
-    let big = |id: &str| CallRecord { trace: json!({"data": "x".repeat(1000)}), ..call(id, "t3") };
-    let size = big("b0").trace.to_string().len() as u64;
+    let big = |id: &str| CallRecord { trace: json!({"data": "x".repeat(1000)}).to_string(), ..call(id, "t3") };
+    let size = big("b0").trace.len() as u64;
     let bound = TraceRetention { calls: 1000, trace_bytes: 3 * size + size / 2 };
     s.record_calls(&[big("b0"), big("b1")], &bound).await.unwrap();
     s.record_calls(&[big("b2"), big("b3"), big("b4")], &bound).await.unwrap();
