@@ -145,9 +145,10 @@ impl Connector {
     async fn checkout(&self, target: &Target<'_>, fresh: bool) -> Result<(PoolKey, SendRequest<Full<Bytes>>, bool), ConnectError> {
         let addrs = self.addresses(target).await?;
         let tls_name = target.use_tls.then(|| target.host.to_ascii_lowercase());
+        let thread = crate::runtime::current_guest_thread();
         if !fresh {
             for addr in &addrs {
-                let key = PoolKey { addr: *addr, tls_name: tls_name.clone() };
+                let key = PoolKey { addr: *addr, tls_name: tls_name.clone(), thread };
                 while let Some(mut sender) = self.pool.take(&key) {
                     if sender.ready().await.is_ok() {
                         return Ok((key, sender, true));
@@ -160,7 +161,7 @@ impl Connector {
             match self.dialer.dial(addr).await {
                 Ok(stream) => {
                     let sender = self.handshake(target, stream).await?;
-                    return Ok((PoolKey { addr, tls_name }, sender, false));
+                    return Ok((PoolKey { addr, tls_name, thread }, sender, false));
                 }
                 Err(e) => last = io_error_code(&e),
             }

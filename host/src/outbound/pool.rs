@@ -34,6 +34,10 @@ pub(super) struct PoolKey {
     pub addr: SocketAddr,
     /// The name the certificate was checked against; `None` for plain HTTP.
     pub tls_name: Option<String>,
+    /// The guest thread whose runtime drives the connection (`None` off the guest threads):
+    /// a call reuses only its own thread's connections, so its exchange never waits for
+    /// another thread to wake up.
+    pub thread: Option<usize>,
 }
 
 struct Idle {

@@ -1,6 +1,9 @@
 //! The engine and where guest code runs: engine settings (epoch interruption, fuel when
 //! metered, the pooling allocator sized for adapters) and the guest threads.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Config, Engine};
 
@@ -12,35 +15,84 @@ pub fn default_guest_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
-/// A tokio runtime that runs only guest executions (and their outbound requests).
-pub(super) struct GuestPool(Option<tokio::runtime::Runtime>);
+/// The threads that run guest executions, each with a single-threaded tokio runtime of its
+/// own. An execution runs on one of them from start to end, and so does what it starts: its
+/// outbound exchange (a task wasmtime-wasi-http spawns) and the keep-alive connections it
+/// dials (`outbound/pool.rs` keeps them per guest thread). A call touches the API's thread
+/// and one guest thread; on a work-stealing runtime its exchange often woke the other CPU,
+/// and a wake-up across CPUs costs tens of microseconds on a VM (BENCHMARKS.md, issue 18).
+pub(super) struct GuestPool {
+    threads: Vec<GuestThread>,
+}
+
+struct GuestThread {
+    handle: tokio::runtime::Handle,
+    /// Executions placed on this thread and not finished.
+    busy: Arc<AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+thread_local! {
+    static GUEST_THREAD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Which guest thread the caller is (`None` off the guest threads).
+pub(crate) fn current_guest_thread() -> Option<usize> {
+    GUEST_THREAD.with(Cell::get)
+}
+
+/// An execution's place on a guest thread, given back when it ends.
+pub(super) struct Placed(Arc<AtomicUsize>);
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl GuestPool {
     pub(super) fn new(threads: usize) -> std::io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("crm-guest")
-            // A spinning guest yields every epoch tick but is always runnable, so these
-            // workers never park, and tokio would look at new calls (the injection queue)
-            // and at I/O readiness (a CRM's answer) only every 61st turn: 61 ticks, over
-            // half a second (BENCHMARKS.md). Look at both at every turn.
-            .global_queue_interval(1)
-            .event_interval(1)
-            .enable_all()
-            .build()?;
-        Ok(GuestPool(Some(rt)))
+        let mut pool = GuestPool { threads: Vec::with_capacity(threads) };
+        for i in 0..threads {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                // A spinning guest yields every epoch tick but is always runnable, and tokio
+                // would look at new calls (the injection queue) and at I/O readiness (a CRM's
+                // answer) only every 61st turn: 61 ticks, over half a second (BENCHMARKS.md).
+                // Look at both at every turn.
+                .global_queue_interval(1)
+                .event_interval(1)
+                .enable_all()
+                .build()?;
+            let handle = rt.handle().clone();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new().name(format!("crm-guest-{i}")).spawn(move || {
+                GUEST_THREAD.with(|g| g.set(Some(i)));
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+                // Its tasks are the host's to abandon.
+                rt.shutdown_background();
+            })?;
+            pool.threads.push(GuestThread { handle, busy: Arc::default(), stop: Some(stop) });
+        }
+        Ok(pool)
     }
 
-    pub(super) fn handle(&self) -> &tokio::runtime::Handle {
-        self.0.as_ref().expect("the guest pool lives as long as the runtime").handle()
+    /// The guest thread with the fewest executions in flight (a spinning guest keeps its
+    /// thread busy: new calls go to the others), and the execution's place on it.
+    pub(super) fn place(&self) -> (&tokio::runtime::Handle, Placed) {
+        let t = self.threads.iter().min_by_key(|t| t.busy.load(Ordering::Relaxed)).expect("at least one guest thread");
+        t.busy.fetch_add(1, Ordering::Relaxed);
+        (&t.handle, Placed(t.busy.clone()))
     }
 }
 
 impl Drop for GuestPool {
     fn drop(&mut self) {
-        // Dropping a runtime from async code panics; its tasks are the host's to abandon.
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
+        for t in &mut self.threads {
+            if let Some(stop) = t.stop.take() {
+                let _ = stop.send(());
+            }
         }
     }
 }

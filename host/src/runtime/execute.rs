@@ -50,7 +50,11 @@ impl Runtime {
         let Some(pool) = &self.guests else { return run.await };
         // If the caller goes away (the client hung up), the execution goes too, at its next
         // yield, as it would on the caller's own runtime: its admission place is gone.
-        let mut task = AbortOnDrop(pool.handle().spawn(run));
+        let (thread, placed) = pool.place();
+        let mut task = AbortOnDrop(thread.spawn(async move {
+            let _placed = placed;
+            run.await
+        }));
         (&mut task.0).await.unwrap_or_else(|e| {
             tracing::error!("an execution failed inside the host: {e}");
             Err(CallFailure::new(FailureKind::Internal, "the host failed while running the adapter; the failure is logged"))
