@@ -70,7 +70,7 @@ pub(crate) struct Prepared {
 
 /// What the hook hands back to wasmtime-wasi-http: the response (read whole here, so the
 /// connection is already done with it) and its I/O future (nothing left to drive).
-type Exchanged = wasmtime_wasi_http::Result<(http::Response<WasiBody>, Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>)>;
+pub(crate) type Exchanged = wasmtime_wasi_http::Result<(http::Response<WasiBody>, Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>)>;
 
 impl CallOutbound {
     /// Checks the request now (on the guest's thread, holding its store) and returns the

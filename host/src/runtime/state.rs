@@ -88,8 +88,7 @@ impl WasiHttpHooks for CallHooks {
         request: http::Request<WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<dyn Future<Output = wasmtime_wasi_http::Result<(http::Response<WasiBody>, Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>)>> + Send>
-    {
+    ) -> Box<dyn Future<Output = crate::outbound::Exchanged> + Send> {
         self.outbound.send(request, options)
     }
 }

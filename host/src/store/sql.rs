@@ -356,6 +356,9 @@ macro_rules! impl_store {
             }
 
             async fn record_calls(&self, calls: &[CallRecord], keep: &TraceRetention) -> StoreResult<()> {
+                if calls.is_empty() {
+                    return Ok(());
+                }
                 let mut tx = self.traces_write().await?;
                 // One statement for the batch: each statement is a round trip to the
                 // database (for SQLite, to its worker thread).
@@ -376,9 +379,7 @@ macro_rules! impl_store {
                         .push_bind(trace)
                         .push_bind(trace.len() as i64);
                 });
-                if !calls.is_empty() {
-                    insert.build().execute(&mut *tx).await?;
-                }
+                insert.build().execute(&mut *tx).await?;
                 let mut tenants: Vec<&str> = Vec::new();
                 for c in calls {
                     if !tenants.contains(&c.head.tenant.as_str()) {

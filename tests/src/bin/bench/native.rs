@@ -162,15 +162,14 @@ pub mod lean {
                 builder = builder.header(k.as_str(), v.as_str());
             }
             let outgoing = builder.body(Full::new(Bytes::from(request.body))).map_err(|e| CrmError::Internal(e.to_string()))?;
-            let failed = |e: String| CrmError::Transport(e);
-            let response = self.client.request(outgoing).await.map_err(|e| failed(e.to_string()))?;
+            let response = self.client.request(outgoing).await.map_err(|e| CrmError::Transport(e.to_string()))?;
             let status = response.status().as_u16();
             let headers = response
                 .headers()
                 .iter()
                 .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
                 .collect();
-            let body = Limited::new(response.into_body(), request.max_response_bytes).collect().await.map_err(|e| failed(e.to_string()))?;
+            let body = Limited::new(response.into_body(), request.max_response_bytes).collect().await.map_err(|e| CrmError::Transport(e.to_string()))?;
             lookup.answer(crm_sdk::Response { status, headers, body: body.to_bytes().to_vec() })
         }
     }
