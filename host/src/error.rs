@@ -28,6 +28,12 @@ pub enum HostError {
     UnknownKey { tenant: String, key_id: String },
     #[error("tenant '{tenant}' has no recorded call '{call_id}' (recent calls are kept, older ones are dropped)")]
     UnknownCall { tenant: String, call_id: String },
+    #[error("adapter '{0}' has no canary (start one with POST /v1/adapters/{0}/canary)")]
+    UnknownCanary(String),
+    #[error("adapter '{adapter}' has no stored replay report '{id}' (the newest reports are kept)")]
+    UnknownReplay { adapter: String, id: String },
+    #[error("the replay of {digest} of '{adapter}' against recorded calls failed ({}): the version stays staged; read the report, fix it, or accept the differences with force", replay_summary(.report))]
+    ReplayFailed { adapter: String, digest: String, report: Box<crate::replay::ReplayReport> },
     #[error("no such endpoint: {0} (see the README for the API)")]
     #[serde(rename = "not_found")]
     NoSuchEndpoint(String),
@@ -77,6 +83,11 @@ pub enum HostError {
     Internal(String),
 }
 
+fn replay_summary(r: &crate::replay::ReplayReport) -> String {
+    let s = &r.summary;
+    format!("{} changed, {} new failures, {} unmatched of {} calls", s.changed, s.new_failure, s.unmatched, r.calls)
+}
+
 fn invalid_pin(adapter: &str, pin: &str, of_adapter: &Option<String>) -> String {
     match of_adapter {
         Some(a) => format!("pin {pin} is a version of adapter '{a}', not of '{adapter}'"),
@@ -124,11 +135,13 @@ impl HostError {
             | UnknownTenant(_)
             | UnknownKey { .. }
             | UnknownCall { .. }
+            | UnknownReplay { .. }
+            | UnknownCanary(_)
             | NoSuchEndpoint(_)
             | WebhooksUnsupported(_) => 404,
             PayloadTooLarge { .. } => 413,
             AdapterFailed(_) => 502,
-            InvalidTenants { .. } | NoPreviousVersion(_) | VersionInUse(_) | Conflict(_) => 409,
+            InvalidTenants { .. } | NoPreviousVersion(_) | VersionInUse(_) | Conflict(_) | ReplayFailed { .. } => 409,
             InvalidConfig { .. } | InvalidPin { .. } | InvalidLimits(_) => 422,
             RateLimited(_) => 429,
             Storage(_) | Overloaded(_) => 503,
@@ -149,7 +162,11 @@ impl HostError {
             HostError::InvalidTenants { tenants, .. } => (None, None, Some(tenants.clone())),
             _ => (None, None, None),
         };
-        ErrorBody { error: ErrorDetail { kind: self.kind(), message: self.to_string(), field, import, invalid_tenants } }
+        let report = match self {
+            HostError::ReplayFailed { report, .. } => Some(report.clone()),
+            _ => None,
+        };
+        ErrorBody { error: ErrorDetail { kind: self.kind(), message: self.to_string(), field, import, invalid_tenants, report } }
     }
 }
 
@@ -184,10 +201,13 @@ pub struct ErrorDetail {
     pub import: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid_tenants: Option<Vec<InvalidTenant>>,
+    /// `replay_failed`: the report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<Box<crate::replay::ReplayReport>>,
 }
 
 /// Why a call went to `on_failure`: the adapter's typed error, or what the host saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     Config,
@@ -225,18 +245,18 @@ impl std::fmt::Display for FailureKind {
 }
 
 /// Serialised as the `error` of a failure outcome.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CallFailure {
     pub kind: FailureKind,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_excerpt: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
 }
 

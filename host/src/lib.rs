@@ -5,7 +5,8 @@
 //! [`store`]) -> a fresh wasm instance with the tenant's crmConfig under its [`limits`]
 //! ([`runtime`]) -> outbound wasi-http requests ([`outbound`]: the [`egress`] policy,
 //! routing, retries) -> crmData or a typed failure -> HTTP response; then the call's
-//! [`trace`] is written (secrets [`redact`]ed) and its [`metrics`] counted.
+//! [`trace`] is written (secrets [`redact`]ed) and its [`metrics`] counted. A [`replay`]
+//! runs recorded calls through another version with the recording answering its requests.
 
 pub mod api;
 pub mod auth;
@@ -22,10 +23,12 @@ pub mod limits;
 pub mod metrics;
 pub mod outbound;
 pub mod redact;
+pub mod replay;
 pub mod runtime;
 pub mod service;
 pub mod setup;
 pub mod store;
+pub mod time;
 pub mod trace;
 pub mod watch;
 

@@ -14,6 +14,10 @@ pub struct Metrics {
     pub outbound_seconds: HistogramVec,
     pub outbound_retries: IntCounterVec,
     pub deploys: IntCounterVec,
+    /// Replays by adapter and verdict.
+    pub replays: IntCounterVec,
+    /// Canary rollouts ended, by adapter and how (promoted, rolled_back, stopped).
+    pub canaries: IntCounterVec,
     pub instances_in_flight: IntGauge,
     /// Instances created, for every export (calls, webhooks, deploy checks).
     pub instances: prometheus::IntCounter,
@@ -59,6 +63,8 @@ impl Metrics {
         let outbound_retries =
             counter("crm_outbound_retries_total", "Outbound requests retried, by reason", &["adapter", "host", "reason"]);
         let deploys = counter("crm_deploys_total", "Deploys by adapter and result", &["adapter", "result"]);
+        let replays = counter("crm_replays_total", "Replays of recorded calls by adapter and verdict", &["adapter", "verdict"]);
+        let canaries = counter("crm_canaries_ended_total", "Canary rollouts ended, by adapter and how", &["adapter", "state"]);
         let webhooks = counter("crm_webhooks_total", "Webhook requests by adapter and answered status", &["adapter", "status"]);
         let inbound_events =
             counter("crm_inbound_events_total", "Inbound messages by adapter: stored, or dropped as duplicates", &["adapter", "result"]);
@@ -91,6 +97,8 @@ impl Metrics {
             outbound_seconds,
             outbound_retries,
             deploys,
+            replays,
+            canaries,
             instances_in_flight,
             instances,
             compile_cache,

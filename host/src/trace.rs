@@ -9,17 +9,18 @@ use crate::metrics::Metrics;
 use crate::redact::Redactor;
 use crate::store::{CallHead, CallRecord, Store};
 use base64::Engine as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// A request or response body as recorded.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BodyRecord {
     /// `utf8` (the text as is) or `base64`.
-    pub encoding: &'static str,
+    pub encoding: Cow<'static, str>,
     pub data: String,
     /// The body's full size in bytes.
     pub size: usize,
@@ -42,12 +43,20 @@ impl BodyRecord {
             }
             Err(_) => ("base64", base64::engine::general_purpose::STANDARD.encode(kept)),
         };
-        BodyRecord { encoding, data, size, truncated: bytes.len() > MAX_TRACE_BODY }
+        BodyRecord { encoding: Cow::Borrowed(encoding), data, size, truncated: bytes.len() > MAX_TRACE_BODY }
+    }
+
+    /// The recorded bytes (all of them unless `truncated`).
+    pub fn bytes(&self) -> Vec<u8> {
+        match &*self.encoding {
+            "base64" => base64::engine::general_purpose::STANDARD.decode(&self.data).unwrap_or_default(),
+            _ => self.data.as_bytes().to_vec(),
+        }
     }
 }
 
 /// One outbound attempt.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Exchange {
     pub attempt: u32,
@@ -55,30 +64,31 @@ pub struct Exchange {
     /// As the adapter asked for it (the CRM's production URL).
     pub url: String,
     /// Where `--upstream` sent it, when routed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routed_to: Option<String>,
     pub request_headers: Vec<(String, String)>,
     /// `None` only when `omitted`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_body: Option<BodyRecord>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     pub response_headers: Vec<(String, String)>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_body: Option<BodyRecord>,
     /// Headers and bodies left out: the call's trace already holds as much of them as a
     /// call's may (1 MiB).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub omitted: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Milliseconds from the start of the call.
     pub started_ms: f64,
     pub duration_ms: f64,
 }
 
-/// Everything recorded about one call, as `GET /v1/tenants/{t}/calls/{id}` shows it.
-#[derive(Debug, Clone, Serialize)]
+/// Everything recorded about one call, as `GET /v1/tenants/{t}/calls/{id}` shows it, and
+/// as a replay reads it back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CallTrace {
     pub call_id: String,
@@ -89,18 +99,30 @@ pub struct CallTrace {
     pub digest: String,
     pub started_at_ms: i64,
     pub duration_ms: f64,
+    /// A digest of the tenant's crmConfig when the call ran ([`config_digest`]): a replay
+    /// runs only calls whose tenant still has that config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
     /// The call body as received (`chat`, `params`); `null` when it is larger than a recorded
     /// body may be (`requestBody` then holds its first 64 KiB).
     pub request: Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_body: Option<BodyRecord>,
     /// Every outbound attempt, in order.
     pub outbound: Vec<Exchange>,
     pub outcome: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crm_data: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<crate::error::CallFailure>,
+}
+
+/// A digest of a crmConfig as stored (its JSON text), for telling whether a tenant's config
+/// is still the one a recorded call ran with.
+pub fn config_digest(config: &serde_json::Map<String, Value>) -> String {
+    use sha2::Digest;
+    let text = Value::Object(config.clone()).to_string();
+    format!("{:x}", sha2::Sha256::digest(text.as_bytes()))[..32].to_string()
 }
 
 impl CallTrace {
@@ -211,12 +233,13 @@ mod tests {
     fn bodies_keep_text_exactly_and_bytes_as_base64() {
         let r = Redactor::default();
         let b = BodyRecord::new("שלום".as_bytes(), &r);
-        assert_eq!((b.encoding, b.data.as_str(), b.size, b.truncated), ("utf8", "שלום", 8, false));
+        assert_eq!((&*b.encoding, b.data.as_str(), b.size, b.truncated), ("utf8", "שלום", 8, false));
         let b = BodyRecord::new(&[0xff, 0x00], &r);
-        assert_eq!((b.encoding, b.data.as_str()), ("base64", "/wA="));
+        assert_eq!((&*b.encoding, b.data.as_str()), ("base64", "/wA="));
         let big = "é".repeat(MAX_TRACE_BODY);
         let b = BodyRecord::new(big.as_bytes(), &r);
         assert!(b.truncated && b.encoding == "utf8" && b.data.len() <= MAX_TRACE_BODY);
+        assert_eq!(BodyRecord::new(&[0xff, 0x00], &r).bytes(), vec![0xff, 0x00], "base64 decodes back");
     }
 
     #[test]
@@ -226,7 +249,7 @@ mod tests {
         // Binary: the secret's bytes inside a non-UTF-8 answer.
         let b = BodyRecord::new(&[&[0xff][..], b"key=s3cret-tok"].concat(), &r);
         let decoded = base64::engine::general_purpose::STANDARD.decode(&b.data).unwrap();
-        assert_eq!((b.encoding, String::from_utf8_lossy(&decoded[1..]).as_ref()), ("base64", "key=[redacted]"));
+        assert_eq!((&*b.encoding, String::from_utf8_lossy(&decoded[1..]).as_ref()), ("base64", "key=[redacted]"));
         // Cut by the truncation: half a secret at the end is not kept either.
         let cut = format!("{}s3cret-tok", "a".repeat(MAX_TRACE_BODY - 5));
         let b = BodyRecord::new(cut.as_bytes(), &r);

@@ -9,7 +9,8 @@ pub mod model;
 use crate::auth::Caller;
 use crate::error::HostError;
 use crate::limits::{FrontDoor, MAX_COMPONENT_BYTES, MAX_JSON_BYTES, MAX_WEBHOOK_BYTES};
-use crate::service::{DeployOptions, HealthStatus, Host};
+use crate::replay::{ReplayReport, ReplayRequest};
+use crate::service::{CanaryStart, CanaryStatus, DeployOptions, HealthStatus, Host};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -81,6 +82,14 @@ pub fn router(host: Arc<Host>, front: &FrontDoor, metrics_apart: bool) -> Router
         )
         .route("/v1/adapters/{name}/versions", get(versions))
         .route("/v1/adapters/{name}/versions/{digest}", delete(delete_version))
+        .route("/v1/adapters/{name}/versions/{digest}/replay", post(replay).layer(json()))
+        .route(
+            "/v1/adapters/{name}/canary",
+            post(start_canary).patch(set_canary).layer(json()).get(canary_status).delete(stop_canary),
+        )
+        .route("/v1/adapters/{name}/canary/promote", post(promote_canary).layer(json()))
+        .route("/v1/adapters/{name}/replays", get(replays))
+        .route("/v1/adapters/{name}/replays/{id}", get(replay_report))
         .route("/v1/adapters/{name}/activate", post(activate).layer(json()))
         .route("/v1/adapters/{name}/rollback", post(rollback).layer(json()))
         .route("/v1/tenants/{tenant}", put(put_tenant).layer(json()).get(get_tenant).delete(delete_tenant))
@@ -221,7 +230,11 @@ async fn deploy(
     body: Bytes,
 ) -> ApiResult<Response> {
     let actor = auth.admin()?;
-    let opts = DeployOptions { stage: flag(&q, "stage")?, force: flag(&q, "force")? };
+    let replay = match q.get("replay") {
+        Some(_) => Some(number(&q, "replay", 0u32)?),
+        None => None,
+    };
+    let opts = DeployOptions { stage: flag(&q, "stage")?, force: flag(&q, "force")?, replay };
     let deployed = host.deploy(&name, body, opts, &actor).await?;
     Ok((StatusCode::CREATED, Json(DeployResponse::from(deployed))).into_response())
 }
@@ -244,12 +257,77 @@ async fn delete_version(State(host): Shared, auth: Authed, Path((name, digest)):
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Recorded calls re-run through a stored version, offline; the report.
+async fn replay(State(host): Shared, auth: Authed, Path((name, digest)): Path<(String, String)>, body: Bytes) -> ApiResult<Json<ReplayReport>> {
+    auth.admin()?;
+    let request: ReplayRequest =
+        if body.is_empty() { ReplayRequest::default() } else { crate::chat::parse_json("replay body", &body).map_err(HostError::BadRequest)? };
+    Ok(Json(host.replay(&name, &digest, &request).await?))
+}
+
+async fn replays(State(host): Shared, auth: Authed, Path(name): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    auth.admin()?;
+    let limit = number(&q, "limit", 50u32)?.clamp(1, 1000);
+    Ok(Json(serde_json::json!({"replays": host.replays(&name, limit).await?})).into_response())
+}
+
+async fn replay_report(State(host): Shared, auth: Authed, Path((name, id)): Path<(String, String)>) -> ApiResult<Response> {
+    auth.admin()?;
+    let report = host.replay_report(&name, &id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], report).into_response())
+}
+
+async fn start_canary(State(host): Shared, auth: Authed, Path(name): Path<String>, body: Bytes) -> ApiResult<Response> {
+    let actor = auth.admin()?;
+    let start: CanaryStart = crate::chat::parse_json("canary body", &body).map_err(HostError::BadRequest)?;
+    Ok((StatusCode::CREATED, Json(host.start_canary(&name, start, &actor).await?)).into_response())
+}
+
+async fn canary_status(State(host): Shared, auth: Authed, Path(name): Path<String>) -> ApiResult<Json<CanaryStatus>> {
+    auth.admin()?;
+    Ok(Json(host.canary_status(&name)?))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CanaryPatch {
+    percent: u8,
+}
+
+async fn set_canary(State(host): Shared, auth: Authed, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<CanaryStatus>> {
+    let actor = auth.admin()?;
+    let patch: CanaryPatch = crate::chat::parse_json("canary body", &body).map_err(HostError::BadRequest)?;
+    Ok(Json(host.set_canary_percent(&name, patch.percent, &actor).await?))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn promote_canary(State(host): Shared, auth: Authed, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<CanaryStatus>> {
+    let actor = auth.admin()?;
+    let b: PromoteBody =
+        if body.is_empty() { PromoteBody::default() } else { crate::chat::parse_json("promote body", &body).map_err(HostError::BadRequest)? };
+    Ok(Json(host.promote_canary(&name, b.force, &actor).await?))
+}
+
+async fn stop_canary(State(host): Shared, auth: Authed, Path(name): Path<String>) -> ApiResult<Json<CanaryStatus>> {
+    let actor = auth.admin()?;
+    Ok(Json(host.stop_canary(&name, &actor).await?))
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ActivateBody {
     digest: String,
     #[serde(default)]
     force: bool,
+    /// Replay the adapter's last N recorded calls first; activate only if that passes.
+    #[serde(default)]
+    replay: Option<u32>,
 }
 
 async fn activate(
@@ -262,7 +340,11 @@ async fn activate(
     let actor = auth.admin()?;
     let b: ActivateBody = crate::chat::parse_json("activate body", &body).map_err(HostError::BadRequest)?;
     let force = b.force || flag(&q, "force")?;
-    Ok(Json(host.activate(&name, &b.digest, force, &actor).await?.into()))
+    let deployed = match b.replay {
+        Some(calls) => host.activate_after_replay(&name, &b.digest, calls, force, &actor).await?,
+        None => host.activate(&name, &b.digest, force, &actor).await?,
+    };
+    Ok(Json(deployed.into()))
 }
 
 async fn rollback(State(host): Shared, auth: Authed, Path(name): Path<String>) -> ApiResult<Json<DeployResponse>> {
@@ -299,7 +381,7 @@ async fn revoke_key(State(host): Shared, auth: Authed, Path((tenant, key_id)): P
 }
 
 async fn call(State(host): Shared, auth: Authed, Path((tenant, func_id)): Path<(String, String)>, body: Bytes) -> Response {
-    let call_id = new_call_id();
+    let call_id = crate::service::new_id();
     let answer = match auth.0.require_tenant(&tenant) {
         Ok(()) => host.call(&tenant, &func_id, &body, &call_id).await.map(|outcome| Json(CallResponse::from(outcome)).into_response()),
         Err(e) => Err(e),
@@ -393,13 +475,6 @@ async fn audit(State(host): Shared, auth: Authed, Query(q): Query<HashMap<String
     Ok(Json(AuditList { entries: entries.into_iter().map(AuditItem::from).collect(), next }))
 }
 
-/// 128 random bits, hex: unique without coordination between hosts.
-fn new_call_id() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut b);
-    crate::auth::hex(&b)
-}
 
 /// Serves the API on `listener` until `shutdown` resolves, with the connection and body
 /// limits of `front`; with a `metrics` listener, `/metrics` is served there instead (an

@@ -31,11 +31,14 @@ pub struct DeployResponse {
     pub state: VersionState,
     /// Tenants following the active version whose crmConfig this version refuses.
     pub invalid_tenants: Vec<InvalidTenant>,
+    /// The replay that gated it (`?replay=N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<crate::replay::ReplayReport>,
 }
 
 impl From<Deployed> for DeployResponse {
     fn from(d: Deployed) -> Self {
-        DeployResponse { adapter: AdapterSummary::of(&d.compiled), state: d.state, invalid_tenants: d.invalid_tenants }
+        DeployResponse { adapter: AdapterSummary::of(&d.compiled), state: d.state, invalid_tenants: d.invalid_tenants, replay: d.replay }
     }
 }
 
@@ -261,35 +264,4 @@ pub struct Health {
     pub status: crate::service::HealthStatus,
 }
 
-/// Unix milliseconds as RFC 3339 in UTC (`2026-11-22T10:00:00.000Z`).
-pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339(1_767_000_060_123), "2025-12-29T09:21:00.123Z");
-        assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
-}
+pub use crate::time::rfc3339;

@@ -48,6 +48,30 @@ pub enum ClientCommand {
     },
     /// Re-activate the previously active version.
     Rollback { name: String },
+    /// Re-run recorded calls of an adapter through a stored version, offline (the recordings
+    /// answer its requests), and print how each compares.
+    Replay {
+        name: String,
+        digest: String,
+        /// Only this tenant's calls (repeatable).
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// Only calls of this function (repeatable).
+        #[arg(long = "function")]
+        functions: Vec<String>,
+        /// The newest calls up to this many (the host's default: 200; at most 5000).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Only calls started at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Exit 1 when the verdict is `fail`, so that a deploy script can refuse.
+        #[arg(long)]
+        gate: bool,
+    },
+    /// Roll a stored version out to a share of the adapter's tenants, watch it, promote or stop it.
+    #[command(subcommand)]
+    Canary(CanaryCommand),
     /// Delete a stored version that is neither active nor pinned.
     DeleteVersion { name: String, digest: String },
     /// Create, show or delete a tenant.
@@ -100,6 +124,42 @@ pub enum TenantCommand {
     },
     Get { tenant: String },
     Delete { tenant: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CanaryCommand {
+    /// Route a stable share of the adapter's unpinned tenants to a stored version; the host
+    /// rolls it back by itself when those tenants fail more.
+    Start {
+        name: String,
+        digest: String,
+        /// Share of the unpinned tenants, 1-100.
+        #[arg(long)]
+        percent: u8,
+        /// Roll back when the canary tenants' failure rate exceeds the others' by more than
+        /// this fraction (0.05: five points).
+        #[arg(long)]
+        max_failure_rate_increase: Option<f64>,
+        /// Canary calls before the failure rates are compared.
+        #[arg(long)]
+        min_calls: Option<u32>,
+    },
+    /// The adapter's canary: its share, its tenants, the calls and failures of both sides, its state.
+    Status { name: String },
+    /// Change a running canary's share (growing it keeps the tenants already in).
+    Set {
+        name: String,
+        #[arg(long)]
+        percent: u8,
+    },
+    /// Activate the candidate for every unpinned tenant.
+    Promote {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// End the canary: its tenants go back to the active version.
+    Stop { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -194,6 +254,51 @@ impl ClientCommand {
             ClientCommand::Rollback { name } => {
                 let v = c.send(reqwest::Method::POST, &format!("/v1/adapters/{name}/rollback"), Body::None).await?;
                 c.print(&v, |v| format!("rolled back: {} {} {} is active", s(&v["name"]), s(&v["version"]), s(&v["digest"])))
+            }
+            ClientCommand::Replay { name, digest, tenants, functions, limit, since, gate } => {
+                let mut body = json!({});
+                if !tenants.is_empty() {
+                    body["tenants"] = json!(tenants);
+                }
+                if !functions.is_empty() {
+                    body["functions"] = json!(functions);
+                }
+                if let Some(n) = limit {
+                    body["limit"] = json!(n);
+                }
+                if let Some(t) = since {
+                    body["since"] = json!(t);
+                }
+                let path = format!("/v1/adapters/{name}/versions/{digest}/replay");
+                let v = c.send(reqwest::Method::POST, &path, Body::Json(body)).await?;
+                c.print(&v, replay_report)?;
+                if gate && v["verdict"] != "pass" {
+                    return Err(Failed(1, format!("replay {} failed: the candidate answers recorded calls differently", s(&v["id"]))));
+                }
+                Ok(())
+            }
+            ClientCommand::Canary(command) => {
+                let (method, name, body) = match command {
+                    CanaryCommand::Start { name, digest, percent, max_failure_rate_increase, min_calls } => {
+                        let mut body = json!({"digest": digest, "percent": percent});
+                        if let Some(x) = max_failure_rate_increase {
+                            body["maxFailureRateIncrease"] = json!(x);
+                        }
+                        if let Some(n) = min_calls {
+                            body["minCalls"] = json!(n);
+                        }
+                        (reqwest::Method::POST, name, Body::Json(body))
+                    }
+                    CanaryCommand::Status { name } => (reqwest::Method::GET, name, Body::None),
+                    CanaryCommand::Set { name, percent } => (reqwest::Method::PATCH, name, Body::Json(json!({"percent": percent}))),
+                    CanaryCommand::Promote { name, force } => {
+                        let v = c.send(reqwest::Method::POST, &format!("/v1/adapters/{name}/canary/promote"), Body::Json(json!({"force": force}))).await?;
+                        return c.print(&v, canary_status);
+                    }
+                    CanaryCommand::Stop { name } => (reqwest::Method::DELETE, name, Body::None),
+                };
+                let v = c.send(method, &format!("/v1/adapters/{name}/canary"), body).await?;
+                c.print(&v, canary_status)
             }
             ClientCommand::DeleteVersion { name, digest } => {
                 c.send(reqwest::Method::DELETE, &format!("/v1/adapters/{name}/versions/{digest}"), Body::None).await?;
@@ -348,6 +453,61 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// A canary's status for people.
+fn canary_status(v: &Value) -> String {
+    let side = |x: &Value| format!("{} calls, {} failed ({:.1}%)", s(&x["calls"]), s(&x["failures"]), x["failureRate"].as_f64().unwrap_or(0.0) * 100.0);
+    let mut out = format!(
+        "canary {} of {}: {} {} for {}% of tenants: {}{}\n",
+        s(&v["id"]),
+        s(&v["adapter"]),
+        s(&v["version"]),
+        s(&v["digest"]),
+        s(&v["percent"]),
+        s(&v["state"]),
+        v["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default(),
+    );
+    out.push_str(&format!("  tenants in it: {} {}\n", s(&v["tenants"]["count"]), join(&v["tenants"]["first"])));
+    if !join(&v["excluded"]).is_empty() {
+        out.push_str(&format!("  never selected (config refused): {}\n", join(&v["excluded"])));
+    }
+    out.push_str(&format!("  canary:   {}\n  baseline: {}", side(&v["canary"]), side(&v["baseline"])));
+    out
+}
+
+/// A replay report for people: the verdict and counts, then a line per call with what
+/// differs (`path: recorded → candidate`), what matched no recording, or why it was skipped.
+fn replay_report(v: &Value) -> String {
+    let sum = &v["summary"];
+    let mut out = format!(
+        "replay {}: {} {} against recordings of {} {}: {} calls, {}\n",
+        s(&v["id"]),
+        s(&v["candidate"]["version"]),
+        s(&v["candidate"]["digest"]),
+        s(&v["baseline"]["version"]),
+        s(&v["baseline"]["digest"]),
+        s(&v["calls"]),
+        s(&v["verdict"]),
+    );
+    let counts: Vec<String> = ["same", "changed", "newFailure", "fixed", "unmatched", "noisy", "skipped"]
+        .iter()
+        .map(|k| format!("{k} {}", s(&sum[*k])))
+        .collect();
+    out.push_str(&format!("  {}\n", counts.join(", ")));
+    for r in v["results"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {:<10} {:<20} {:<16} {}\n", s(&r["status"]), s(&r["funcId"]), s(&r["tenant"]), s(&r["callId"])));
+        for d in r["diff"].as_array().into_iter().flatten() {
+            out.push_str(&format!("      {}: {} → {}\n", s(&d["path"]), d["recorded"], d["candidate"]));
+        }
+        for u in r["unmatched"].as_array().into_iter().flatten() {
+            out.push_str(&format!("      unmatched {} {}: {}\n", s(&u["method"]), s(&u["url"]), s(&u["difference"])));
+        }
+        if let Some(reason) = r["reason"].as_str() {
+            out.push_str(&format!("      {reason}\n"));
+        }
+    }
+    out.trim_end().to_string()
 }
 
 fn s(v: &Value) -> String {

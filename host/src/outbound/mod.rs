@@ -4,7 +4,8 @@
 //! call's request budget, `--upstream` routing or the `--upstream-only` refusal, capped
 //! timeouts); [`send`] makes the attempts (retries, the response cap, trace and metrics);
 //! [`connect`] resolves once, checks the address it will dial and dials exactly that (or
-//! reuses a keep-alive connection to exactly that address, from `pool.rs`).
+//! reuses a keep-alive connection to exactly that address, from `pool.rs`). A replayed
+//! call passes the same checks, and its recording answers instead of the network.
 
 pub mod connect;
 mod pool;
@@ -108,6 +109,8 @@ impl CallOutbound {
         }
         let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.clone());
         let (uri, routed, use_tls) = match self.config.upstreams.route(&host) {
+            // A replay sends nothing: its recording answers (`send.rs`).
+            _ if scope.replay.is_some() => (uri, false, use_tls),
             Some(base) => {
                 let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
                 let prefix = base.path().trim_end_matches('/');

@@ -6,6 +6,7 @@
 use super::connect::{hyper_error, ConnectError, ExchangeTimeouts, Target};
 use super::{buffer, held_too_much, OutboundConfig, Prepared};
 use crate::limits::{Overflow, Within, MAX_RECORDED_URL, MAX_RETRY_AFTER};
+use crate::replay::{Answer, Replayer};
 use crate::runtime::CallScope;
 use crate::trace::{BodyRecord, Exchange};
 use bytes::Bytes;
@@ -119,9 +120,12 @@ pub(super) async fn send_with_retries(
         if !fits || !scope.budget.take_retry(caps.max_requests) {
             return result.map(|(_, resp, _)| resp);
         }
-        scope.metrics.outbound_retries.with_label_values(&[&scope.adapter, &p.origin_label, &reason]).inc();
-        tracing::info!(call_id = %scope.call_id, host = %p.hostname, attempt, reason, wait_ms = wait.as_millis() as u64, "retrying outbound request");
-        tokio::time::sleep(wait).await;
+        if scope.replay.is_none() {
+            scope.metrics.outbound_retries.with_label_values(&[&scope.adapter, &p.origin_label, &reason]).inc();
+            tracing::info!(call_id = %scope.call_id, host = %p.hostname, attempt, reason, wait_ms = wait.as_millis() as u64, "retrying outbound request");
+            // A replay's answers are recorded: nothing to wait for.
+            tokio::time::sleep(wait).await;
+        }
         attempt += 1;
     }
 }
@@ -137,6 +141,9 @@ async fn send_once(
     scope: &CallScope,
     what: &str,
 ) -> Result<(u16, Response, Bytes), ConnectError> {
+    if let Some(replayer) = &scope.replay {
+        return replay_once(replayer, p, &body, caps, scope, what).map_err(ConnectError::Failed);
+    }
     let max_body = caps.max_body;
     let failed = ConnectError::Failed;
     let host = p.uri.host().map(|h| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or_default();
@@ -188,6 +195,63 @@ async fn send_once(
     Ok((status, resp, bytes))
 }
 
+/// One attempt of a replayed call: the recording's answer to the request (redacted as the
+/// recording was, so `[redacted]` matches the real secret), under the same response caps.
+/// A request the recording cannot answer gets a transport error the host never retries.
+fn replay_once(
+    replayer: &Replayer,
+    p: &Prepared,
+    body: &[u8],
+    caps: Caps,
+    scope: &CallScope,
+    what: &str,
+) -> Result<(u16, Response, Bytes), ErrorCode> {
+    let sent = scope.redactor.bytes(body);
+    let (status, headers, recorded) = match replayer.answer(p.method.as_str(), &p.url, &sent) {
+        Some(Answer::Response { status, headers, body }) => (status, headers, body),
+        Some(Answer::Failed(error)) => return Err(recorded_error(&error)),
+        None => {
+            return Err(ErrorCode::InternalError(Some("replay: the recording holds no exchange that answers this request".into())))
+        }
+    };
+    if recorded.len() as u64 > caps.max_body {
+        return Err(ErrorCode::HttpResponseBodySize(Some(caps.max_body)));
+    }
+    let mut buffer = buffer(scope, caps.max_body, caps.max_held);
+    if buffer.push(&recorded).is_err() {
+        return Err(held_too_much(scope, caps.max_held, what));
+    }
+    let (bytes, held) = buffer.finish();
+    let mut response = hyper::Response::builder().status(status);
+    for (name, value) in &headers {
+        response = response.header(name.as_str(), value.as_str());
+    }
+    let body = HeldBody { body: Full::new(bytes.clone()), _held: held };
+    let response = response
+        .body(body.map_err(|never| match never {}).boxed_unsync())
+        .map_err(|e| ErrorCode::InternalError(Some(format!("replay: the recorded answer does not make a response: {e}"))))?;
+    Ok((status, response, bytes))
+}
+
+/// A recorded transport error (the trace keeps `ErrorCode`'s debug text) as the error the
+/// adapter saw.
+fn recorded_error(text: &str) -> ErrorCode {
+    match text.split(['(', ' ', '{']).next().unwrap_or_default() {
+        "ConnectionRefused" => ErrorCode::ConnectionRefused,
+        "ConnectionTerminated" => ErrorCode::ConnectionTerminated,
+        "ConnectionTimeout" => ErrorCode::ConnectionTimeout,
+        "ConnectionReadTimeout" => ErrorCode::ConnectionReadTimeout,
+        "ConnectionWriteTimeout" => ErrorCode::ConnectionWriteTimeout,
+        "ConnectionLimitReached" => ErrorCode::ConnectionLimitReached,
+        "DestinationUnavailable" => ErrorCode::DestinationUnavailable,
+        "DestinationNotFound" => ErrorCode::DestinationNotFound,
+        "HttpResponseTimeout" => ErrorCode::HttpResponseTimeout,
+        "HttpResponseIncomplete" => ErrorCode::HttpResponseIncomplete,
+        "HttpProtocolError" => ErrorCode::HttpProtocolError,
+        _ => ErrorCode::InternalError(Some(format!("replay: recorded {text}"))),
+    }
+}
+
 /// A response body handed to the adapter, holding its bytes' place in the call's budget.
 struct HeldBody {
     body: Full<Bytes>,
@@ -233,7 +297,8 @@ fn record(
     };
     let ms = duration.as_secs_f64() * 1000.0;
     // Answered attempts are in the call's trace; only failures are worth a line at info.
-    let level_info = !matches!(result, Ok((s, ..)) if *s < 500);
+    // A replay's answers are recorded ones: nothing happened worth a line.
+    let level_info = scope.replay.is_none() && !matches!(result, Ok((s, ..)) if *s < 500);
     if level_info || tracing::enabled!(tracing::Level::DEBUG) {
         let path = r.text(p.uri.path());
         if level_info {
@@ -242,8 +307,10 @@ fn record(
             tracing::debug!(call_id = %scope.call_id, adapter = %scope.adapter, method = %p.method, host = %p.hostname, path = %path, status = %status_label, attempt, ms, "outbound");
         }
     }
-    scope.metrics.outbound.with_label_values(&[&scope.adapter, &p.origin_label, &status_label]).inc();
-    scope.metrics.outbound_seconds.with_label_values(&[&scope.adapter, &p.origin_label]).observe(duration.as_secs_f64());
+    if scope.replay.is_none() {
+        scope.metrics.outbound.with_label_values(&[&scope.adapter, &p.origin_label, &status_label]).inc();
+        scope.metrics.outbound_seconds.with_label_values(&[&scope.adapter, &p.origin_label]).observe(duration.as_secs_f64());
+    }
     let (status, mut response_headers, mut response_body, error) = match result {
         Ok((s, resp, bytes)) => (Some(*s), headers(resp.headers()), Some(BodyRecord::new(bytes, r)), None),
         Err(e) => (None, Vec::new(), None, Some(format!("{e:?}"))),

@@ -62,6 +62,19 @@ impl Runtime {
     }
 }
 
+/// A wall clock that always reads one time (Unix ms).
+struct PinnedClock(i64);
+
+impl wasmtime_wasi::HostWallClock for PinnedClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(1)
+    }
+
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::try_from(self.0).unwrap_or(0))
+    }
+}
+
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
@@ -74,7 +87,8 @@ impl Executor {
     fn new_store(&self, limits: &Limits, policy: EgressPolicy, scope: Arc<CallScope>) -> Store<HostState> {
         let state = HostState {
             // Nothing granted: no env, args or preopens; stdin closed; stdout/stderr discarded.
-            wasi: WasiCtxBuilder::new().build(),
+            // The wall clock reads the execution's own time.
+            wasi: WasiCtxBuilder::new().wall_clock(PinnedClock(scope.wall_ms)).build(),
             table: {
                 let mut t = ResourceTable::new();
                 t.set_max_capacity(limits.max_resources);

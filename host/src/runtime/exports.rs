@@ -11,7 +11,9 @@ use crate::egress::EgressPolicy;
 use crate::error::{CallFailure, FailureKind, HostError};
 use crate::limits::{check_crm_data_size, Limits};
 use crate::redact::Redactor;
+use crate::replay::Replayer;
 use crate::trace::Exchange;
+use std::sync::Arc;
 use serde_json::{Map, Value};
 use wasmtime::component::{ComponentExportIndex, Instance, WasmStr};
 use wasmtime::Store;
@@ -24,6 +26,10 @@ pub(crate) struct CallInput<'a> {
     pub limits: &'a Limits,
     pub redactor: &'a Redactor,
     pub context: wit::CallContext,
+    /// The call's start (Unix ms): the wall-clock time the guest sees.
+    pub at_ms: i64,
+    /// A replay: outbound requests are answered from the recording.
+    pub replay: Option<Arc<Replayer>>,
 }
 
 /// How a call ended, and every outbound attempt it made (redacted), in order.
@@ -77,7 +83,7 @@ pub struct InboundMessage {
 impl Runtime {
     /// `describe`, at deploy: no tenant, no egress, the host's limits.
     pub(super) async fn describe(&self, pre: &AdapterPre<HostState>) -> Result<wit::Description, CallFailure> {
-        let scope = self.scope("deploy", "(describe)", Redactor::default(), &self.limits);
+        let scope = Arc::new(self.scope("deploy", "(describe)", Redactor::default(), &self.limits));
         self.execute(pre, &self.limits, EgressPolicy::default(), scope, |store, instance| {
             Box::pin(async move { Ok(Adapter::new(&mut *store, instance)?.crm_adapter_crm().call_describe(&mut *store).await?) })
         })
@@ -88,7 +94,7 @@ impl Runtime {
     pub async fn validate_config(&self, adapter: &Compiled, crm_config: &Map<String, Value>) -> Result<(), HostError> {
         let json = Value::Object(crm_config.clone()).to_string();
         let redactor = Redactor::new(&adapter.description.secret_fields, crm_config);
-        let scope = self.scope("validate", &adapter.description.name, redactor.clone(), &self.limits);
+        let scope = Arc::new(self.scope("validate", &adapter.description.name, redactor.clone(), &self.limits));
         let answer = self
             .execute(&adapter.pre, &self.limits, EgressPolicy::default(), scope, move |store, instance| {
                 Box::pin(async move {
@@ -114,7 +120,10 @@ impl Runtime {
     /// Runs one adapter function for one tenant under its limits and egress policy.
     pub(crate) async fn invoke(&self, adapter: &Compiled, input: CallInput<'_>) -> Invocation {
         let d = &adapter.description;
-        let scope = self.scope(input.call_id, &d.name, input.redactor.clone(), input.limits);
+        let mut scope = self.scope(input.call_id, &d.name, input.redactor.clone(), input.limits);
+        scope.wall_ms = input.at_ms;
+        scope.replay = input.replay;
+        let scope = Arc::new(scope);
         let policy = EgressPolicy::for_tenant(&d.outbound, &d.endpoint_fields, input.crm_config);
         let (export, func_id, context) = (adapter.invoke, input.func_id.to_string(), input.context);
         let max_bytes = input.limits.max_crm_data_bytes;
@@ -144,7 +153,16 @@ impl Runtime {
         };
         let context = wit::CallContext { project_id: String::new(), crm_config: "{}".into(), chat, params: "{}".into() };
         let redactor = Redactor::default();
-        let input = CallInput { call_id: "bench", func_id, crm_config: &Map::new(), limits: &self.limits, redactor: &redactor, context };
+        let input = CallInput {
+            call_id: "bench",
+            func_id,
+            crm_config: &Map::new(),
+            limits: &self.limits,
+            redactor: &redactor,
+            context,
+            at_ms: crate::service::now_ms(),
+            replay: None,
+        };
         self.invoke(adapter, input).await.outcome
     }
 
@@ -152,7 +170,7 @@ impl Runtime {
     /// (`handle-webhook`): the answer for the CRM and the messages it carried.
     pub(crate) async fn handle_webhook(&self, adapter: &Compiled, input: WebhookInput<'_>) -> Result<WebhookOutcome, CallFailure> {
         let d = &adapter.description;
-        let scope = self.scope("webhook", &d.name, input.redactor.clone(), input.limits);
+        let scope = Arc::new(self.scope("webhook", &d.name, input.redactor.clone(), input.limits));
         let policy = EgressPolicy::for_tenant(&d.outbound, &d.endpoint_fields, input.crm_config);
         let (project_id, crm_config) = (input.project_id.to_string(), Value::Object(input.crm_config.clone()).to_string());
         let r = input.request;

@@ -195,8 +195,8 @@ impl Runtime {
         Ok(Arc::new(Compiled { digest, description, pre, invoke, webhooks: AtomicBool::new(true) }))
     }
 
-    fn scope(&self, call_id: &str, adapter: &str, redactor: Redactor, limits: &Limits) -> Arc<CallScope> {
-        Arc::new(CallScope::new(call_id.to_string(), adapter.to_string(), limits.deadline, redactor, self.metrics.clone()))
+    fn scope(&self, call_id: &str, adapter: &str, redactor: Redactor, limits: &Limits) -> CallScope {
+        CallScope::new(call_id.to_string(), adapter.to_string(), limits.deadline, redactor, self.metrics.clone())
     }
 }
 

@@ -1,12 +1,13 @@
 //! What one execution (a call, a webhook, a deploy's describe) shares with its outbound
 //! requests: who it is for (logs, metrics), its deadline, the redactor for what it records,
-//! its per-call budgets, and what happened on the way out (exchanges, denials).
+//! its per-call budgets, its time, and what happened on the way out (exchanges, denials).
 
 use crate::error::FailureKind;
 use crate::limits::CallBudget;
 use crate::lock;
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
+use crate::replay::Replayer;
 use crate::trace::Exchange;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +21,11 @@ pub struct CallScope {
     pub metrics: Arc<Metrics>,
     /// Outbound requests and header entries spent, and the first limit that ended the call.
     pub budget: CallBudget,
+    /// The wall-clock time the guest sees, in Unix ms: one time for the whole execution (its
+    /// start), so a call is deterministic and a replay can give it the recorded call's.
+    pub wall_ms: i64,
+    /// When replaying: where outbound requests are answered from, instead of the network.
+    pub replay: Option<Arc<Replayer>>,
     exchanges: Mutex<Vec<Exchange>>,
     /// Why requests were denied, for the failure message.
     denials: Mutex<Vec<String>>,
@@ -36,6 +42,8 @@ impl CallScope {
             redactor,
             metrics,
             budget: CallBudget::default(),
+            wall_ms: crate::service::now_ms(),
+            replay: None,
             exchanges: Mutex::default(),
             denials: Mutex::default(),
         }

@@ -9,7 +9,7 @@ use crate::redact::Redactor;
 use crate::runtime::{CallInput, Compiled, Invocation};
 use crate::store::{CallHead, CallRecord};
 use crate::limits::MAX_TRACE_BODY;
-use crate::trace::{BodyRecord, CallTrace, Exchange};
+use crate::trace::{config_digest, BodyRecord, CallTrace, Exchange};
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ struct EndedCall<'a> {
     compiled: &'a Compiled,
     /// The body as received.
     body: &'a [u8],
+    config_digest: String,
     redactor: &'a Redactor,
     started_at_ms: i64,
     elapsed: Duration,
@@ -35,7 +36,7 @@ impl Host {
     /// Runs `func_id` for a tenant. Adapter failures are outcomes (`Ok` with a failure);
     /// only bad requests and unknown tenants are errors.
     pub async fn call(&self, tenant_id: &str, func_id: &str, body: &[u8], call_id: &str) -> Result<CallOutcome, HostError> {
-        let (tenant, compiled) = self.tenant_and_version(tenant_id)?;
+        let (tenant, compiled, canary) = self.route(tenant_id)?;
         let request = parse_call(body).map_err(HostError::BadRequest)?;
         let redactor = Redactor::new(&compiled.description.secret_fields, &tenant.crm_config);
         let context = into_wit(request, &tenant.project_id, &tenant.crm_config);
@@ -44,11 +45,23 @@ impl Host {
         let limits = tenant.limits.apply(self.runtime.limits());
         let Invocation { mut outcome, outbound } = match self.admission.enter(tenant_id, limits.max_concurrent_calls_per_tenant) {
             Ok(_admitted) => {
-                let input = CallInput { call_id, func_id, crm_config: &tenant.crm_config, limits: &limits, redactor: &redactor, context };
+                let input = CallInput {
+                    call_id,
+                    func_id,
+                    crm_config: &tenant.crm_config,
+                    limits: &limits,
+                    redactor: &redactor,
+                    context,
+                    at_ms: started_at_ms,
+                    replay: None,
+                };
                 self.runtime.invoke(&compiled, input).await
             }
             Err(refused) => Invocation { outcome: Err(refused), outbound: Vec::new() },
         };
+        if let Some((canary, inside)) = &canary {
+            self.observe_canary(canary, *inside, outcome.as_ref().map(|_| ()).map_err(|f| f.kind));
+        }
         if let Err(f) = &mut outcome {
             // An adapter may echo what the CRM said, and the CRM may echo credentials.
             f.message = redactor.text(&f.message);
@@ -61,6 +74,7 @@ impl Host {
             func_id,
             compiled: &compiled,
             body,
+            config_digest: config_digest(&tenant.crm_config),
             redactor: &redactor,
             started_at_ms,
             elapsed,
@@ -114,6 +128,7 @@ impl Host {
             digest: digest.clone(),
             started_at_ms: call.started_at_ms,
             duration_ms: ms,
+            config_digest: Some(call.config_digest),
             request,
             request_body,
             outbound: call.outbound,

@@ -7,7 +7,8 @@
 use super::{load_stored, Host};
 use crate::error::HostError;
 use crate::lock;
-use crate::store::AuditAction;
+use super::canary::Canary;
+use crate::store::{AuditAction, CanaryState};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,13 +81,17 @@ impl Host {
             for c in &changes {
                 use AuditAction::*;
                 match c.action {
-                    Deploy | Stage | Activate | Rollback | DeleteVersion => adapters.extend(c.adapter.clone()),
+                    Deploy | Stage | Activate | Rollback | DeleteVersion | CanaryStart | CanaryUpdate | CanaryEnd => {
+                        adapters.extend(c.adapter.clone())
+                    }
                     Pin | TenantPut | TenantDelete | KeyIssued | KeyRevoked => tenants.extend(c.tenant.clone()),
                 }
             }
             let mut fresh_adapters = Vec::new();
+            let mut fresh_canaries = Vec::new();
             for name in adapters {
                 let records = self.store.adapter_records(&name).await?;
+                fresh_canaries.extend(self.store.canary(&name).await?);
                 fresh_adapters.push((name, records));
             }
             let mut fresh_tenants = Vec::new();
@@ -101,6 +106,7 @@ impl Host {
                 wanted.extend(versions.iter().filter(|v| v.staged).map(|v| v.digest.clone()));
             }
             wanted.extend(fresh_tenants.iter().filter_map(|(_, (t, _))| t.as_ref()?.pin.clone()));
+            wanted.extend(fresh_canaries.iter().filter(|c| c.state == CanaryState::Running).map(|c| c.digest.clone()));
             wanted.retain(|d| !self.read().compiled.contains_key(d));
             let mut loaded = Vec::new();
             for digest in wanted {
@@ -111,6 +117,7 @@ impl Host {
                     Err(e) => tracing::error!(%digest, "a version another host stored cannot be loaded here: {e}"),
                 }
             }
+            let mut seeds = Vec::new();
             {
                 let mut registry = self.write();
                 for c in loaded {
@@ -124,6 +131,18 @@ impl Host {
                     };
                     registry.versions.insert(name, versions);
                 }
+                for c in fresh_canaries {
+                    let canary = match registry.canaries.get(&c.adapter) {
+                        Some(known) if known.record.id == c.id => known.refreshed(c),
+                        _ => {
+                            let canary = Arc::new(Canary::new(c));
+                            seeds.push(canary.clone());
+                            registry.canaries.insert(canary.record.adapter.clone(), canary);
+                            continue;
+                        }
+                    };
+                    registry.canaries.insert(canary.record.adapter.clone(), Arc::new(canary));
+                }
                 for (id, (tenant, keys)) in fresh_tenants {
                     if tenant.is_none() {
                         self.stats.remove(&id);
@@ -132,6 +151,9 @@ impl Host {
                 }
                 registry.prune();
                 registry.cursor = last;
+            }
+            for canary in seeds.iter().filter(|c| c.running()) {
+                self.seed_canary(canary).await;
             }
             if changes.iter().any(|c| c.action == AuditAction::DeleteVersion) {
                 self.prune_compile_cache(false).await;

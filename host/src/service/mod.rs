@@ -5,17 +5,24 @@
 //! - **Changes** ([`versions`]: deploy, stage, activate, rollback; [`tenants`]: tenants, pins,
 //!   keys) are written to the store first, in one transaction with their audit entry, then
 //!   applied to the registry. A mutex orders them, so store and registry always agree.
-//! - **Calls** ([`calls`]) read only the registry: tenant -> its pinned or the active digest
-//!   -> the compiled component -> a fresh instance ([`Runtime::invoke`]) -> crmData or a typed
-//!   failure; then [`Host::finish_call`] counts it, logs it and hands its trace to the writer.
+//! - **Calls** ([`calls`]) read only the registry: tenant -> its pin, a canary's candidate or
+//!   the active digest -> the compiled component -> a fresh instance ([`Runtime::invoke`]) ->
+//!   crmData or a typed failure; then [`Host::finish_call`] counts it, logs it and hands its
+//!   trace to the writer.
+//! - **Replays** ([`replays`]): recorded calls run offline through another version and
+//!   compared with their recordings; the gate that activates a deploy only when they pass.
+//! - **Canaries** ([`canary`]): a candidate for a share of the tenants, watched per call and
+//!   rolled back by the host when it fails more.
 //! - **Webhooks** ([`webhooks`]): a CRM's request -> the adapter -> inbound events, committed
 //!   before the CRM gets its 2xx.
 //! - **Following** ([`follow`]): with a store other hosts write too, the registry also takes
 //!   their changes (the audit log is the change log).
 
 mod calls;
+mod canary;
 mod follow;
 mod registry;
+mod replays;
 mod retention;
 mod stats;
 mod tenants;
@@ -23,6 +30,7 @@ mod versions;
 mod webhooks;
 
 pub use calls::CallOutcome;
+pub use canary::{CanaryStart, CanaryStatus};
 pub use follow::{DeepHealth, HealthStatus};
 pub use registry::VersionState;
 pub use stats::TenantStats;
@@ -73,6 +81,8 @@ pub struct Host {
     follow_error: std::sync::Mutex<Option<String>>,
     stats: stats::Stats,
     event_retention: std::time::Duration,
+    /// Replayed calls running at once, host-wide ([`replays::REPLAY_CONCURRENCY`]).
+    replay_slots: tokio::sync::Semaphore,
 }
 
 impl Host {
@@ -109,7 +119,12 @@ impl Host {
             follow_error: std::sync::Mutex::new(None),
             stats: stats::Stats::default(),
             event_retention: options.event_retention,
+            replay_slots: tokio::sync::Semaphore::new(replays::REPLAY_CONCURRENCY),
         };
+        let canaries: Vec<_> = host.read().canaries.values().filter(|c| c.running()).cloned().collect();
+        for c in canaries {
+            host.seed_canary(&c).await;
+        }
         host.prune_compile_cache(true).await;
         Ok(host)
     }
@@ -172,6 +187,14 @@ fn check_id(what: &str, id: &str) -> Result<(), HostError> {
     } else {
         Err(HostError::BadRequest(format!("{what} '{id}' must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', '-'")))
     }
+}
+
+/// 128 random bits, hex: unique without coordination between hosts (call ids, report ids).
+pub(crate) fn new_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    crate::auth::hex(&b)
 }
 
 pub fn now_ms() -> i64 {

@@ -4,6 +4,7 @@
 //!
 //! [`Store::snapshot`]: crate::store::Store::snapshot
 
+use super::canary::Canary;
 use crate::runtime::Compiled;
 use crate::store::{AdapterState, KeyRecord, Snapshot, TenantRecord, VersionRecord};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,6 +20,8 @@ pub(super) struct Registry {
     /// flight keep their own `Arc` of any other).
     pub compiled: HashMap<String, Arc<Compiled>>,
     pub keys: HashMap<String, KeyRecord>,
+    /// Each adapter's latest canary, whatever its state.
+    pub canaries: HashMap<String, Arc<Canary>>,
     /// The last audit entry the registry includes.
     pub cursor: i64,
 }
@@ -38,6 +41,7 @@ impl Registry {
             adapters: snapshot.adapters.into_iter().map(|a| (a.name.clone(), a)).collect(),
             tenants: snapshot.tenants.into_iter().map(|t| (t.id.clone(), Arc::new(t))).collect(),
             keys: snapshot.keys.into_iter().map(|k| (k.key_id.clone(), k)).collect(),
+            canaries: snapshot.canaries.into_iter().map(|c| (c.adapter.clone(), Arc::new(Canary::new(c)))).collect(),
             cursor: snapshot.cursor,
             ..Registry::default()
         };
@@ -51,9 +55,19 @@ impl Registry {
         self.versions.get(adapter)?.iter().find(|v| v.digest == digest)
     }
 
-    /// The digest a tenant's calls run: its pin, or its adapter's active version.
-    pub fn digest_for(&self, t: &TenantRecord) -> Option<String> {
-        t.pin.clone().or_else(|| self.adapters.get(&t.adapter)?.active.clone())
+    /// The digest a tenant's calls run (its pin; the candidate of a running canary that
+    /// selects it; or its adapter's active version), and the canary its calls count for
+    /// (`true`: inside it).
+    pub fn route(&self, t: &TenantRecord) -> (Option<String>, Option<(Arc<Canary>, bool)>) {
+        if let Some(pin) = &t.pin {
+            return (Some(pin.clone()), None);
+        }
+        let active = self.adapters.get(&t.adapter).and_then(|a| a.active.clone());
+        match self.canaries.get(&t.adapter).filter(|c| c.running()) {
+            Some(c) if c.selects(&t.id) => (Some(c.record.digest.clone()), Some((c.clone(), true))),
+            Some(c) => (active, Some((c.clone(), false))),
+            None => (active, None),
+        }
     }
 
     /// Digests that must stay compiled.
@@ -61,6 +75,7 @@ impl Registry {
         let mut keep: HashSet<String> = self.adapters.values().filter_map(|a| a.active.clone()).collect();
         keep.extend(self.versions.values().flatten().filter(|v| v.staged).map(|v| v.digest.clone()));
         keep.extend(self.tenants.values().filter_map(|t| t.pin.clone()));
+        keep.extend(self.canaries.values().filter(|c| c.running()).map(|c| c.record.digest.clone()));
         keep
     }
 

@@ -2,6 +2,7 @@
 //! only after the version it will run validated its crmConfig; what the API shows of it has
 //! its secret fields redacted.
 
+use super::canary::Canary;
 use super::{audit, check_id, now_ms, Host};
 use crate::auth;
 use crate::chat::parse_json;
@@ -103,13 +104,17 @@ impl Host {
 
     /// A tenant and the compiled version its calls run.
     pub(super) fn tenant_and_version(&self, id: &str) -> Result<(Arc<TenantRecord>, Arc<Compiled>), HostError> {
+        self.route(id).map(|(t, c, _)| (t, c))
+    }
+
+    /// A tenant, the version its calls run, and the canary they count for (`true`: inside).
+    pub(super) fn route(&self, id: &str) -> Result<(Arc<TenantRecord>, Arc<Compiled>, Option<(Arc<Canary>, bool)>), HostError> {
         let registry = self.read();
         let t = registry.tenants.get(id).cloned().ok_or_else(|| HostError::UnknownTenant(id.to_string()))?;
-        let compiled = registry
-            .digest_for(&t)
-            .and_then(|d| registry.compiled.get(&d).cloned())
-            .ok_or_else(|| HostError::UnknownAdapter(t.adapter.clone()))?;
-        Ok((t, compiled))
+        let (digest, canary) = registry.route(&t);
+        let compiled =
+            digest.and_then(|d| registry.compiled.get(&d).cloned()).ok_or_else(|| HostError::UnknownAdapter(t.adapter.clone()))?;
+        Ok((t, compiled, canary))
     }
 
     pub async fn delete_tenant(&self, id: &str, actor: &str) -> Result<(), HostError> {

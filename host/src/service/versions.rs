@@ -5,6 +5,7 @@
 use super::registry::VersionState;
 use super::{audit, check_id, load_stored, now_ms, Host};
 use crate::error::{HostError, InvalidTenant};
+use crate::replay::{ReplayReport, ReplayRequest, Verdict};
 use crate::runtime::{Compiled, Runtime};
 use crate::store::{AdapterState, AuditAction, DeployMode, TenantRecord, VersionRecord};
 use bytes::Bytes;
@@ -18,6 +19,8 @@ pub struct Deployed {
     pub compiled: Arc<Compiled>,
     pub state: VersionState,
     pub invalid_tenants: Vec<InvalidTenant>,
+    /// The replay that gated the activation, if one did.
+    pub replay: Option<ReplayReport>,
 }
 
 /// One version as `GET /v1/adapters/{name}/versions` lists it.
@@ -30,7 +33,10 @@ pub struct VersionInfo {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DeployOptions {
     pub stage: bool,
+    /// Activate even though tenants' crmConfig is refused, or the replay failed.
     pub force: bool,
+    /// Stage, replay the adapter's last N recorded calls, activate only if that passes.
+    pub replay: Option<u32>,
 }
 
 impl Host {
@@ -40,9 +46,30 @@ impl Host {
     /// refuses existing (unpinned) tenants is refused unless forced or staged.
     pub async fn deploy(&self, name: &str, bytes: Bytes, opts: DeployOptions, actor: &str) -> Result<Deployed, HostError> {
         check_id("adapter name", name)?;
-        let result = self.deploy_inner(name, bytes, None, opts, actor).await;
+        let result = match opts.replay {
+            Some(n) if !opts.stage => self.deploy_gated(name, bytes, n, opts.force, actor).await,
+            _ => self.deploy_inner(name, bytes, None, opts, actor).await,
+        };
         self.count_deploy(name, &result);
         result
+    }
+
+    /// Stages the upload, then [`Host::activate_after_replay`]: a refused replay leaves it staged.
+    async fn deploy_gated(&self, name: &str, bytes: Bytes, calls: u32, force: bool, actor: &str) -> Result<Deployed, HostError> {
+        let staged = self.deploy_inner(name, bytes, None, DeployOptions { stage: true, force, replay: None }, actor).await?;
+        self.activate_after_replay(name, &staged.compiled.digest, calls, force, actor).await
+    }
+
+    /// Replays the adapter's last `calls` recorded calls through a stored version and
+    /// activates it only when the replay passes (or `force` accepts what it found).
+    pub async fn activate_after_replay(&self, adapter: &str, digest: &str, calls: u32, force: bool, actor: &str) -> Result<Deployed, HostError> {
+        let report = self.replay(adapter, digest, &ReplayRequest::last(calls)).await?;
+        if report.verdict == Verdict::Fail && !force {
+            return Err(HostError::ReplayFailed { adapter: adapter.into(), digest: digest.into(), report: Box::new(report) });
+        }
+        let mut deployed = self.activate(adapter, digest, force, actor).await?;
+        deployed.replay = Some(report);
+        Ok(deployed)
     }
 
     fn count_deploy(&self, name: &str, result: &Result<Deployed, HostError>) {
@@ -100,12 +127,12 @@ impl Host {
         let vstate = registry.state(name, &digest);
         drop(registry);
         tracing::info!(adapter = name, version = %compiled.description.version, %digest, state = ?vstate, actor, "deployed");
-        Ok(Deployed { compiled, state: vstate, invalid_tenants })
+        Ok(Deployed { compiled, state: vstate, invalid_tenants, replay: None })
     }
 
     /// Tenants that follow `compiled`'s adapter's active version and whose crmConfig it
     /// refuses.
-    async fn invalid_tenants(&self, compiled: &Arc<Compiled>) -> Vec<InvalidTenant> {
+    pub(super) async fn invalid_tenants(&self, compiled: &Arc<Compiled>) -> Vec<InvalidTenant> {
         let name = &compiled.description.name;
         let following: Vec<Arc<TenantRecord>> =
             self.read().tenants.values().filter(|t| &t.adapter == name && t.pin.is_none()).cloned().collect();
@@ -180,7 +207,7 @@ impl Host {
         let state = self.store.activate(adapter, digest, &audit).await?;
         self.apply_activation(adapter, state, compiled.clone());
         tracing::info!(adapter, digest, actor, "activated");
-        Ok(Deployed { compiled, state: VersionState::Active, invalid_tenants })
+        Ok(Deployed { compiled, state: VersionState::Active, invalid_tenants, replay: None })
     }
 
     /// Re-activates the previously active version.
@@ -202,7 +229,7 @@ impl Host {
         let active = state.active.clone();
         self.apply_activation(adapter, state, compiled.clone());
         tracing::info!(adapter, digest = ?active, actor, "rolled back");
-        Ok(Deployed { compiled, state: VersionState::Active, invalid_tenants: Vec::new() })
+        Ok(Deployed { compiled, state: VersionState::Active, invalid_tenants: Vec::new(), replay: None })
     }
 
     fn apply_activation(&self, adapter: &str, state: AdapterState, compiled: Arc<Compiled>) {

@@ -146,6 +146,9 @@ pub enum AuditAction {
     TenantDelete,
     KeyIssued,
     KeyRevoked,
+    CanaryStart,
+    CanaryUpdate,
+    CanaryEnd,
 }
 
 impl AuditAction {
@@ -194,6 +197,70 @@ pub struct CallHead {
     pub error_kind: Option<String>,
 }
 
+/// Which recorded calls of an adapter a replay runs.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    pub adapter: String,
+    pub tenants: Option<Vec<String>>,
+    pub functions: Option<Vec<String>>,
+    pub since_ms: Option<i64>,
+    pub limit: u32,
+}
+
+/// A stored replay report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayRecord {
+    pub id: String,
+    pub adapter: String,
+    pub candidate: String,
+    pub created_at_ms: i64,
+    pub verdict: String,
+    /// The report without its per-call results, as JSON text (what lists show).
+    pub head: String,
+    /// The whole report, as JSON text.
+    pub report: String,
+}
+
+/// Where a canary rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CanaryState {
+    Running,
+    Promoted,
+    RolledBack,
+    Stopped,
+}
+
+impl CanaryState {
+    pub fn as_str(self) -> &'static str {
+        crate::error::variant_name(&self)
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(Value::String(s.to_string())).ok()
+    }
+}
+
+/// A canary rollout: `digest` serves the unpinned tenants of `adapter` that fall in
+/// `percent` (a hash of tenant and canary id), except those whose crmConfig it refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryRecord {
+    pub id: String,
+    pub adapter: String,
+    pub digest: String,
+    pub percent: u8,
+    pub max_failure_rate_increase: f64,
+    pub min_calls: u32,
+    /// Tenants never selected: the candidate refuses their crmConfig.
+    pub excluded: Vec<String>,
+    pub state: CanaryState,
+    /// Why it ended, when it did.
+    pub reason: Option<String>,
+    pub started_at_ms: i64,
+    pub started_by: String,
+    pub ended_at_ms: Option<i64>,
+}
+
 /// An inbound event to store (see [`Store::append_events`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
@@ -227,6 +294,8 @@ pub struct Snapshot {
     pub versions: Vec<VersionRecord>,
     pub tenants: Vec<TenantRecord>,
     pub keys: Vec<KeyRecord>,
+    /// Each adapter's latest canary, whatever its state.
+    pub canaries: Vec<CanaryRecord>,
     /// The last audit entry these records include: where following the change log starts.
     pub cursor: i64,
 }
@@ -292,4 +361,18 @@ pub trait Store: Send + Sync + 'static {
     /// A tenant's most recent calls, newest first, without their traces.
     async fn calls(&self, tenant: &str, limit: u32) -> StoreResult<Vec<CallHead>>;
     async fn call(&self, tenant: &str, call_id: &str) -> StoreResult<Option<CallRecord>>;
+    /// An adapter's recorded calls that `filter` selects, newest first, without their traces.
+    async fn recorded_calls(&self, filter: &CallFilter) -> StoreResult<Vec<CallHead>>;
+
+    /// Stores a canary with its audit entry: a new one (refused while another of its adapter
+    /// runs), or a change of a running one. `false`: it had ended already, nothing changed.
+    async fn put_canary(&self, c: &CanaryRecord, audit: &Audit) -> StoreResult<bool>;
+    /// An adapter's latest canary.
+    async fn canary(&self, adapter: &str) -> StoreResult<Option<CanaryRecord>>;
+
+    /// Stores a replay report and keeps the adapter's newest `keep`.
+    async fn put_replay(&self, r: &ReplayRecord, keep: u32) -> StoreResult<()>;
+    /// An adapter's replay reports, newest first (`report` left empty).
+    async fn replays(&self, adapter: &str, limit: u32) -> StoreResult<Vec<ReplayRecord>>;
+    async fn replay(&self, adapter: &str, id: &str) -> StoreResult<Option<ReplayRecord>>;
 }

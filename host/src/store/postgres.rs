@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 const MIGRATIONS: Migrations = Migrations(&[
     (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
     (2, "storage bounds", include_str!("../../migrations/postgres/0002_storage_bounds.sql")),
+    (3, "replays and canaries", include_str!("../../migrations/postgres/0003_replays_and_canaries.sql")),
 ]);
 
 /// The channel registry changes are announced on.

@@ -9,6 +9,8 @@ pub(super) trait Cells {
     fn opt_text(&self, col: &str) -> StoreResult<Option<String>>;
     fn int(&self, col: &str) -> StoreResult<i64>;
     fn flag(&self, col: &str) -> StoreResult<bool>;
+    fn float(&self, col: &str) -> StoreResult<f64>;
+    fn opt_int(&self, col: &str) -> StoreResult<Option<i64>>;
 
     fn json(&self, col: &str) -> StoreResult<Value> {
         serde_json::from_str(&self.text(col)?).map_err(|e| StoreError::Db(format!("column {col} holds invalid JSON: {e}")))
@@ -28,6 +30,12 @@ macro_rules! cells {
                 Ok(self.try_get(col)?)
             }
             fn flag(&self, col: &str) -> StoreResult<bool> {
+                Ok(self.try_get(col)?)
+            }
+            fn float(&self, col: &str) -> StoreResult<f64> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_int(&self, col: &str) -> StoreResult<Option<i64>> {
                 Ok(self.try_get(col)?)
             }
         }
@@ -113,5 +121,35 @@ pub(super) fn call_head<R: Cells>(r: &R) -> StoreResult<CallHead> {
         duration_us: r.int("duration_us")?,
         outcome: r.text("outcome")?,
         error_kind: r.opt_text("error_kind")?,
+    })
+}
+
+pub(super) fn replay<R: Cells>(r: &R) -> StoreResult<ReplayRecord> {
+    Ok(ReplayRecord {
+        id: r.text("id")?,
+        adapter: r.text("adapter")?,
+        candidate: r.text("candidate")?,
+        created_at_ms: r.int("created_at_ms")?,
+        verdict: r.text("verdict")?,
+        head: r.text("head")?,
+        report: r.text("report")?,
+    })
+}
+
+pub(super) fn canary<R: Cells>(r: &R) -> StoreResult<CanaryRecord> {
+    let state = r.text("state")?;
+    Ok(CanaryRecord {
+        id: r.text("id")?,
+        adapter: r.text("adapter")?,
+        digest: r.text("digest")?,
+        percent: u8::try_from(r.int("percent")?).map_err(|_| StoreError::Db("canaries.percent is out of range".into()))?,
+        max_failure_rate_increase: r.float("max_failure_rate_increase")?,
+        min_calls: u32::try_from(r.int("min_calls")?).map_err(|_| StoreError::Db("canaries.min_calls is out of range".into()))?,
+        excluded: serde_json::from_value(r.json("excluded")?).map_err(|e| StoreError::Db(format!("canaries.excluded: {e}")))?,
+        state: CanaryState::parse(&state).ok_or_else(|| StoreError::Db(format!("unknown canary state {state}")))?,
+        reason: r.opt_text("reason")?,
+        started_at_ms: r.int("started_at_ms")?,
+        started_by: r.text("started_by")?,
+        ended_at_ms: r.opt_int("ended_at_ms")?,
     })
 }

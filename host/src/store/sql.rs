@@ -99,8 +99,14 @@ macro_rules! impl_store {
                 let versions = all(&mut tx, concat!("SELECT * FROM adapter_versions ORDER BY adapter, ", $order), rows::version).await?;
                 let tenants = all(&mut tx, "SELECT * FROM tenants ORDER BY id", rows::tenant).await?;
                 let keys = all(&mut tx, "SELECT * FROM api_keys", rows::key).await?;
+                let canaries = all(
+                    &mut tx,
+                    "SELECT * FROM canaries WHERE seq IN (SELECT MAX(seq) FROM canaries GROUP BY adapter) ORDER BY adapter",
+                    rows::canary,
+                )
+                .await?;
                 let cursor = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM audit").fetch_one(&mut *tx).await?;
-                Ok(Snapshot { adapters, versions, tenants, keys, cursor })
+                Ok(Snapshot { adapters, versions, tenants, keys, canaries, cursor })
             }
 
             async fn adapter_records(&self, name: &str) -> StoreResult<(Option<AdapterState>, Vec<VersionRecord>)> {
@@ -203,6 +209,14 @@ macro_rules! impl_store {
                     .await?;
                 if !pinned.is_empty() {
                     return Err(StoreError::VersionInUse(format!("{digest} is pinned by tenants {}", pinned.join(", "))));
+                }
+                let canary: Option<String> = sqlx::query_scalar("SELECT id FROM canaries WHERE adapter = $1 AND digest = $2 AND state = 'running'")
+                    .bind(adapter)
+                    .bind(digest)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(id) = canary {
+                    return Err(StoreError::VersionInUse(format!("{digest} is the candidate of running canary {id}: stop or promote it first")));
                 }
                 sqlx::query("DELETE FROM adapter_versions WHERE adapter = $1 AND digest = $2")
                     .bind(adapter)
@@ -431,6 +445,144 @@ macro_rules! impl_store {
                     .await?
                     .as_ref()
                     .map(rows::call)
+                    .transpose()
+            }
+
+            async fn recorded_calls(&self, f: &CallFilter) -> StoreResult<Vec<CallHead>> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT call_id, tenant, func_id, adapter, version, digest, started_at_ms, duration_us, outcome, error_kind
+                     FROM calls WHERE adapter = ",
+                );
+                q.push_bind(&f.adapter);
+                for (column, values) in [("tenant", &f.tenants), ("func_id", &f.functions)] {
+                    if let Some(values) = values {
+                        q.push(format!(" AND {column} IN ("));
+                        let mut list = q.separated(", ");
+                        for v in values {
+                            list.push_bind(v);
+                        }
+                        // `IN ()` is not SQL; an empty list selects nothing.
+                        if values.is_empty() {
+                            list.push("NULL");
+                        }
+                        q.push(")");
+                    }
+                }
+                if let Some(since) = f.since_ms {
+                    q.push(" AND started_at_ms >= ").push_bind(since);
+                }
+                q.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(f.limit));
+                q.build().fetch_all(self.pool()).await?.iter().map(rows::call_head).collect()
+            }
+
+            async fn put_canary(&self, c: &CanaryRecord, audit: &Audit) -> StoreResult<bool> {
+                let mut tx = self.write().await?;
+                let state: Option<String> =
+                    sqlx::query_scalar("SELECT state FROM canaries WHERE id = $1").bind(&c.id).fetch_optional(&mut *tx).await?;
+                match state.as_deref() {
+                    None => {
+                        let running: Option<String> = sqlx::query_scalar("SELECT id FROM canaries WHERE adapter = $1 AND state = 'running'")
+                            .bind(&c.adapter)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if let Some(other) = running {
+                            return Err(StoreError::Conflict(format!(
+                                "canary {other} of '{}' is running: promote or stop it before starting another",
+                                c.adapter
+                            )));
+                        }
+                        sqlx::query(
+                            "INSERT INTO canaries (id, adapter, digest, percent, max_failure_rate_increase, min_calls, excluded, state, reason,
+                               started_at_ms, started_by, ended_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                        )
+                        .bind(&c.id)
+                        .bind(&c.adapter)
+                        .bind(&c.digest)
+                        .bind(i64::from(c.percent))
+                        .bind(c.max_failure_rate_increase)
+                        .bind(i64::from(c.min_calls))
+                        .bind(serde_json::to_string(&c.excluded).unwrap_or_else(|_| "[]".into()))
+                        .bind(c.state.as_str())
+                        .bind(&c.reason)
+                        .bind(c.started_at_ms)
+                        .bind(&c.started_by)
+                        .bind(c.ended_at_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Some("running") => {
+                        sqlx::query("UPDATE canaries SET percent = $1, state = $2, reason = $3, ended_at_ms = $4 WHERE id = $5")
+                            .bind(i64::from(c.percent))
+                            .bind(c.state.as_str())
+                            .bind(&c.reason)
+                            .bind(c.ended_at_ms)
+                            .bind(&c.id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Some(_) => return Ok(false),
+                }
+                commit(tx, audit).await?;
+                Ok(true)
+            }
+
+            async fn canary(&self, adapter: &str) -> StoreResult<Option<CanaryRecord>> {
+                sqlx::query("SELECT * FROM canaries WHERE adapter = $1 ORDER BY seq DESC LIMIT 1")
+                    .bind(adapter)
+                    .fetch_optional(self.pool())
+                    .await?
+                    .as_ref()
+                    .map(rows::canary)
+                    .transpose()
+            }
+
+            async fn put_replay(&self, r: &ReplayRecord, keep: u32) -> StoreResult<()> {
+                let mut tx = self.traces_write().await?;
+                sqlx::query(
+                    "INSERT INTO replays (id, adapter, candidate, created_at_ms, verdict, head, report) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&r.id)
+                .bind(&r.adapter)
+                .bind(&r.candidate)
+                .bind(r.created_at_ms)
+                .bind(&r.verdict)
+                .bind(&r.head)
+                .bind(&r.report)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "DELETE FROM replays WHERE adapter = $1 AND seq <= (SELECT seq FROM replays WHERE adapter = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+                )
+                .bind(&r.adapter)
+                .bind(i64::from(keep))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn replays(&self, adapter: &str, limit: u32) -> StoreResult<Vec<ReplayRecord>> {
+                sqlx::query(
+                    "SELECT id, adapter, candidate, created_at_ms, verdict, head, '' AS report FROM replays
+                     WHERE adapter = $1 ORDER BY seq DESC LIMIT $2",
+                )
+                .bind(adapter)
+                .bind(i64::from(limit))
+                .fetch_all(self.pool())
+                .await?
+                .iter()
+                .map(rows::replay)
+                .collect()
+            }
+
+            async fn replay(&self, adapter: &str, id: &str) -> StoreResult<Option<ReplayRecord>> {
+                sqlx::query("SELECT id, adapter, candidate, created_at_ms, verdict, head, report FROM replays WHERE adapter = $1 AND id = $2")
+                    .bind(adapter)
+                    .bind(id)
+                    .fetch_optional(self.pool())
+                    .await?
+                    .as_ref()
+                    .map(rows::replay)
                     .transpose()
             }
 

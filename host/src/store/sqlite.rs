@@ -12,6 +12,7 @@ const MIGRATIONS: Migrations = Migrations(&[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
     (2, "tenant limits", include_str!("../../migrations/sqlite/0002_tenant_limits.sql")),
     (3, "storage bounds", include_str!("../../migrations/sqlite/0003_storage_bounds.sql")),
+    (4, "replays and canaries", include_str!("../../migrations/sqlite/0004_replays_and_canaries.sql")),
 ]);
 
 pub struct SqliteStore {

@@ -3,6 +3,7 @@
 //! area against the real host and real components; the emulators and the harness are the
 //! `crm_tests` library (`tests/src`).
 
+mod canary;
 mod cli;
 mod front_door;
 mod host_api;
@@ -14,6 +15,7 @@ mod outbound_fuzz;
 mod plando;
 mod planfix;
 mod process;
+mod replay;
 mod replicas;
 mod service;
 mod soak;

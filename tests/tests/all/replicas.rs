@@ -139,6 +139,48 @@ async fn a_rollback_on_b_is_served_by_a() {
 }
 
 #[tokio::test]
+async fn a_canary_started_on_a_routes_the_same_tenants_on_b_and_ends_everywhere() {
+    let c = Cluster::start(2);
+    let [a, b] = &c.hosts[..] else { unreachable!() };
+    deploy(a, component("whoami")).await;
+    let (s, staged) = a.req("PUT", "/v1/adapters/whoami?stage=true", Some(component("whoami-v2"))).await;
+    assert_eq!(s, 201, "{staged}");
+    let tenants: Vec<String> = (0..20).map(|i| format!("t{i:02}")).collect();
+    for t in &tenants {
+        put_tenant(a, t, json!({"adapter": "whoami", "crmConfig": {"region": "eu"}})).await;
+    }
+    let (s, started) = a.req("POST", "/v1/adapters/whoami/canary", json_body(json!({"digest": staged["digest"], "percent": 50}))).await;
+    assert_eq!(s, 201, "{started}");
+    let inside: Vec<Value> = started["tenants"]["first"].as_array().unwrap().clone();
+    assert!(!inside.is_empty() && inside.len() < 20, "{started}");
+    let expected = |t: &String| if inside.contains(&json!(t)) { "2.0.0" } else { "1.0.0" };
+    eventually("B routes the canary's tenants as A does", PROPAGATES, async || {
+        for t in &tenants {
+            if version(b, t).await.as_deref() != Ok(expected(t)) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let (s, status) = b.req("GET", "/v1/adapters/whoami/canary", None).await;
+    assert_eq!((s, &status["id"], status["state"].as_str()), (200, &started["id"], Some("running")), "{status}");
+
+    let (s, stopped) = b.req("DELETE", "/v1/adapters/whoami/canary", None).await;
+    assert_eq!((s, stopped["state"].as_str()), (200, Some("stopped")), "stopped through B: {stopped}");
+    eventually("A sends every tenant to the active version again", PROPAGATES, async || {
+        for t in &tenants {
+            if version(a, t).await.as_deref() != Ok("1.0.0") {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(a.req("GET", "/v1/adapters/whoami/canary", None).await.1["state"], "stopped");
+}
+
+#[tokio::test]
 async fn sixteen_clients_across_three_hosts_never_fail_during_three_deploys() {
     let c = Arc::new(Cluster::start(3));
     let first = deploy(&c.hosts[0], component("whoami")).await;

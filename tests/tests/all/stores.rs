@@ -132,6 +132,74 @@ async fn contract(s: &dyn Store) {
     let kept = s.calls("t3", 10).await.unwrap();
     assert_eq!(kept.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), ["b4", "b3", "b2"]);
 
+    // A replay's selection of an adapter's calls: by tenant, function and time, newest first.
+    let at = |id: &str, tenant: &str, func: &str, ms: i64| {
+        let mut c = call(id, tenant);
+        (c.head.func_id, c.head.started_at_ms) = (func.into(), ms);
+        c
+    };
+    let replayable = [at("r1", "t4", "lookup", 100), at("r2", "t5", "lookup", 200), at("r3", "t4", "create", 300), at("r4", "t4", "lookup", 400)];
+    s.record_calls(&replayable, &TraceRetention::DEFAULT).await.unwrap();
+    let pick = |tenants: Option<&[&str]>, functions: Option<&[&str]>, since_ms, limit| CallFilter {
+        adapter: "a".into(),
+        tenants: tenants.map(|t| t.iter().map(|x| x.to_string()).collect()),
+        functions: functions.map(|f| f.iter().map(|x| x.to_string()).collect()),
+        since_ms,
+        limit,
+    };
+    let ids = |heads: Vec<CallHead>| heads.into_iter().map(|h| h.call_id).collect::<Vec<_>>();
+    assert_eq!(ids(s.recorded_calls(&pick(Some(&["t4", "t5"]), None, None, 10)).await.unwrap()), ["r4", "r3", "r2", "r1"]);
+    assert_eq!(ids(s.recorded_calls(&pick(Some(&["t4"]), Some(&["lookup"]), None, 10)).await.unwrap()), ["r4", "r1"]);
+    assert_eq!(ids(s.recorded_calls(&pick(Some(&["t4"]), None, Some(300), 10)).await.unwrap()), ["r4", "r3"]);
+    assert_eq!(ids(s.recorded_calls(&pick(Some(&["t4"]), None, None, 1)).await.unwrap()), ["r4"]);
+    assert!(s.recorded_calls(&pick(Some(&[]), None, None, 10)).await.unwrap().is_empty(), "an empty list selects nothing");
+
+    // Replay reports: read back whole, listed by their heads, the newest kept.
+    let report = |id: &str| ReplayRecord {
+        id: id.into(),
+        adapter: "a".into(),
+        candidate: "d3".into(),
+        created_at_ms: 9,
+        verdict: "pass".into(),
+        head: json!({"id": id}).to_string(),
+        report: json!({"id": id, "results": ["שלום"]}).to_string(),
+    };
+    for id in ["p1", "p2", "p3"] {
+        s.put_replay(&report(id), 2).await.unwrap();
+    }
+    assert_eq!(s.replay("a", "p3").await.unwrap(), Some(report("p3")));
+    assert_eq!(s.replay("a", "p1").await.unwrap(), None, "beyond the kept reports");
+    let listed = s.replays("a", 10).await.unwrap();
+    assert_eq!(listed.iter().map(|r| (r.id.as_str(), r.report.as_str())).collect::<Vec<_>>(), [("p3", ""), ("p2", "")]);
+
+    // Canaries: one running per adapter; an ended one never changes again.
+    let canary = CanaryRecord {
+        id: "k1".into(),
+        adapter: "a".into(),
+        digest: "d3".into(),
+        percent: 20,
+        max_failure_rate_increase: 0.05,
+        min_calls: 50,
+        excluded: vec!["t9".into()],
+        state: CanaryState::Running,
+        reason: None,
+        started_at_ms: 11,
+        started_by: "test".into(),
+        ended_at_ms: None,
+    };
+    assert!(s.put_canary(&canary, &audit(AuditAction::CanaryStart, Some("a"), None)).await.unwrap());
+    let second = CanaryRecord { id: "k2".into(), ..canary.clone() };
+    assert!(matches!(s.put_canary(&second, &audit(AuditAction::CanaryStart, Some("a"), None)).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(s.delete_version("a", "d3", &audit(AuditAction::DeleteVersion, Some("a"), None)).await, Err(StoreError::VersionInUse(m)) if m.contains("k1")));
+    let ended = CanaryRecord { percent: 40, state: CanaryState::RolledBack, reason: Some("why".into()), ended_at_ms: Some(12), ..canary.clone() };
+    assert!(s.put_canary(&ended, &audit(AuditAction::CanaryEnd, Some("a"), None)).await.unwrap());
+    assert_eq!(s.canary("a").await.unwrap(), Some(ended.clone()), "a canary reads back as written");
+    let again = CanaryRecord { state: CanaryState::Promoted, ..ended.clone() };
+    assert!(!s.put_canary(&again, &audit(AuditAction::CanaryEnd, Some("a"), None)).await.unwrap(), "ended: unchanged");
+    assert!(s.put_canary(&second, &audit(AuditAction::CanaryStart, Some("a"), None)).await.unwrap(), "the next one may start");
+    assert_eq!(s.snapshot().await.unwrap().canaries, [second.clone()], "the snapshot holds each adapter's latest");
+    assert_eq!(s.canary("none").await.unwrap(), None);
+
     // Events past their retention go, oldest first, a batch at a time.
     s.append_events("t2", &[event(Some("old1"), "o1", "old"), event(Some("old2"), "o2", "old")], 100, 500).await.unwrap();
     assert_eq!(s.delete_events_before(1_000, 1).await.unwrap(), 1);
