@@ -212,7 +212,7 @@ async fn walk(url: &str, crm: &plando::PlandoEmulator) -> anyhow::Result<()> {
         anyhow::ensure!(!trace.to_string().contains("demo-token"), "the token leaked into a trace");
     }
 
-    println!("\n== 6. Hot deploy while 8 clients call continuously, then roll back");
+    println!("\n== 6. Hot deploy through the replay gate while 8 clients call continuously, then roll back");
     let failed = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -234,8 +234,17 @@ async fn walk(url: &str, crm: &plando::PlandoEmulator) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A rebuild of the adapter: same code, a new digest (as a new build would have).
     let rebuilt = crm_tests::with_custom_section(crm_tests::component("plando"), "demo-rebuild");
-    let (s, deployed) = api.send("PUT", "/v1/adapters/plando", ADMIN_TOKEN, Some(rebuilt)).await?;
+    // Staged, checked against the last 200 recorded calls offline, activated only if it passes.
+    let (s, deployed) = api.send("PUT", "/v1/adapters/plando?replay=200", ADMIN_TOKEN, Some(rebuilt)).await?;
     anyhow::ensure!(s == 201, "deploy refused: {deployed}");
+    let replay = &deployed["replay"];
+    println!("$ curl -X PUT {url}/v1/adapters/plando?replay=200 --data-binary @plando.wasm");
+    println!(
+        "replayed {} recorded calls offline (nothing sent to the CRM): {} -> verdict {}",
+        replay["calls"],
+        replay["summary"],
+        replay["verdict"]
+    );
     println!("deployed {} {} ({}) with calls in flight", deployed["version"], deployed["digest"], deployed["state"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (s, back) = api.send("POST", "/v1/adapters/plando/rollback", ADMIN_TOKEN, None).await?;
