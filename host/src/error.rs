@@ -113,7 +113,7 @@ pub struct FieldError {
 }
 
 /// A tenant whose crmConfig a new version would refuse.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct InvalidTenant {
     pub tenant: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,12 +185,12 @@ impl From<StoreError> for HostError {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorDetail {
     pub kind: &'static str,
@@ -207,7 +207,7 @@ pub struct ErrorDetail {
 }
 
 /// Why a call went to `on_failure`: the adapter's typed error, or what the host saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     Config,
@@ -245,7 +245,7 @@ impl std::fmt::Display for FailureKind {
 }
 
 /// Serialised as the `error` of a failure outcome.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallFailure {
     pub kind: FailureKind,

@@ -165,7 +165,7 @@ impl Default for Limits {
 /// A tenant's own limits, stored with the tenant; each field left out follows the host's
 /// default. Set by the operator (admin), bounded by ceilings (README, Tenants) so that a
 /// typo cannot hand one tenant the machine.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantLimits {
     #[serde(skip_serializing_if = "Option::is_none")]

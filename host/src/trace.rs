@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// A request or response body as recorded.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct BodyRecord {
     /// `utf8` (the text as is) or `base64`.
     pub encoding: Cow<'static, str>,
@@ -56,7 +56,7 @@ impl BodyRecord {
 }
 
 /// One outbound attempt.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Exchange {
     pub attempt: u32,
@@ -88,7 +88,7 @@ pub struct Exchange {
 
 /// Everything recorded about one call, as `GET /v1/tenants/{t}/calls/{id}` shows it, and
 /// as a replay reads it back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallTrace {
     pub call_id: String,

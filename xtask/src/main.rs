@@ -298,9 +298,31 @@ fn postgres() -> Result<PathBuf> {
     find().context("installed postgresql but found no /usr/lib/postgresql/*/bin/initdb")
 }
 
+/// Debian's chromium and chromedriver, for the console's browser tests (never skipped).
+fn browser() -> Result<()> {
+    let have = || Path::new("/usr/bin/chromium").is_file() && Path::new("/usr/bin/chromedriver").is_file();
+    if have() || std::env::var_os("CRM_CHROMEDRIVER").is_some() {
+        return Ok(());
+    }
+    let root_user = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if !which("apt-get") || !root_user {
+        bail!("the console's browser tests need chromium: as root `apt-get install chromium chromium-driver`, or set CRM_CHROMIUM and CRM_CHROMEDRIVER");
+    }
+    eprintln!("xtask: installing chromium and chromium-driver (the console's tests drive a real browser, headless, on loopback)");
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", "chromium", "chromium-driver"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if !have() {
+        bail!("installed chromium and chromium-driver but /usr/bin/chromium or /usr/bin/chromedriver is missing");
+    }
+    Ok(())
+}
+
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let components = plugins(root)?;
     let pg_bin = postgres()?;
+    browser()?;
     eprintln!("xtask: adapter unit tests (native)");
     run(Command::new("cargo").arg("test").arg("--manifest-path").arg(root.join("plugins/Cargo.toml")).args(["--workspace", "--all-features"]))?;
     eprintln!(

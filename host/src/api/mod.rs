@@ -1,26 +1,30 @@
 //! The JSON HTTP API. Thin: identify the caller, check it may do this, hand bytes to
 //! [`Host`], turn records into the typed answers of [`model`], map errors to statuses.
 
+mod adapters;
 mod conn;
+mod console;
 mod guard;
 mod intake;
 pub mod model;
+mod ops;
+mod tenants;
 
 use crate::auth::Caller;
 use crate::error::HostError;
 use crate::limits::{FrontDoor, MAX_COMPONENT_BYTES, MAX_JSON_BYTES, MAX_WEBHOOK_BYTES};
-use crate::replay::{ReplayReport, ReplayRequest};
-use crate::service::{CanaryStart, CanaryStatus, DeployOptions, HealthStatus, Host};
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use crate::service::Host;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use axum::{Json, Router};
-use model::*;
 use std::collections::HashMap;
 use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 /// The header that carries a call's id, in answers and in logs.
 pub const CALL_ID_HEADER: &str = "x-call-id";
@@ -66,6 +70,23 @@ impl Authed {
 
 /// The API. `/metrics` is on it unless `metrics_apart` (`--metrics-listen`).
 pub fn router(host: Arc<Host>, front: &FrontDoor, metrics_apart: bool) -> Router {
+    let (api, doc) = documented(host.clone(), front, metrics_apart).split_for_parts();
+    let doc = Arc::new(doc.to_pretty_json().unwrap_or_default());
+    api.route("/openapi.json", get(openapi).layer(axum::Extension(doc)))
+        .merge(console::routes())
+        // Routes without the intake read no body at all.
+        .layer(DefaultBodyLimit::max(0))
+        .fallback(no_such_endpoint)
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::map_response(no_sniff))
+        .layer(axum::middleware::from_fn_with_state(host.clone(), guard::local_only_when_open))
+        .layer(axum::middleware::from_fn(catch_panics))
+        .with_state(host)
+}
+
+/// Every API route, each registered with its OpenAPI description (`utoipa::path` on the
+/// handler): a route cannot be served without being documented.
+fn documented(host: Arc<Host>, front: &FrontDoor, metrics_apart: bool) -> OpenApiRouter<Arc<Host>> {
     // Who may call what is decided from the request's head, before its body is read: a caller
     // without credentials never makes the host read (and hold) a body. Routes that take a
     // body read it through the intake (its cap, the body timeout, the bytes-in-flight budget).
@@ -74,50 +95,75 @@ pub fn router(host: Arc<Host>, front: &FrontDoor, metrics_apart: bool) -> Router
         (DefaultBodyLimit::disable(), axum::middleware::from_fn_with_state(taking, intake::read_body))
     };
     let json = || body(intake.taking("JSON body", MAX_JSON_BYTES));
-    let admin = Router::new()
-        .route("/v1/adapters", get(list_adapters))
-        .route(
-            "/v1/adapters/{name}",
-            put(deploy).layer(body(intake.taking("component", MAX_COMPONENT_BYTES))).get(get_adapter),
-        )
-        .route("/v1/adapters/{name}/versions", get(versions))
-        .route("/v1/adapters/{name}/versions/{digest}", delete(delete_version))
-        .route("/v1/adapters/{name}/versions/{digest}/replay", post(replay).layer(json()))
-        .route(
-            "/v1/adapters/{name}/canary",
-            post(start_canary).patch(set_canary).layer(json()).get(canary_status).delete(stop_canary),
-        )
-        .route("/v1/adapters/{name}/canary/promote", post(promote_canary).layer(json()))
-        .route("/v1/adapters/{name}/replays", get(replays))
-        .route("/v1/adapters/{name}/replays/{id}", get(replay_report))
-        .route("/v1/adapters/{name}/activate", post(activate).layer(json()))
-        .route("/v1/adapters/{name}/rollback", post(rollback).layer(json()))
-        .route("/v1/tenants/{tenant}", put(put_tenant).layer(json()).get(get_tenant).delete(delete_tenant))
-        .route("/v1/tenants/{tenant}/keys", post(create_key).layer(json()))
-        .route("/v1/tenants/{tenant}/keys/{key_id}", delete(revoke_key))
-        .route("/v1/tenants/{tenant}/stats", get(stats))
-        .route("/v1/tenants/{tenant}/calls", get(calls))
-        .route("/v1/tenants/{tenant}/calls/{call_id}", get(call_trace))
-        .route("/v1/audit", get(audit))
+    let admin = OpenApiRouter::new()
+        .routes(routes!(adapters::list_adapters))
+        .routes(routes!(adapters::deploy).layer(body(intake.taking("component", MAX_COMPONENT_BYTES))))
+        .routes(routes!(adapters::get_adapter))
+        .routes(routes!(adapters::versions))
+        .routes(routes!(adapters::delete_version))
+        .routes(routes!(adapters::replay).layer(json()))
+        .routes(routes!(adapters::start_canary, adapters::set_canary).layer(json()))
+        .routes(routes!(adapters::canary_status, adapters::stop_canary))
+        .routes(routes!(adapters::promote_canary).layer(json()))
+        .routes(routes!(adapters::replays))
+        .routes(routes!(adapters::replay_report))
+        .routes(routes!(adapters::activate).layer(json()))
+        .routes(routes!(adapters::rollback).layer(json()))
+        .routes(routes!(tenants::list_tenants))
+        .routes(routes!(tenants::put_tenant).layer(json()))
+        .routes(routes!(tenants::get_tenant, tenants::delete_tenant))
+        .routes(routes!(tenants::create_key).layer(json()))
+        .routes(routes!(tenants::revoke_key))
+        .routes(routes!(tenants::stats))
+        .routes(routes!(tenants::calls))
+        .routes(routes!(tenants::call_trace))
+        .routes(routes!(ops::audit))
+        .routes(routes!(ops::overview))
         .route_layer(axum::middleware::from_fn_with_state(host.clone(), guard::admin_only));
-    let tenant = Router::new()
-        .route("/v1/tenants/{tenant}/crm/{func_id}", post(call).layer(json()))
-        .route("/v1/tenants/{tenant}/events", get(events))
+    let tenant = OpenApiRouter::new()
+        .routes(routes!(tenants::call).layer(json()))
+        .routes(routes!(tenants::events))
         .route_layer(axum::middleware::from_fn_with_state(host.clone(), guard::tenant_or_admin));
-    let open = Router::new().route("/healthz", get(healthz));
-    let open = if metrics_apart { open } else { open.route("/metrics", get(metrics)) };
+    let open = OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(ops::healthz));
+    let open = if metrics_apart { open } else { open.routes(routes!(ops::metrics)) };
     open
         // Authenticated by the CRM's own token, which the adapter checks.
-        .route("/v1/tenants/{tenant}/webhook", post(webhook).layer(body(intake.taking_webhooks(MAX_WEBHOOK_BYTES))))
+        .routes(routes!(tenants::webhook).layer(body(intake.taking_webhooks(MAX_WEBHOOK_BYTES))))
         .merge(admin)
         .merge(tenant)
-        // Routes without the intake read no body at all.
-        .layer(DefaultBodyLimit::max(0))
-        .fallback(no_such_endpoint)
-        .layer(axum::middleware::map_response(json_errors))
-        .layer(axum::middleware::from_fn_with_state(host.clone(), guard::local_only_when_open))
-        .layer(axum::middleware::from_fn(catch_panics))
-        .with_state(host)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "crm-host", description = "CRM adapters as sandboxed wasm components: the host's HTTP API (README.md)"),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "adapters", description = "Components and their versions"),
+        (name = "replays", description = "Recorded calls re-run through a version, offline"),
+        (name = "canary", description = "A version for a share of the tenants, rolled back by the host"),
+        (name = "tenants", description = "Tenants, their crmConfig, pins, limits and keys"),
+        (name = "calls", description = "Adapter calls, their traces, webhooks and inbound messages"),
+        (name = "host", description = "Health, metrics, the audit log, the overview"),
+    )
+)]
+struct ApiDoc;
+
+/// Every route but `/healthz`, `/metrics` and the webhook takes `Authorization: Bearer` with
+/// the admin token (or, where it says so, the tenant's API key).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// This API's OpenAPI 3.1 document, generated from the routes and their types.
+async fn openapi(axum::Extension(doc): axum::Extension<Arc<String>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str().to_owned()).into_response()
 }
 
 async fn no_such_endpoint(uri: axum::http::Uri) -> HostError {
@@ -143,6 +189,13 @@ async fn catch_panics(request: axum::extract::Request, next: axum::middleware::N
             HostError::Internal(format!("the host failed while serving {what}; the failure is logged")).into_response()
         }
     }
+}
+
+/// Browsers take every answer as the type it says it is (the console renders API data as
+/// text; an answer must never be sniffed into HTML).
+async fn no_sniff(mut response: Response) -> Response {
+    response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// Rejections axum makes itself (a body over the limit, a malformed query, a method the path
@@ -176,30 +229,6 @@ async fn json_errors(uri: axum::http::Uri, response: Response) -> Response {
     out
 }
 
-/// Liveness and readiness: the host serves calls from memory, so plain `/healthz` is ok
-/// whenever it answers. `?deep=1` also asks the database (and, with a shared store, whether
-/// this host follows it): 503 while it does not, though calls go on being served.
-/// The database's error text and the cursor are the admin's to read: anyone else learns
-/// only whether the host is healthy.
-async fn healthz(State(host): Shared, auth: Authed, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
-    if !flag(&q, "deep")? {
-        return Ok(Json(Health { status: HealthStatus::Ok }).into_response());
-    }
-    let health = host.health().await;
-    let status = match health.status {
-        HealthStatus::Ok => StatusCode::OK,
-        HealthStatus::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    if auth.0.require_admin().is_err() {
-        return Ok((status, Json(Health { status: health.status })).into_response());
-    }
-    Ok((status, Json(health)).into_response())
-}
-
-async fn metrics(State(host): Shared) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], host.metrics().render()).into_response()
-}
-
 /// A boolean query flag: absent is false; `true`, `1`, `yes` or empty (`?stage`) is true.
 fn flag(q: &HashMap<String, String>, name: &str) -> ApiResult<bool> {
     match q.get(name).map(|v| v.to_ascii_lowercase()) {
@@ -217,265 +246,6 @@ fn number<T: std::str::FromStr>(q: &HashMap<String, String>, name: &str, default
     }
 }
 
-async fn list_adapters(State(host): Shared, auth: Authed) -> ApiResult<Json<AdapterList>> {
-    auth.admin()?;
-    Ok(Json(AdapterList { adapters: host.list_adapters().iter().map(|c| AdapterSummary::of(c)).collect() }))
-}
-
-async fn deploy(
-    State(host): Shared,
-    auth: Authed,
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> ApiResult<Response> {
-    let actor = auth.admin()?;
-    let replay = match q.get("replay") {
-        Some(_) => Some(number(&q, "replay", 0u32)?),
-        None => None,
-    };
-    let opts = DeployOptions { stage: flag(&q, "stage")?, force: flag(&q, "force")?, replay };
-    let deployed = host.deploy(&name, body, opts, &actor).await?;
-    Ok((StatusCode::CREATED, Json(DeployResponse::from(deployed))).into_response())
-}
-
-async fn get_adapter(State(host): Shared, auth: Authed, Path(name): Path<String>) -> ApiResult<Json<AdapterDetails>> {
-    auth.admin()?;
-    let (compiled, history) = host.adapter(&name)?;
-    let size = host.component_size(&compiled.digest).await?;
-    Ok(Json(AdapterDetails::new(&compiled, &history, size)))
-}
-
-async fn versions(State(host): Shared, auth: Authed, Path(name): Path<String>) -> ApiResult<Json<VersionList>> {
-    auth.admin()?;
-    Ok(Json(VersionList { versions: host.versions(&name)?.into_iter().map(VersionEntry::from).collect() }))
-}
-
-async fn delete_version(State(host): Shared, auth: Authed, Path((name, digest)): Path<(String, String)>) -> ApiResult<StatusCode> {
-    let actor = auth.admin()?;
-    host.delete_version(&name, &digest, &actor).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Recorded calls re-run through a stored version, offline; the report.
-async fn replay(State(host): Shared, auth: Authed, Path((name, digest)): Path<(String, String)>, body: Bytes) -> ApiResult<Json<ReplayReport>> {
-    auth.admin()?;
-    let request: ReplayRequest =
-        if body.is_empty() { ReplayRequest::default() } else { crate::chat::parse_json("replay body", &body).map_err(HostError::BadRequest)? };
-    Ok(Json(host.replay(&name, &digest, &request).await?))
-}
-
-async fn replays(State(host): Shared, auth: Authed, Path(name): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
-    auth.admin()?;
-    let limit = number(&q, "limit", 50u32)?.clamp(1, 1000);
-    Ok(Json(serde_json::json!({"replays": host.replays(&name, limit).await?})).into_response())
-}
-
-async fn replay_report(State(host): Shared, auth: Authed, Path((name, id)): Path<(String, String)>) -> ApiResult<Response> {
-    auth.admin()?;
-    let report = host.replay_report(&name, &id).await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], report).into_response())
-}
-
-async fn start_canary(State(host): Shared, auth: Authed, Path(name): Path<String>, body: Bytes) -> ApiResult<Response> {
-    let actor = auth.admin()?;
-    let start: CanaryStart = crate::chat::parse_json("canary body", &body).map_err(HostError::BadRequest)?;
-    Ok((StatusCode::CREATED, Json(host.start_canary(&name, start, &actor).await?)).into_response())
-}
-
-async fn canary_status(State(host): Shared, auth: Authed, Path(name): Path<String>) -> ApiResult<Json<CanaryStatus>> {
-    auth.admin()?;
-    Ok(Json(host.canary_status(&name)?))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CanaryPatch {
-    percent: u8,
-}
-
-async fn set_canary(State(host): Shared, auth: Authed, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<CanaryStatus>> {
-    let actor = auth.admin()?;
-    let patch: CanaryPatch = crate::chat::parse_json("canary body", &body).map_err(HostError::BadRequest)?;
-    Ok(Json(host.set_canary_percent(&name, patch.percent, &actor).await?))
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct PromoteBody {
-    #[serde(default)]
-    force: bool,
-}
-
-async fn promote_canary(State(host): Shared, auth: Authed, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<CanaryStatus>> {
-    let actor = auth.admin()?;
-    let b: PromoteBody =
-        if body.is_empty() { PromoteBody::default() } else { crate::chat::parse_json("promote body", &body).map_err(HostError::BadRequest)? };
-    Ok(Json(host.promote_canary(&name, b.force, &actor).await?))
-}
-
-async fn stop_canary(State(host): Shared, auth: Authed, Path(name): Path<String>) -> ApiResult<Json<CanaryStatus>> {
-    let actor = auth.admin()?;
-    Ok(Json(host.stop_canary(&name, &actor).await?))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ActivateBody {
-    digest: String,
-    #[serde(default)]
-    force: bool,
-    /// Replay the adapter's last N recorded calls first; activate only if that passes.
-    #[serde(default)]
-    replay: Option<u32>,
-}
-
-async fn activate(
-    State(host): Shared,
-    auth: Authed,
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> ApiResult<Json<DeployResponse>> {
-    let actor = auth.admin()?;
-    let b: ActivateBody = crate::chat::parse_json("activate body", &body).map_err(HostError::BadRequest)?;
-    let force = b.force || flag(&q, "force")?;
-    let deployed = match b.replay {
-        Some(calls) => host.activate_after_replay(&name, &b.digest, calls, force, &actor).await?,
-        None => host.activate(&name, &b.digest, force, &actor).await?,
-    };
-    Ok(Json(deployed.into()))
-}
-
-async fn rollback(State(host): Shared, auth: Authed, Path(name): Path<String>) -> ApiResult<Json<DeployResponse>> {
-    let actor = auth.admin()?;
-    Ok(Json(host.rollback(&name, &actor).await?.into()))
-}
-
-async fn put_tenant(State(host): Shared, auth: Authed, Path(tenant): Path<String>, body: Bytes) -> ApiResult<Json<TenantResponse>> {
-    let actor = auth.admin()?;
-    Ok(Json(host.put_tenant(&tenant, &body, &actor).await?.into()))
-}
-
-async fn get_tenant(State(host): Shared, auth: Authed, Path(tenant): Path<String>) -> ApiResult<Json<TenantResponse>> {
-    auth.admin()?;
-    Ok(Json(host.get_tenant(&tenant)?.into()))
-}
-
-async fn delete_tenant(State(host): Shared, auth: Authed, Path(tenant): Path<String>) -> ApiResult<StatusCode> {
-    let actor = auth.admin()?;
-    host.delete_tenant(&tenant, &actor).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn create_key(State(host): Shared, auth: Authed, Path(tenant): Path<String>) -> ApiResult<Response> {
-    let actor = auth.admin()?;
-    let (key_id, key) = host.create_key(&tenant, &actor).await?;
-    Ok((StatusCode::CREATED, Json(KeyCreated { key_id, key })).into_response())
-}
-
-async fn revoke_key(State(host): Shared, auth: Authed, Path((tenant, key_id)): Path<(String, String)>) -> ApiResult<StatusCode> {
-    let actor = auth.admin()?;
-    host.revoke_key(&tenant, &key_id, &actor).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn call(State(host): Shared, auth: Authed, Path((tenant, func_id)): Path<(String, String)>, body: Bytes) -> Response {
-    let call_id = crate::service::new_id();
-    let answer = match auth.0.require_tenant(&tenant) {
-        Ok(()) => host.call(&tenant, &func_id, &body, &call_id).await.map(|outcome| Json(CallResponse::from(outcome)).into_response()),
-        Err(e) => Err(e),
-    };
-    let mut response = answer.unwrap_or_else(IntoResponse::into_response);
-    if let Ok(v) = HeaderValue::from_str(&call_id) {
-        response.headers_mut().insert(CALL_ID_HEADER, v);
-    }
-    response
-}
-
-/// Authenticated by the CRM's own token, which the adapter checks; not by the admin token.
-async fn webhook(
-    State(host): Shared,
-    Path(tenant): Path<String>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> ApiResult<Response> {
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => HostError::PayloadTooLarge { what: "webhook body", limit: MAX_WEBHOOK_BYTES },
-        _ => HostError::BadRequest(format!("cannot read the webhook body: {e}")),
-    })?;
-    let request = crate::runtime::WebhookRequest {
-        method: method.to_string(),
-        path: String::new(),
-        query: uri.query().unwrap_or_default().to_string(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
-        body: body.to_vec(),
-    };
-    let answer = host.webhook(&tenant, request).await?;
-    let mut response = (StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY), answer.body).into_response();
-    for (k, v) in answer.headers {
-        if let (Ok(k), Ok(v)) = (header::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
-            response.headers_mut().insert(k, v);
-        }
-    }
-    Ok(response)
-}
-
-async fn events(
-    State(host): Shared,
-    auth: Authed,
-    Path(tenant): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<EventList>> {
-    auth.0.require_tenant(&tenant)?;
-    let after = number(&q, "after", 0i64)?;
-    let limit = number(&q, "limit", 100u32)?.clamp(1, 1000);
-    let events = host.events(&tenant, after, limit).await?;
-    let next = events.last().map(|e| e.cursor).unwrap_or(after).to_string();
-    Ok(Json(EventList { events: events.into_iter().map(EventItem::from).collect(), next }))
-}
-
-async fn stats(State(host): Shared, auth: Authed, Path(tenant): Path<String>) -> ApiResult<Json<crate::service::TenantStats>> {
-    auth.admin()?;
-    Ok(Json(host.tenant_stats(&tenant)?))
-}
-
-async fn calls(
-    State(host): Shared,
-    auth: Authed,
-    Path(tenant): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<CallList>> {
-    auth.admin()?;
-    let limit = number(&q, "limit", 50u32)?.clamp(1, 1000);
-    Ok(Json(CallList { calls: host.calls(&tenant, limit).await?.into_iter().map(CallSummary::from).collect() }))
-}
-
-async fn call_trace(
-    State(host): Shared,
-    auth: Authed,
-    Path((tenant, call_id)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    auth.admin()?;
-    let trace = host.call_trace(&tenant, &call_id).await?.trace;
-    Ok(([(header::CONTENT_TYPE, "application/json")], trace).into_response())
-}
-
-async fn audit(State(host): Shared, auth: Authed, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<AuditList>> {
-    auth.admin()?;
-    let after = number(&q, "after", 0i64)?;
-    let limit = number(&q, "limit", 100u32)?.clamp(1, 1000);
-    let entries = host.audit_log(after, limit).await?;
-    let next = entries.last().map(|e| e.cursor).unwrap_or(after).to_string();
-    Ok(Json(AuditList { entries: entries.into_iter().map(AuditItem::from).collect(), next }))
-}
-
-
 /// Serves the API on `listener` until `shutdown` resolves, with the connection and body
 /// limits of `front`; with a `metrics` listener, `/metrics` is served there instead (an
 /// address Prometheus reaches and API clients do not).
@@ -489,7 +259,7 @@ pub async fn serve(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let apart = metrics_listener.map(|l| {
         let app = Router::new()
-            .route("/metrics", get(metrics))
+            .route("/metrics", get(ops::metrics))
             .fallback(no_such_endpoint)
             .with_state(host.clone());
         let (front, mut stopped) = (front.clone(), stopped.clone());

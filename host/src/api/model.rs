@@ -7,7 +7,7 @@ use crate::store::{AuditEntry, CallHead, EventRecord, VersionRecord};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdapterSummary {
     pub name: String,
@@ -23,7 +23,7 @@ impl AdapterSummary {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeployResponse {
     #[serde(flatten)]
@@ -42,12 +42,12 @@ impl From<Deployed> for DeployResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AdapterList {
     pub adapters: Vec<AdapterSummary>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdapterDetails {
     #[serde(flatten)]
@@ -61,7 +61,7 @@ pub struct AdapterDetails {
     pub history: Vec<HistoryEntry>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     pub version: String,
@@ -87,12 +87,12 @@ impl AdapterDetails {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionList {
     pub versions: Vec<VersionEntry>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionEntry {
     pub version: String,
@@ -117,7 +117,7 @@ impl From<VersionInfo> for VersionEntry {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantResponse {
     pub tenant: String,
@@ -143,7 +143,7 @@ impl From<RedactedTenant> for TenantResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyCreated {
     pub key_id: String,
@@ -152,7 +152,7 @@ pub struct KeyCreated {
 }
 
 /// Where the bot goes next: `on_complete` with crmData, or `on_failure` with the error.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
 pub enum CallResponse {
     Complete {
@@ -173,12 +173,12 @@ impl From<Result<Map<String, Value>, CallFailure>> for CallResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CallList {
     pub calls: Vec<CallSummary>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallSummary {
     pub call_id: String,
@@ -209,14 +209,14 @@ impl From<CallHead> for CallSummary {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditList {
     pub entries: Vec<AuditItem>,
     /// Pass as `after` to read on; the same cursor when nothing is new.
     pub next: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditItem {
     pub cursor: String,
@@ -231,7 +231,7 @@ impl From<AuditEntry> for AuditItem {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventList {
     pub events: Vec<EventItem>,
     /// Pass as `after` to read on; the same cursor when nothing is new.
@@ -240,7 +240,7 @@ pub struct EventList {
 
 /// An inbound message: `cursor`, `receivedAt`, then `chatId`, `phone`, `text`, `author`,
 /// `media`, `extra` as stored.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventItem {
     pub cursor: String,
@@ -259,7 +259,7 @@ impl From<EventRecord> for EventItem {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: crate::service::HealthStatus,
 }

@@ -18,7 +18,7 @@ pub enum Answer {
 }
 
 /// A request of the replayed version that no recorded exchange answers.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Unmatched {
     pub method: String,
     pub url: String,
@@ -28,7 +28,7 @@ pub struct Unmatched {
 }
 
 /// The recorded request most like an unmatched one.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Closest {
     pub method: String,
     pub url: String,

@@ -7,7 +7,7 @@ use serde_json::Value;
 /// Changes listed per call at most; a report says how many more there were.
 pub const MAX_CHANGES: usize = 20;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Change {
     pub path: String,
     pub recorded: Value,

@@ -21,4 +21,4 @@ mod report;
 
 pub use answer::{Answer, Replayer, Unmatched};
 pub use diff::{diff_outcomes, is_under as is_noise, Change, MAX_CHANGES};
-pub use report::{CallResult, ReplayReport, ReplayRequest, Status, Summary, Verdict, VersionRef, MAX_REPLAY_CALLS};
+pub use report::{CallResult, ReplayHead, ReplayReport, ReplayRequest, Status, Summary, Verdict, VersionRef, MAX_REPLAY_CALLS};

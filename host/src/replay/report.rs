@@ -10,7 +10,7 @@ pub const MAX_REPLAY_CALLS: u32 = 5_000;
 /// Recorded calls a replay runs when not told.
 pub const DEFAULT_REPLAY_CALLS: u32 = 200;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReplayRequest {
     /// Only these tenants' calls.
@@ -25,6 +25,9 @@ pub struct ReplayRequest {
     /// The newest calls up to this many (default 200, at most 5,000).
     #[serde(default)]
     pub limit: Option<u32>,
+    /// Only these recorded calls (by `callId`).
+    #[serde(default)]
+    pub call_ids: Option<Vec<String>>,
 }
 
 impl ReplayRequest {
@@ -42,14 +45,14 @@ impl ReplayRequest {
 }
 
 /// A version, as a report names it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct VersionRef {
     pub digest: String,
     pub version: String,
 }
 
 /// How one replayed call compares with its recording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Status {
     /// The candidate answered what the recording says.
@@ -68,7 +71,7 @@ pub enum Status {
     Skipped,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallResult {
     pub call_id: String,
@@ -97,7 +100,7 @@ impl CallResult {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub same: u32,
@@ -136,14 +139,28 @@ impl Summary {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Pass,
     Fail,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A report without its per-call results, as `GET /v1/adapters/{name}/replays` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayHead {
+    pub id: String,
+    pub adapter: String,
+    pub created_at: String,
+    pub candidate: VersionRef,
+    pub baseline: VersionRef,
+    pub calls: u32,
+    pub summary: Summary,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayReport {
     pub id: String,
@@ -158,6 +175,21 @@ pub struct ReplayReport {
     pub summary: Summary,
     pub verdict: Verdict,
     pub results: Vec<CallResult>,
+}
+
+impl ReplayReport {
+    pub fn head(&self) -> ReplayHead {
+        ReplayHead {
+            id: self.id.clone(),
+            adapter: self.adapter.clone(),
+            created_at: self.created_at.clone(),
+            candidate: self.candidate.clone(),
+            baseline: self.baseline.clone(),
+            calls: self.calls,
+            summary: self.summary.clone(),
+            verdict: self.verdict,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ impl Host {
         let m = self.metrics();
         m.calls.with_label_values(&[&d.name, op, outcome, kind]).inc();
         m.call_seconds.with_label_values(&[&d.name, op]).observe(call.elapsed.as_secs_f64());
+        self.activity.record(&d.name, call.outcome.is_err(), call.started_at_ms);
         self.stats.update(call.tenant, |s| {
             *s.calls.entry(outcome).or_default() += 1;
             if let Err(f) = call.outcome {
@@ -144,11 +145,11 @@ impl Host {
         self.traces.flush().await;
     }
 
-    /// A tenant's most recent calls, newest first.
-    pub async fn calls(&self, tenant: &str, limit: u32) -> Result<Vec<CallHead>, HostError> {
+    /// A tenant's most recent calls (with that outcome, when given), newest first.
+    pub async fn calls(&self, tenant: &str, limit: u32, outcome: Option<&str>) -> Result<Vec<CallHead>, HostError> {
         self.tenant_and_version(tenant)?;
         self.flush_traces().await;
-        Ok(self.store.calls(tenant, limit).await?)
+        Ok(self.store.calls(tenant, limit, outcome).await?)
     }
 
     pub async fn call_trace(&self, tenant: &str, call_id: &str) -> Result<CallRecord, HostError> {

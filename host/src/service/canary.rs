@@ -136,7 +136,7 @@ fn rate(failures: u64, calls: u64) -> f64 {
 }
 
 /// `POST /v1/adapters/{name}/canary`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CanaryStart {
     pub digest: String,
@@ -156,7 +156,7 @@ fn default_min_calls() -> u32 {
 }
 
 /// What `GET /v1/adapters/{name}/canary` answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStatus {
     pub id: String,
@@ -185,13 +185,13 @@ pub struct CanaryStatus {
     pub invalid_tenants: Vec<InvalidTenant>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CanaryTenants {
     pub count: usize,
     pub first: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SideCounts {
     pub calls: u64,

@@ -16,7 +16,7 @@ use std::time::Duration;
 /// Audit entries read per step while following.
 const FOLLOW_BATCH: u32 = 500;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     Ok,
@@ -24,7 +24,7 @@ pub enum HealthStatus {
 }
 
 /// What `/healthz?deep=1` reports.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct DeepHealth {
     pub status: HealthStatus,
     /// `ok`, or why the database does not answer.

@@ -21,6 +21,7 @@
 mod calls;
 mod canary;
 mod follow;
+mod overview;
 mod registry;
 mod replays;
 mod retention;
@@ -32,9 +33,9 @@ mod webhooks;
 pub use calls::CallOutcome;
 pub use canary::{CanaryStart, CanaryStatus};
 pub use follow::{DeepHealth, HealthStatus};
+pub use overview::{AdapterActivity, MinuteCount, Overview, TenantPage, TenantSummary};
 pub use registry::VersionState;
 pub use stats::TenantStats;
-#[cfg(test)]
 pub(crate) use tenants::TenantBody;
 pub use tenants::RedactedTenant;
 pub use versions::{DeployOptions, Deployed, VersionInfo};
@@ -80,6 +81,8 @@ pub struct Host {
     /// Why the last attempt to follow the shared store failed; `None` while it works.
     follow_error: std::sync::Mutex<Option<String>>,
     stats: stats::Stats,
+    /// Calls per adapter per minute, for the overview.
+    activity: overview::Activity,
     event_retention: std::time::Duration,
     /// Replayed calls running at once, host-wide ([`replays::REPLAY_CONCURRENCY`]).
     replay_slots: tokio::sync::Semaphore,
@@ -118,6 +121,7 @@ impl Host {
             webhook_admission,
             follow_error: std::sync::Mutex::new(None),
             stats: stats::Stats::default(),
+            activity: overview::Activity::default(),
             event_retention: options.event_retention,
             replay_slots: tokio::sync::Semaphore::new(replays::REPLAY_CONCURRENCY),
         };

@@ -15,7 +15,8 @@ pub(super) struct Registry {
     pub adapters: BTreeMap<String, AdapterState>,
     /// Every stored version per adapter, oldest first.
     pub versions: HashMap<String, Vec<VersionRecord>>,
-    pub tenants: HashMap<String, Arc<TenantRecord>>,
+    /// By id, in order: the admin lists them a page at a time.
+    pub tenants: BTreeMap<String, Arc<TenantRecord>>,
     /// Compiled components by digest: every active, staged or pinned version (calls in
     /// flight keep their own `Arc` of any other).
     pub compiled: HashMap<String, Arc<Compiled>>,
@@ -27,7 +28,7 @@ pub(super) struct Registry {
 }
 
 /// Where a stored version stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VersionState {
     Active,

@@ -6,7 +6,9 @@ use super::{now_ms, Host};
 use crate::chat::{into_wit, parse_call};
 use crate::error::{CallFailure, HostError};
 use crate::redact::Redactor;
-use crate::replay::{diff_outcomes, CallResult, Change, ReplayReport, ReplayRequest, Replayer, Status, Summary, Unmatched, VersionRef};
+use crate::replay::{
+    diff_outcomes, CallResult, Change, ReplayHead, ReplayReport, ReplayRequest, Replayer, Status, Summary, Unmatched, VersionRef,
+};
 use crate::runtime::{CallInput, Compiled};
 use crate::store::{CallFilter, CallHead, ReplayRecord, TenantRecord};
 use crate::trace::{config_digest, CallTrace};
@@ -46,6 +48,7 @@ impl Host {
             adapter: adapter.to_string(),
             tenants: request.tenants.clone(),
             functions: request.functions.clone(),
+            call_ids: request.call_ids.clone(),
             since_ms,
             limit,
         };
@@ -101,10 +104,7 @@ impl Host {
 
     async fn store_report(&self, report: &ReplayReport) -> Result<(), HostError> {
         let text = serde_json::to_string(report).map_err(|e| HostError::Internal(format!("a replay report does not serialise: {e}")))?;
-        let mut head = serde_json::to_value(report).unwrap_or(Value::Null);
-        if let Value::Object(m) = &mut head {
-            m.remove("results");
-        }
+        let head = serde_json::to_value(report.head()).unwrap_or(Value::Null);
         let record = ReplayRecord {
             id: report.id.clone(),
             adapter: report.adapter.clone(),
@@ -118,7 +118,7 @@ impl Host {
     }
 
     /// An adapter's replay reports, newest first, without their per-call results.
-    pub async fn replays(&self, adapter: &str, limit: u32) -> Result<Vec<Value>, HostError> {
+    pub async fn replays(&self, adapter: &str, limit: u32) -> Result<Vec<ReplayHead>, HostError> {
         if !self.read().versions.contains_key(adapter) {
             return Err(HostError::UnknownAdapter(adapter.to_string()));
         }

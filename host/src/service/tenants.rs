@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 /// The body of `PUT /v1/tenants/{id}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct TenantBody {
     pub(crate) adapter: String,
@@ -58,7 +58,8 @@ impl Host {
             Some(pin) => self.compiled_version(&body.adapter, pin).await?,
             None => self.adapter(&body.adapter)?.0,
         };
-        let crm_config = body.crm_config.unwrap_or_default();
+        let mut crm_config = body.crm_config.unwrap_or_default();
+        self.keep_redacted_secrets(id, &body.adapter, &compiled, &mut crm_config)?;
         self.validate_tenant_config(&compiled, &crm_config).await?;
         let record = TenantRecord {
             id: id.to_string(),
@@ -87,6 +88,28 @@ impl Host {
         registry.prune();
         drop(registry);
         Ok(redacted(record, &compiled))
+    }
+
+    /// A secret field sent back as `[redacted]` (what `GET` shows of it) keeps the value stored
+    /// for the tenant: a client may read a tenant, change other fields and put it back without
+    /// ever knowing its secrets (the console's form does so).
+    fn keep_redacted_secrets(&self, id: &str, adapter: &str, compiled: &Compiled, config: &mut Map<String, Value>) -> Result<(), HostError> {
+        let stored = self.read().tenants.get(id).filter(|t| t.adapter == adapter).cloned();
+        for field in &compiled.description.secret_fields {
+            if config.get(field).and_then(Value::as_str) != Some(REDACTED) {
+                continue;
+            }
+            match stored.as_ref().and_then(|t| t.crm_config.get(field)) {
+                Some(v) => config.insert(field.clone(), v.clone()),
+                None => {
+                    return Err(HostError::InvalidConfig {
+                        field: Some(field.clone()),
+                        message: format!("crmConfig.{field}: {REDACTED} stands for the stored value, and the tenant has none"),
+                    })
+                }
+            };
+        }
+        Ok(())
     }
 
     /// The adapter's own crmConfig validation, plus: endpoint fields must be usable URLs

@@ -115,7 +115,7 @@ pub struct KeyRecord {
 }
 
 /// A change, as the audit log shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     #[serde(skip)]
@@ -133,7 +133,7 @@ pub struct AuditEntry {
     pub detail: Option<Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
     Deploy,
@@ -203,6 +203,7 @@ pub struct CallFilter {
     pub adapter: String,
     pub tenants: Option<Vec<String>>,
     pub functions: Option<Vec<String>>,
+    pub call_ids: Option<Vec<String>>,
     pub since_ms: Option<i64>,
     pub limit: u32,
 }
@@ -222,7 +223,7 @@ pub struct ReplayRecord {
 }
 
 /// Where a canary rollout stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CanaryState {
     Running,
@@ -358,8 +359,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores recorded calls and keeps, of each of their tenants, the newest calls up to
     /// `keep.calls` of them and `keep.trace_bytes` of traces.
     async fn record_calls(&self, calls: &[CallRecord], keep: &TraceRetention) -> StoreResult<()>;
-    /// A tenant's most recent calls, newest first, without their traces.
-    async fn calls(&self, tenant: &str, limit: u32) -> StoreResult<Vec<CallHead>>;
+    /// A tenant's most recent calls (with that outcome, when given), newest first, without
+    /// their traces.
+    async fn calls(&self, tenant: &str, limit: u32, outcome: Option<&str>) -> StoreResult<Vec<CallHead>>;
     async fn call(&self, tenant: &str, call_id: &str) -> StoreResult<Option<CallRecord>>;
     /// An adapter's recorded calls that `filter` selects, newest first, without their traces.
     async fn recorded_calls(&self, filter: &CallFilter) -> StoreResult<Vec<CallHead>>;

@@ -423,13 +423,14 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn calls(&self, tenant: &str, limit: u32) -> StoreResult<Vec<CallHead>> {
+            async fn calls(&self, tenant: &str, limit: u32, outcome: Option<&str>) -> StoreResult<Vec<CallHead>> {
                 sqlx::query(
                     "SELECT call_id, tenant, func_id, adapter, version, digest, started_at_ms, duration_us, outcome, error_kind
-                     FROM calls WHERE tenant = $1 ORDER BY seq DESC LIMIT $2",
+                     FROM calls WHERE tenant = $1 AND ($3 IS NULL OR outcome = $3) ORDER BY seq DESC LIMIT $2",
                 )
                     .bind(tenant)
                     .bind(i64::from(limit))
+                    .bind(outcome)
                     .fetch_all(self.pool())
                     .await?
                     .iter()
@@ -454,7 +455,7 @@ macro_rules! impl_store {
                      FROM calls WHERE adapter = ",
                 );
                 q.push_bind(&f.adapter);
-                for (column, values) in [("tenant", &f.tenants), ("func_id", &f.functions)] {
+                for (column, values) in [("tenant", &f.tenants), ("func_id", &f.functions), ("call_id", &f.call_ids)] {
                     if let Some(values) = values {
                         q.push(format!(" AND {column} IN ("));
                         let mut list = q.separated(", ");

@@ -84,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         .spawn()?;
     let (line, url) = crm_tests::read_listen_url(child.stdout.take().expect("piped"))?;
     println!("   {line}  (admin token: {ADMIN_TOKEN}; state in {}/)", args.data_dir);
+    println!("   the console: {url}/console  (sign in with the admin token)");
 
     let result = async {
         walk(&url, &crm).await?;
@@ -93,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
     .await;
     if result.is_ok() && !args.once {
         println!("\n== demo complete: every call behaved as documented. The host keeps serving; try:\n");
+        println!("open {url}/console in a browser (admin token: {ADMIN_TOKEN}); the API is described at {url}/openapi.json\n");
         println!("export CRM_HOST_SERVER={url} CRM_HOST_TOKEN={ADMIN_TOKEN}");
         println!("{bin} adapters");
         println!("{bin} versions plando");

@@ -5,6 +5,7 @@
 
 mod canary;
 mod cli;
+mod console;
 mod front_door;
 mod host_api;
 mod hostile_input;

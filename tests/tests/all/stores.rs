@@ -117,11 +117,13 @@ async fn contract(s: &dyn Store) {
     // Recorded calls: newest first, kept up to the retention per tenant.
     let calls: Vec<CallRecord> = (0..5).map(|i| call(&format!("c{i}"), "t1")).chain([call("x", "t2")]).collect();
     s.record_calls(&calls, &TraceRetention { calls: 3, ..TraceRetention::DEFAULT }).await.unwrap();
-    let kept = s.calls("t1", 10).await.unwrap();
+    let kept = s.calls("t1", 10, None).await.unwrap();
     assert_eq!(kept.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), ["c4", "c3", "c2"]);
     assert_eq!(kept[0], calls[4].head, "listed from the summary columns");
     assert_eq!(s.call("t1", "c4").await.unwrap().unwrap(), calls[4], "a call reads back as written");
     assert_eq!(s.call("t1", "x").await.unwrap(), None, "another tenant's call");
+    assert_eq!(s.calls("t1", 10, Some("failure")).await.unwrap().len(), 3, "by outcome");
+    assert!(s.calls("t1", 10, Some("complete")).await.unwrap().is_empty());
 
     // ... and up to the bytes of their traces: the newest that fit.
     let big = |id: &str| CallRecord { trace: json!({"data": "x".repeat(1000)}).to_string(), ..call(id, "t3") };
@@ -129,7 +131,7 @@ async fn contract(s: &dyn Store) {
     let bound = TraceRetention { calls: 1000, trace_bytes: 3 * size + size / 2 };
     s.record_calls(&[big("b0"), big("b1")], &bound).await.unwrap();
     s.record_calls(&[big("b2"), big("b3"), big("b4")], &bound).await.unwrap();
-    let kept = s.calls("t3", 10).await.unwrap();
+    let kept = s.calls("t3", 10, None).await.unwrap();
     assert_eq!(kept.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), ["b4", "b3", "b2"]);
 
     // A replay's selection of an adapter's calls: by tenant, function and time, newest first.
@@ -144,6 +146,7 @@ async fn contract(s: &dyn Store) {
         adapter: "a".into(),
         tenants: tenants.map(|t| t.iter().map(|x| x.to_string()).collect()),
         functions: functions.map(|f| f.iter().map(|x| x.to_string()).collect()),
+        call_ids: None,
         since_ms,
         limit,
     };
@@ -153,6 +156,8 @@ async fn contract(s: &dyn Store) {
     assert_eq!(ids(s.recorded_calls(&pick(Some(&["t4"]), None, Some(300), 10)).await.unwrap()), ["r4", "r3"]);
     assert_eq!(ids(s.recorded_calls(&pick(Some(&["t4"]), None, None, 1)).await.unwrap()), ["r4"]);
     assert!(s.recorded_calls(&pick(Some(&[]), None, None, 10)).await.unwrap().is_empty(), "an empty list selects nothing");
+    let one = CallFilter { call_ids: Some(vec!["r3".into()]), ..pick(None, None, None, 10) };
+    assert_eq!(ids(s.recorded_calls(&one).await.unwrap()), ["r3"], "by call id");
 
     // Replay reports: read back whole, listed by their heads, the newest kept.
     let report = |id: &str| ReplayRecord {
@@ -213,7 +218,7 @@ async fn contract(s: &dyn Store) {
     assert!(!s.delete_tenant("t1", &audit(AuditAction::TenantDelete, Some("a"), Some("t1"))).await.unwrap());
     assert_eq!(s.tenant_records("t1").await.unwrap(), (None, vec![]));
     assert!(s.events_after("t1", 0, 10).await.unwrap().is_empty());
-    assert!(s.calls("t1", 10).await.unwrap().is_empty());
+    assert!(s.calls("t1", 10, None).await.unwrap().is_empty());
     let st = s.delete_version("a", "d2", &audit(AuditAction::DeleteVersion, Some("a"), None)).await.unwrap();
     assert_eq!(st.previous, None, "the deleted version is no rollback target");
     assert_eq!(s.blob("d2").await.unwrap(), None, "an unused blob goes with its last version");
