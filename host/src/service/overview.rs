@@ -179,7 +179,7 @@ mod tests {
         let last: Vec<(u64, u64)> = hour[0].minutes[58..].iter().map(|m| (m.calls, m.failures)).collect();
         assert_eq!(last, [(2, 1), (1, 0)]);
         assert_eq!((hour[0].calls, hour[0].failures), (3, 1));
-        let later = a.last_hour(t0 + 61 * 60_000);
+        let later = a.last_hour(t0 + 60 * 60_000);
         assert_eq!(later[0].calls, 1, "the first minute has gone");
         a.record("plando", false, t0 + 120 * 60_000);
         assert_eq!(lock(&a.0)["plando"].len(), 1, "old minutes are dropped as new ones come");
