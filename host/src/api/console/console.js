@@ -42,8 +42,13 @@ function table(headers, rows) {
     el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c) => el("td", {}, c))))));
 }
 
+/** What the last action did, shown once at the top of the next page. */
+let flash = null;
+
 function show(...nodes) {
-  main.replaceChildren(...nodes.flat());
+  const note = flash ? el("div", { class: "notice", id: "flash", role: "status", text: flash }) : null;
+  flash = null;
+  main.replaceChildren(...[note, ...nodes].flat());
 }
 
 function problem(e) {
@@ -165,8 +170,8 @@ async function adapters() {
     if (replay.value) q.set("replay", replay.value);
     try {
       const d = await api("PUT", `/v1/adapters/${seg(adapter)}?${q}`, await f.arrayBuffer(), "application/wasm");
-      out.replaceChildren(el("div", { class: "notice", text: `Deployed ${d.name} ${d.version} (${d.digest}): ${d.state}` + (d.replay ? `; replay ${d.replay.verdict}` : "") }));
-      setTimeout(() => { location.hash = route(`adapters/${seg(d.name)}`); }, 300);
+      flash = `Deployed ${d.name} ${d.version} (${d.digest}): ${d.state}` + (d.replay ? `; replay ${d.replay.verdict}` : "");
+      location.hash = route(`adapters/${seg(d.name)}`);
     } catch (e) {
       out.replaceChildren(problem(e));
       if (e.body && e.body.error && e.body.error.report) out.append(replayView(e.body.error.report));
@@ -189,13 +194,15 @@ async function adapter(name) {
     api("GET", `/v1/adapters/${seg(name)}`), api("GET", `/v1/adapters/${seg(name)}/versions`), api("GET", `/v1/adapters/${seg(name)}/replays`)]);
   const note = el("div", { id: "adapter-result" });
   const act = (label, fn) => el("button", { type: "button", text: label, onclick: async () => {
-    try { note.replaceChildren(el("div", { class: "notice", text: await fn() })); setTimeout(render, 300); } catch (e) { note.replaceChildren(problem(e)); }
+    try { flash = await fn(); await render(); } catch (e) { note.replaceChildren(problem(e)); }
   } });
   const rows = versions.versions.map((v) => [
     el("span", { class: v.state, text: v.state }), v.version, el("code", { text: v.digest }), `${v.deployedAt} by ${v.deployedBy}`, v.pinnedTenants.join(", "),
     el("div", { class: "row" },
       v.state !== "active" ? act("Activate", async () => { const d = await api("POST", `/v1/adapters/${seg(name)}/activate`, { digest: v.digest }); return `${d.version} is active`; }) : null,
-      act("Replay", async () => { const r = await api("POST", `/v1/adapters/${seg(name)}/versions/${seg(v.digest)}/replay`, {}); location.hash = route(`replays/${seg(name)}/${seg(r.id)}`); return `replay ${r.verdict}`; }),
+      el("button", { type: "button", text: "Replay", onclick: async () => {
+        try { const r = await api("POST", `/v1/adapters/${seg(name)}/versions/${seg(v.digest)}/replay`, {}); location.hash = route(`replays/${seg(name)}/${seg(r.id)}`); } catch (e) { note.replaceChildren(problem(e)); }
+      } }),
       v.state !== "active" ? act("Delete", async () => { await api("DELETE", `/v1/adapters/${seg(name)}/versions/${seg(v.digest)}`); return `deleted ${v.digest}`; }) : null)]);
   show(el("h1", { text: `Adapter ${name}` }), note,
     el("section", {}, el("div", { text: `Active: ${details.version} (${details.digest}), ${details.sizeBytes} bytes` }),
@@ -214,7 +221,7 @@ async function canary(name, versions) {
   let c = null;
   try { c = await api("GET", `/v1/adapters/${seg(name)}/canary`); } catch (e) { if (e.status !== 404) return problem(e); }
   const note = el("div");
-  const run = (fn) => async (ev) => { ev && ev.preventDefault(); try { await fn(); render(); } catch (e) { note.replaceChildren(problem(e)); } };
+  const run = (fn) => async (ev) => { ev && ev.preventDefault(); try { await fn(); await render(); } catch (e) { note.replaceChildren(problem(e)); } };
   if (c) {
     const side = (s) => `${s.calls} calls, ${s.failures} failed (${(s.failureRate * 100).toFixed(1)}%)`;
     box.append(el("div", { class: "row" }, el("span", { class: c.state, text: c.state }), `${c.version} (${c.digest}) for ${c.percent}% of tenants`, c.reason ? el("span", { class: "muted", text: c.reason }) : null),
@@ -348,8 +355,9 @@ async function tenant(id) {
     try {
       const body = { adapter: adapterSelect.value, crmConfig: form.read(), projectId: project.value || undefined, pin: pin.value || null, limits: JSON.parse(limits.value || "{}") };
       const saved = await api("PUT", `/v1/tenants/${seg(idInput.value.trim())}`, body);
-      note.replaceChildren(el("div", { class: "notice", text: `Saved tenant ${saved.tenant}` }));
+      flash = `Saved tenant ${saved.tenant}`;
       if (isNew) location.hash = route(`tenants/${seg(saved.tenant)}`);
+      else await render();
     } catch (e) { note.replaceChildren(problem(e)); }
   } }, el("label", { for: "tenant-id", text: "Tenant id" }), idInput, el("label", { for: "tenant-adapter", text: "Adapter" }), adapterSelect,
   el("label", { for: "tenant-project", text: "Project id" }), project, el("h2", { text: "crmConfig" }), configBox,
