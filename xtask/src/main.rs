@@ -2,7 +2,10 @@
 //!
 //! - `setup`    install what the wasm build needs (Debian's rustc-web + std source) if absent
 //! - `plugins`  build every adapter in plugins/ (or `-p NAME` only) into a component at
-//!   target/plugins/<name>.wasm
+//!   target/plugins/<name>.wasm; `--path DIR`: the adapters of another workspace (an
+//!   adapter's own repository), into DIR/target/plugins/
+//! - `new-adapter NAME [--dir DIR]`  write a working adapter crate to start from (default
+//!   ./NAME), outside this repository, depending on this SDK
 //! - `test`     setup + plugins + every test (adapter unit tests, host, integration)
 //! - `demo`     setup + plugins + host, then the end-to-end demo against CRM emulators; it
 //!   keeps serving until Ctrl-C (`cargo xtask demo --once` exits after the walk-through)
@@ -36,13 +39,14 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("setup") => setup().map(drop),
         Some("plugins") => plugins_cmd(&root, &args[1..]),
+        Some("new-adapter") => new_adapter(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
         Some("demo") => demo(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
         Some("fuzz") => fuzz(&root, &args[1..]),
         Some("soak") => soak(&root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <setup|plugins|test|demo|bench [neighbours]|fuzz [SECONDS]|soak [MINUTES] [RATE]>");
+            eprintln!("usage: cargo xtask <setup|plugins [--path DIR] [-p NAME]|new-adapter NAME [--dir DIR]|test|demo|bench [neighbours]|fuzz [SECONDS]|soak [MINUTES] [RATE]>");
             std::process::exit(2);
         }
     }
@@ -114,28 +118,70 @@ fn setup() -> Result<Toolchain> {
 /// `test-only = true`, at `target/plugins/testing/<name>.wasm`, so that deploying the
 /// directory never deploys them). Returns the written paths.
 fn plugins(root: &Path) -> Result<Vec<PathBuf>> {
-    build_adapters(root, &[])
+    build_adapters(&root.join("plugins"), &root.join("target/plugins"), &[])
 }
 
-/// `cargo xtask plugins [-p NAME]...`: NAME is an adapter's registry name or package name.
+/// `cargo xtask plugins [--path DIR] [-p NAME]...`: NAME is an adapter's registry name or
+/// package name; DIR a workspace (or crate) of adapters elsewhere.
 fn plugins_cmd(root: &Path, args: &[String]) -> Result<()> {
     let mut only = Vec::new();
+    let mut dir = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "-p" | "--package" => only.push(it.next().context("-p needs an adapter name")?.clone()),
-            other => bail!("unknown argument {other}: usage: cargo xtask plugins [-p NAME]..."),
+            "--path" => dir = Some(PathBuf::from(it.next().context("--path needs a directory")?)),
+            other => bail!("unknown argument {other}: usage: cargo xtask plugins [--path DIR] [-p NAME]..."),
         }
     }
-    build_adapters(root, &only).map(drop)
+    match dir {
+        None => build_adapters(&root.join("plugins"), &root.join("target/plugins"), &only).map(drop),
+        Some(dir) => {
+            let dir = std::path::absolute(&dir)?;
+            build_adapters(&dir, &dir.join("target/plugins"), &only).map(drop)
+        }
+    }
 }
 
-fn build_adapters(root: &Path, only: &[String]) -> Result<Vec<PathBuf>> {
+/// `cargo xtask new-adapter NAME [--dir DIR]`: a crate of its own (its own workspace),
+/// depending on this repository's SDK by path, with a JSON CRM mapping to start from, a
+/// README and native unit tests; `cargo xtask plugins --path DIR` builds it.
+fn new_adapter(root: &Path, args: &[String]) -> Result<()> {
+    let usage = "usage: cargo xtask new-adapter NAME [--dir DIR]";
+    let name = args.first().filter(|n| !n.starts_with('-')).context(usage)?.clone();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        bail!("{name}: an adapter name is lowercase letters, digits and '-'");
+    }
+    let dir = match args.get(1).map(String::as_str) {
+        Some("--dir") => PathBuf::from(args.get(2).context(usage)?),
+        None => PathBuf::from(&name),
+        Some(other) => bail!("unknown argument {other}: {usage}"),
+    };
+    let dir = std::path::absolute(&dir)?;
+    if dir.join("Cargo.toml").exists() {
+        bail!("{} already holds a crate", dir.display());
+    }
+    std::fs::create_dir_all(dir.join("src"))?;
+    let ty: String = name.split('-').map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect();
+    let sdk = root.join("plugins/sdk");
+    let fill = |t: &str| t.replace("{{name}}", &name).replace("{{Type}}", &ty).replace("{{sdk}}", &sdk.display().to_string());
+    std::fs::write(dir.join("Cargo.toml"), fill(include_str!("new_adapter/Cargo.toml.in")))?;
+    std::fs::write(dir.join("src/lib.rs"), fill(include_str!("new_adapter/lib.rs.in")))?;
+    std::fs::write(dir.join("README.md"), fill(include_str!("new_adapter/README.md.in")))?;
+    std::fs::write(dir.join(".gitignore"), "target/\n")?;
+    eprintln!("xtask: wrote the adapter {name} to {}", dir.display());
+    eprintln!("xtask: test it:  cargo test --manifest-path {}/Cargo.toml", dir.display());
+    eprintln!("xtask: build it: cargo xtask plugins --path {}   (-> {}/target/plugins/{name}.wasm)", dir.display(), dir.display());
+    Ok(())
+}
+
+/// Builds the adapters of the workspace in `dir` into components in `out`.
+fn build_adapters(dir: &Path, out: &Path, only: &[String]) -> Result<Vec<PathBuf>> {
     let toolchain = setup()?;
-    let manifest = root.join("plugins/Cargo.toml");
-    let mut adapters = adapter_packages(&manifest)?;
+    let manifest = dir.join("Cargo.toml");
+    let (mut adapters, target_dir) = adapter_packages(&manifest)?;
     if adapters.is_empty() {
-        bail!("no package in plugins/ declares [package.metadata.crm-adapter]");
+        bail!("no package in {} declares [package.metadata.crm-adapter] (see `cargo xtask new-adapter`)", dir.display());
     }
     if !only.is_empty() {
         let known: Vec<String> = adapters.iter().map(|a| a.name.clone()).collect();
@@ -155,7 +201,7 @@ fn build_adapters(root: &Path, only: &[String]) -> Result<Vec<PathBuf>> {
 
     let mut written = Vec::new();
     for a in &adapters {
-        written.push(encode(root, a, &a.name)?);
+        written.push(encode(&target_dir, out, a, &a.name)?);
     }
     // Feature variants (test fixtures: one adapter, several versions) build after the
     // defaults are encoded, since they overwrite the same core module.
@@ -164,7 +210,7 @@ fn build_adapters(root: &Path, only: &[String]) -> Result<Vec<PathBuf>> {
             eprintln!("xtask: building {} variant {variant} (features {})", a.name, features.join(","));
             run(&mut wasm_build(&toolchain, &manifest, &[&a.package], features))
                 .with_context(|| format!("building {} variant {variant}", a.name))?;
-            written.push(encode(root, a, &format!("{}-{variant}", a.name))?);
+            written.push(encode(&target_dir, out, a, &format!("{}-{variant}", a.name))?);
         }
     }
     Ok(written)
@@ -205,11 +251,12 @@ fn wasm_build(toolchain: &Toolchain, manifest: &Path, packages: &[&str], feature
     cmd
 }
 
-/// Turns an adapter's freshly built core module into a component named `file_name`.
-fn encode(root: &Path, a: &Adapter, file_name: &str) -> Result<PathBuf> {
-    let out_dir = if a.test_only { root.join("target/plugins/testing") } else { root.join("target/plugins") };
+/// Turns an adapter's freshly built core module (in the workspace's `target_dir`) into a
+/// component named `file_name` in `out`.
+fn encode(target_dir: &Path, out: &Path, a: &Adapter, file_name: &str) -> Result<PathBuf> {
+    let out_dir = if a.test_only { out.join("testing") } else { out.to_path_buf() };
     std::fs::create_dir_all(&out_dir)?;
-    let core = root.join("plugins/target").join(WASM_TARGET).join("release").join(format!("{}.wasm", a.package.replace('-', "_")));
+    let core = target_dir.join(WASM_TARGET).join("release").join(format!("{}.wasm", a.package.replace('-', "_")));
     let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
     let component = wit_component::ComponentEncoder::default()
         .module(&module)
@@ -233,7 +280,8 @@ struct Adapter {
     variants: Vec<(String, Vec<String>)>,
 }
 
-fn adapter_packages(manifest: &Path) -> Result<Vec<Adapter>> {
+/// The adapter packages of a workspace, and its target directory.
+fn adapter_packages(manifest: &Path) -> Result<(Vec<Adapter>, PathBuf)> {
     let out = Command::new("cargo")
         .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
         .arg(manifest)
@@ -242,7 +290,9 @@ fn adapter_packages(manifest: &Path) -> Result<Vec<Adapter>> {
     if !out.status.success() {
         bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    parse_adapters(&out.stdout)
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let target = PathBuf::from(v["target_directory"].as_str().context("cargo metadata without target_directory")?);
+    Ok((parse_adapters(&out.stdout)?, target))
 }
 
 fn parse_adapters(metadata: &[u8]) -> Result<Vec<Adapter>> {
@@ -334,6 +384,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .args(["test", "--workspace"])
         .args(extra)
         .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
+        .env("CRM_XTASK", std::env::current_exe()?)
         .env("CRM_PG_BIN", pg_bin))
 }
 

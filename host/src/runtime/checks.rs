@@ -23,8 +23,9 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:io/poll",
     "wasi:io/streams",
     "wasi:clocks/monotonic-clock",
-    // inert wasip2 baseline
+    // the call's time (the SDK's `call.now()`): pinned to the call's start (`execute.rs`)
     "wasi:clocks/wall-clock",
+    // inert wasip2 baseline
     "wasi:random/random",
     "wasi:random/insecure",
     "wasi:random/insecure-seed",

@@ -62,8 +62,20 @@ impl Runtime {
     }
 }
 
-/// A wall clock that always reads one time (Unix ms).
+/// A clock that always reads one time (Unix ms): a call is repeatable, and a replay gives it
+/// the recorded call's time. Waiting still works: wasmtime-wasi sleeps for the difference
+/// between a deadline and this time, on the host's own clock.
 struct PinnedClock(i64);
+
+impl wasmtime_wasi::HostMonotonicClock for PinnedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.0).unwrap_or(0).saturating_mul(1_000_000)
+    }
+}
 
 impl wasmtime_wasi::HostWallClock for PinnedClock {
     fn resolution(&self) -> std::time::Duration {
@@ -87,8 +99,8 @@ impl Executor {
     fn new_store(&self, limits: &Limits, policy: EgressPolicy, scope: Arc<CallScope>) -> Store<HostState> {
         let state = HostState {
             // Nothing granted: no env, args or preopens; stdin closed; stdout/stderr discarded.
-            // The wall clock reads the execution's own time.
-            wasi: WasiCtxBuilder::new().wall_clock(PinnedClock(scope.wall_ms)).build(),
+            // Both clocks read the execution's own time, one time for all of it.
+            wasi: WasiCtxBuilder::new().wall_clock(PinnedClock(scope.wall_ms)).monotonic_clock(PinnedClock(scope.wall_ms)).build(),
             table: {
                 let mut t = ResourceTable::new();
                 t.set_max_capacity(limits.max_resources);

@@ -12,7 +12,23 @@ pub mod bindings {
     });
 }
 
-use crate::{Adapter, Call, Chat, CrmError, Direction, Media, Message, Origin, Request, Response, Transport, Values};
+/// The wall clock, from a world of the SDK's own: the adapter world is unchanged, and a
+/// component that never asks the time imports nothing more.
+mod clock_bindings {
+    wit_bindgen::generate!({
+        path: ["../../wit/deps/io", "../../wit/deps/clocks", "wit"],
+        world: "crm:sdk/clock",
+        generate_all,
+    });
+}
+
+/// The time the host gives this call (Unix ms): the call's start, the same on every read.
+pub fn now_ms() -> i64 {
+    let t = clock_bindings::wasi::clocks::wall_clock::now();
+    i64::try_from(t.seconds).unwrap_or(i64::MAX).saturating_mul(1000) + i64::from(t.nanoseconds / 1_000_000)
+}
+
+use crate::{Adapter, Call, Chat, CrmError, Direction, Media, Message, Origin, Request, Response, Timestamp, Transport, Values};
 use bindings::exports::crm::adapter::crm as w;
 use bindings::wasi::http::outgoing_handler;
 use bindings::wasi::http::types::{self as wasi_http, ErrorCode, Fields, IncomingBody, OutgoingBody, OutgoingRequest, Scheme};
@@ -89,6 +105,7 @@ fn call_from_wit(ctx: CallContext) -> Result<Call, CrmError> {
     let crm_data = Values::parse(Origin::Params, &c.crm_data)
         .map_err(|e| CrmError::invalid_params("chat.crmData", e.to_string()))?;
     Ok(Call {
+        now: Timestamp::from_unix_ms(now_ms()),
         project_id: ctx.project_id,
         config: Values::parse(Origin::Config, &ctx.crm_config)?,
         params: Values::parse(Origin::Params, &ctx.params)?,

@@ -41,8 +41,9 @@ pub struct Request {
     /// The response body is refused beyond this many bytes.
     pub max_response_bytes: usize,
     /// Safe to send again: the host may retry it on connection errors, 429, 502, 503 and
-    /// 504. GET and HEAD are idempotent by default; mark a POST that only reads (a search)
-    /// with [`Request::idempotent`]. Never mark a create.
+    /// 504. Only GET is idempotent by default; mark a POST that only reads (a search), or a
+    /// PUT or DELETE the CRM treats as idempotent, with [`Request::idempotent`]. Never mark a
+    /// create.
     pub idempotent: bool,
 }
 
@@ -64,6 +65,23 @@ impl Request {
 
     pub fn post(url: impl Into<String>) -> Self {
         Self::new(Method::Post, url)
+    }
+
+    pub fn put(url: impl Into<String>) -> Self {
+        Self::new(Method::Put, url)
+    }
+
+    pub fn patch(url: impl Into<String>) -> Self {
+        Self::new(Method::Patch, url)
+    }
+
+    pub fn delete(url: impl Into<String>) -> Self {
+        Self::new(Method::Delete, url)
+    }
+
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer(self, token: impl AsRef<str>) -> Self {
+        self.header("authorization", format!("Bearer {}", token.as_ref()))
     }
 
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -92,10 +110,12 @@ impl Request {
         r
     }
 
-    /// A JSON body.
-    pub fn json(self, value: &serde_json::Value) -> Self {
+    /// A JSON body, from anything serde serialises (a `json!` value, a struct of the CRM's
+    /// shape).
+    pub fn json<T: serde::Serialize + ?Sized>(self, value: &T) -> Self {
         let mut r = self.header("content-type", "application/json");
-        r.body = value.to_string().into_bytes();
+        // Serialising a value into memory fails only for maps with non-string keys.
+        r.body = serde_json::to_vec(value).unwrap_or_default();
         r
     }
 
@@ -119,6 +139,11 @@ impl Request {
     /// The body as a decoded form, in order.
     pub fn form_pairs(&self) -> Vec<(String, String)> {
         Form::decode(&self.body).pairs
+    }
+
+    /// The body as JSON (tests of JSON CRMs read what an adapter sent with it).
+    pub fn json_body<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
     }
 
     /// A header's value (names compare case-insensitively).
@@ -165,8 +190,19 @@ impl Response {
         })
     }
 
+    /// The body as JSON, or `T::default()` when there is none (204, or an empty 2xx body: what
+    /// many JSON CRMs answer to an update or a delete).
+    pub fn json_or_empty<T: DeserializeOwned + Default>(&self) -> Result<T, CrmError> {
+        if self.status == 204 || self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        self.json()
+    }
+
     /// Turns a non-2xx answer into the matching error: 401/403 `unauthorized`, 429
-    /// `rate-limited` (with `Retry-After`), anything else `upstream`.
+    /// `rate-limited` (with `Retry-After` in seconds), anything else `upstream`, a 404
+    /// included: for an RPC-style CRM (form posts to fixed endpoints) a 404 means a wrong
+    /// URL, not a missing record. A REST CRM wants [`Response::check`] and [`ErrorMapping`].
     pub fn error_for_status(self) -> Result<Response, CrmError> {
         if self.is_success() {
             return Ok(self);
@@ -177,23 +213,111 @@ impl Response {
     /// The error a non-success answer stands for (see [`Response::error_for_status`]).
     pub fn status_error(&self) -> CrmError {
         match self.status {
-            401 | 403 => CrmError::Unauthorized(format!(
-                "CRM refused the credentials (HTTP {}): {}",
-                self.status,
-                excerpt(&self.body)
-            )),
+            401 | 403 => {
+                CrmError::Unauthorized(format!("CRM refused the credentials (HTTP {}): {}", self.status, excerpt(&self.body)))
+            }
             429 => CrmError::RateLimited {
                 message: format!("CRM is rate limiting (HTTP 429): {}", excerpt(&self.body)),
-                retry_after_ms: self.header("retry-after").and_then(parse_retry_after),
+                retry_after_ms: self.header("retry-after").and_then(|v| parse_wait(v, false, None)),
             },
             s => CrmError::upstream(s, format!("unexpected HTTP status {s}"), &self.body),
         }
     }
+
+    /// A 2xx answer as it is; anything else as the error `mapping` makes of it (`now`, the
+    /// call's time, reads a `Retry-After` given as an HTTP date).
+    pub fn check(self, mapping: &ErrorMapping, now: crate::Timestamp) -> Result<Response, CrmError> {
+        if self.is_success() {
+            return Ok(self);
+        }
+        Err(mapping.error(&self, Some(now)))
+    }
+
+    /// The CRM's own message in a JSON error body, from the shapes CRMs use: `{"message"}`,
+    /// `{"error": "..."}`, `{"error": {"message"}}`, `{"errors": [{"message"}]}`,
+    /// `{"detail"}`, `{"error_description"}`, `{"title"}`.
+    pub fn error_message(&self) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        let text = |v: &serde_json::Value| v.as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+        let e = &v["error"];
+        text(&v["message"])
+            .or_else(|| text(e))
+            .or_else(|| text(&e["message"]))
+            .or_else(|| text(&v["errors"][0]["message"]))
+            .or_else(|| text(&v["errors"][0]))
+            .or_else(|| text(&v["detail"]))
+            .or_else(|| text(&v["error_description"]))
+            .or_else(|| text(&v["title"]))
+    }
 }
 
-/// `Retry-After` in seconds (HTTP dates are not honoured: adapters have no clock).
-fn parse_retry_after(v: &str) -> Option<u64> {
-    v.trim().parse::<u64>().ok().map(|s| s.saturating_mul(1000))
+/// How an adapter turns a CRM's error answers into [`CrmError`]s: the defaults, a header of
+/// the CRM's own that says when to retry, and a hook that decides first.
+///
+/// ```
+/// # use crm_sdk::{CrmError, ErrorMapping, Response};
+/// fn hubspot(r: &Response) -> Option<CrmError> {
+///     (r.status == 400 && r.text().contains("INVALID_EMAIL")).then(|| CrmError::invalid_params("email", "HubSpot refuses it"))
+/// }
+/// const ERRORS: ErrorMapping = ErrorMapping::DEFAULT.retry_header("x-hubspot-ratelimit-interval-milliseconds").hook(hubspot);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorMapping {
+    retry_header: Option<&'static str>,
+    hook: Option<fn(&Response) -> Option<CrmError>>,
+}
+
+impl ErrorMapping {
+    /// 401/403 `unauthorized`, 404 `not_found`, 429 `rate_limited` (with `Retry-After` in
+    /// seconds or as an HTTP date), anything else `upstream` (with the status and an excerpt
+    /// of the body: 409 conflicts and 5xx among them). Messages carry the CRM's own words
+    /// when its body says them ([`Response::error_message`]).
+    pub const DEFAULT: ErrorMapping = ErrorMapping { retry_header: None, hook: None };
+
+    /// Also read this header for how long to wait on a 429: seconds, an HTTP date, or, when
+    /// its name ends in `milliseconds`, milliseconds.
+    pub const fn retry_header(mut self, name: &'static str) -> Self {
+        self.retry_header = Some(name);
+        self
+    }
+
+    /// Asked first: `Some(error)` decides, `None` falls back to the rules above.
+    pub const fn hook(mut self, hook: fn(&Response) -> Option<CrmError>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// The error a non-2xx answer stands for.
+    pub fn error(&self, r: &Response, now: Option<crate::Timestamp>) -> CrmError {
+        if let Some(e) = self.hook.and_then(|hook| hook(r)) {
+            return e;
+        }
+        let said = r.error_message().unwrap_or_else(|| excerpt(&r.body));
+        match r.status {
+            401 | 403 => CrmError::Unauthorized(format!("CRM refused the credentials (HTTP {}): {said}", r.status)),
+            404 => CrmError::NotFound(format!("CRM has no such record (HTTP 404): {said}")),
+            429 => {
+                let retry_after_ms = self
+                    .retry_header
+                    .and_then(|h| Some((h, r.header(h)?)))
+                    .and_then(|(h, v)| parse_wait(v, h.ends_with("milliseconds"), now))
+                    .or_else(|| parse_wait(r.header("retry-after")?, false, now));
+                CrmError::RateLimited { message: format!("CRM is rate limiting (HTTP 429): {said}"), retry_after_ms }
+            }
+            s => CrmError::upstream(s, if s == 409 { format!("conflict: {said}") } else { said }, &r.body),
+        }
+    }
+}
+
+/// A wait in ms: a number (of seconds, or of ms), or an HTTP date measured from `now`.
+fn parse_wait(v: &str, millis: bool, now: Option<crate::Timestamp>) -> Option<u64> {
+    let v = v.trim();
+    if let Ok(n) = v.parse::<u64>() {
+        return Some(if millis { n } else { n.saturating_mul(1000) });
+    }
+    let at = crate::Timestamp::parse_http_date(v)?;
+    let now = now.unwrap_or_else(crate::time::clock_now);
+    Some(u64::try_from(at.unix_ms() - now.unix_ms()).unwrap_or(0))
 }
 
 /// Sends requests. Implementations map every failure to a [`CrmError`]: a denied host is
@@ -394,5 +518,55 @@ mod tests {
             Err(CrmError::Upstream { status: 200, body_excerpt, .. }) => assert_eq!(body_excerpt, "<html>oops"),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+        Response { status, headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), body: body.into() }
+    }
+
+    #[test]
+    fn error_answers_map_by_status_with_the_crms_own_message() {
+        let m = ErrorMapping::DEFAULT;
+        let e = m.error(&answer(404, &[], r#"{"message":"Contact 7 not found"}"#), None);
+        assert_eq!(e, CrmError::NotFound("CRM has no such record (HTTP 404): Contact 7 not found".into()));
+        assert!(matches!(m.error(&answer(403, &[], r#"{"error":{"message":"bad token"}}"#), None), CrmError::Unauthorized(x) if x.ends_with("bad token")));
+        assert!(matches!(m.error(&answer(409, &[], r#"{"errors":[{"message":"duplicate email"}]}"#), None),
+            CrmError::Upstream { status: 409, message, .. } if message == "conflict: duplicate email"));
+        assert!(matches!(m.error(&answer(503, &[], "down"), None), CrmError::Upstream { status: 503, .. }));
+        assert_eq!(answer(500, &[], r#"{"detail":"boom"}"#).error_message().as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_as_a_date_or_from_the_crms_own_header() {
+        let now = crate::Timestamp::from_unix_ms(1_767_000_060_000);
+        let wait = |r: Response, m: &ErrorMapping| match r.check(m, now) {
+            Err(CrmError::RateLimited { retry_after_ms, .. }) => retry_after_ms,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(wait(answer(429, &[("retry-after", "7")], ""), &ErrorMapping::DEFAULT), Some(7_000));
+        assert_eq!(wait(answer(429, &[("retry-after", "Mon, 29 Dec 2025 09:21:30 GMT")], ""), &ErrorMapping::DEFAULT), Some(30_000));
+        let own = ErrorMapping::DEFAULT.retry_header("x-ratelimit-reset-milliseconds");
+        assert_eq!(wait(answer(429, &[("x-ratelimit-reset-milliseconds", "250")], ""), &own), Some(250));
+        fn teapot(r: &Response) -> Option<CrmError> {
+            (r.status == 418).then(|| CrmError::Internal("teapot".into()))
+        }
+        let hooked = ErrorMapping::DEFAULT.hook(teapot);
+        assert_eq!(answer(418, &[], "").check(&hooked, now).unwrap_err(), CrmError::Internal("teapot".into()));
+        assert!(matches!(answer(404, &[], "").check(&hooked, now), Err(CrmError::NotFound(_))), "the defaults after the hook");
+    }
+
+    #[test]
+    fn json_crms_get_verbs_bearer_tokens_typed_bodies_and_empty_answers() {
+        #[derive(serde::Serialize)]
+        struct Contact<'a> {
+            email: &'a str,
+        }
+        let r = Request::patch("https://api.crm.test/contacts/7").bearer("tok").json(&Contact { email: "a@b.c" });
+        assert_eq!((r.method, r.header_value("authorization"), r.body.as_slice()), (Method::Patch, Some("Bearer tok"), &br#"{"email":"a@b.c"}"#[..]));
+        assert!(!Request::delete("https://x.test/1").idempotent && !Request::put("https://x.test/1").idempotent);
+        let v: serde_json::Value = answer(204, &[], "").json_or_empty().unwrap();
+        assert_eq!(v, serde_json::Value::Null);
+        let v: serde_json::Value = answer(200, &[], r#"{"id":1}"#).json_or_empty().unwrap();
+        assert_eq!(v["id"], 1);
     }
 }

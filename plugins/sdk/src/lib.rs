@@ -6,11 +6,14 @@
 //!   what may be reached; and
 //! - natively, with [`native::NativeTransport`] (feature `native`) or a
 //!   [`testing::Recorder`], for fast unit tests and native-vs-wasm benchmarks.
+//!
+//! The guide (the model, a JSON and a form CRM, testing, deploying) is the crate's README.md.
 
 mod chat;
 mod error;
 mod http;
 mod spec;
+mod time;
 mod values;
 mod webhook;
 
@@ -24,7 +27,10 @@ pub mod __private;
 
 pub use chat::{Agent, Call, CallBody, Chat, Direction, Media, Message, Transcript};
 pub use error::{excerpt, CrmError, BODY_EXCERPT_BYTES};
-pub use http::{constant_time_eq, digits_only, join_path, Form, Method, Request, Response, Transport, DEFAULT_MAX_RESPONSE_BYTES};
+pub use http::{
+    constant_time_eq, digits_only, join_path, ErrorMapping, Form, Method, Request, Response, Transport, DEFAULT_MAX_RESPONSE_BYTES,
+};
+pub use time::Timestamp;
 pub use spec::{AdapterSpec, ConfigField, FieldKind};
 pub use values::{form_text, scalar_text, split_list, truthy, Config, Origin, Params, Values};
 pub use webhook::{InboundMessage, WebhookOutcome, WebhookRequest, WebhookResponse};

@@ -1,4 +1,6 @@
-//! A [`Transport`] for unit tests: records every request and answers from a script.
+//! A [`Transport`] for unit tests: records every request and answers from a script. A reply
+//! queued and never asked for fails the test when the recorder is dropped: the adapter made
+//! fewer requests than the test expected.
 
 use crate::{CrmError, Request, Response, Transport};
 use std::cell::RefCell;
@@ -18,8 +20,19 @@ impl Recorder {
 
     /// Queues an answer with `status` and `body`.
     pub fn reply(self, status: u16, body: impl Into<Vec<u8>>) -> Self {
-        self.replies.borrow_mut().push_back(Ok(Response { status, headers: Vec::new(), body: body.into() }));
+        self.respond(Response { status, headers: Vec::new(), body: body.into() })
+    }
+
+    /// Queues a whole answer: status, headers (a `Retry-After`, a CRM's rate-limit header) and body.
+    pub fn respond(self, response: Response) -> Self {
+        self.replies.borrow_mut().push_back(Ok(response));
         self
+    }
+
+    /// Queues an answer with headers.
+    pub fn reply_with_headers(self, status: u16, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> Self {
+        let headers = headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect();
+        self.respond(Response { status, headers, body: body.into() })
     }
 
     /// Queues a JSON answer.
@@ -42,6 +55,15 @@ impl Recorder {
         let r = self.requests.borrow();
         assert_eq!(r.len(), 1, "expected exactly one request, got {}", r.len());
         r[0].clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let left = self.replies.borrow().len();
+        if left > 0 && !std::thread::panicking() {
+            panic!("Recorder: {left} queued replies were never asked for (the adapter sent fewer requests than expected)");
+        }
     }
 }
 

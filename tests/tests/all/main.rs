@@ -13,6 +13,7 @@ mod isolation;
 mod leadim;
 mod native_parity;
 mod outbound_fuzz;
+mod outside;
 mod plando;
 mod planfix;
 mod process;

@@ -1,7 +1,7 @@
 //! The replay fixture: one small CRM mapping, and variants of it that a replay must tell
 //! apart. `same` (1.0.1) behaves as the base (1.0.0); `rename` answers `fullName` instead of
 //! `name`; `extra` makes a request more; `fix` completes a lookup the base fails (a contact
-//! without a name). `stamp` reads the wall clock (pinned per call) and randomness (not).
+//! without a name). `stamp` reads the call's time (pinned per call) and randomness (not).
 
 use crm_sdk::{json, Adapter, AdapterSpec, Call, ConfigField, CrmData, CrmError, Form, Request, Transport, Value};
 
@@ -57,7 +57,7 @@ impl Adapter for Replayee {
                 }
             }
             "stamp" => {
-                data.insert("seenAt".into(), json!(wall_clock_ms()));
+                data.insert("seenAt".into(), json!(call.now().unix_ms()));
                 data.insert("nonce".into(), json!(random()));
             }
             other => return Err(CrmError::unsupported_function(other)),
@@ -67,19 +67,8 @@ impl Adapter for Replayee {
 }
 
 #[cfg(target_arch = "wasm32")]
-fn wall_clock_ms() -> u64 {
-    let now = extras::wasi::clocks::wall_clock::now();
-    now.seconds * 1000 + u64::from(now.nanoseconds / 1_000_000)
-}
-
-#[cfg(target_arch = "wasm32")]
 fn random() -> u64 {
     extras::wasi::random::insecure::get_insecure_random_u64()
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn wall_clock_ms() -> u64 {
-    0
 }
 
 #[cfg(not(target_arch = "wasm32"))]
