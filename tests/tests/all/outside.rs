@@ -62,11 +62,11 @@ async fn an_adapter_written_outside_the_tree_builds_passes_its_tests_and_hot_dep
     let component = std::fs::read(dir.join("target/plugins/acme-crm.wasm")).expect("the component");
 
     let crm = crm().await;
-    let host = TestHost::start(&[]).await;
+    let host = TestHost::start(&[("api.acme.test", &crm.url)]).await;
     let (s, deployed) = host.put_raw("/v1/adapters/acme-crm", component).await;
     assert_eq!((s, deployed["version"].as_str()), (201, Some("0.1.0")), "{deployed}");
-    let base = format!("{}/v1", crm.url);
-    let (s, b) = host.put_tenant("acme", json!({"adapter": "acme-crm", "crmConfig": {"baseUrl": base, "token": "t0k-SECRET"}})).await;
+    let config = json!({"baseUrl": "https://api.acme.test/v1", "token": "t0k-SECRET"});
+    let (s, b) = host.put_tenant("acme", json!({"adapter": "acme-crm", "crmConfig": config})).await;
     assert_eq!(s, 200, "{b}");
     let chat = json!({"chat": {"id": "c1", "phone": "972501234567", "title": "Dana"}});
     assert_eq!(host.complete("acme", "getCustomerDetails", chat.clone()).await, json!({"contact_id": 7, "name": "Dana"}));
