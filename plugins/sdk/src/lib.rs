@@ -12,6 +12,7 @@
 mod chat;
 mod error;
 mod http;
+mod phone;
 mod spec;
 mod time;
 mod values;
@@ -30,6 +31,7 @@ pub use error::{excerpt, CrmError, BODY_EXCERPT_BYTES};
 pub use http::{
     constant_time_eq, digits_only, join_path, ErrorMapping, Form, Method, Request, Response, Transport, DEFAULT_MAX_RESPONSE_BYTES,
 };
+pub use phone::Phone;
 pub use time::Timestamp;
 pub use spec::{AdapterSpec, ConfigField, FieldKind};
 pub use values::{form_text, scalar_text, split_list, truthy, Config, Origin, Params, Values};
