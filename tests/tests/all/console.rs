@@ -23,10 +23,12 @@ struct Browser {
 impl Browser {
     async fn start() -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // A process group of its own: the browser it starts goes with it (`Drop`).
         let driver = tokio::process::Command::new(chromedriver())
             .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver (cargo xtask test installs Debian's chromium-driver)");
@@ -114,6 +116,16 @@ impl Browser {
 
     async fn pwned(&self) -> Value {
         self.client.execute("return window.__pwned === undefined ? null : window.__pwned;", vec![]).await.unwrap()
+    }
+}
+
+impl Drop for Browser {
+    /// chromedriver and every chromium process it started, whatever the test's outcome.
+    fn drop(&mut self) {
+        if let Some(pid) = self._driver.id() {
+            // SAFETY: a signal to the process group this test started.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        }
     }
 }
 
