@@ -370,6 +370,7 @@ async fn the_console_is_served_with_a_strict_content_security_policy() {
         }
         assert!(!csp.contains("unsafe"), "{csp}");
         assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(h.get("set-cookie").is_none(), "the console sets no cookie: nothing for a cross-site request to ride");
     }
     let html = reqwest::get(format!("{}/console", host.url)).await.unwrap().text().await.unwrap();
     assert!(!html.contains("<script>") && !html.contains(" style=") && !html.contains("http"), "inline script, style or outside URL:\n{html}");
