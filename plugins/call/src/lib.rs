@@ -150,6 +150,30 @@ impl<'a> Transcript<'a> {
         self.messages.iter().map(|m| line(m)).collect()
     }
 
+    /// The newest messages as formatted lines (speaker, time, attachment links: whatever
+    /// `line` writes), as many as fit in `max_messages` and, joined with `separator`, in
+    /// `max_chars` characters: the budget counts what is sent, not the bare texts. Oldest
+    /// first; a single newest line longer than the budget is cut at the end.
+    pub fn fit_lines(&self, line: impl Fn(&Message) -> String, separator: &str, max_chars: usize, max_messages: usize) -> Vec<String> {
+        let sep = separator.chars().count();
+        let mut kept: Vec<String> = Vec::new();
+        let mut used = 0;
+        for m in self.messages.iter().rev().take(max_messages) {
+            let l = line(m);
+            let n = l.chars().count() + if kept.is_empty() { 0 } else { sep };
+            if used + n > max_chars {
+                if kept.is_empty() {
+                    kept.push(l.chars().take(max_chars).collect());
+                }
+                break;
+            }
+            used += n;
+            kept.push(l);
+        }
+        kept.reverse();
+        kept
+    }
+
     /// The texts joined with `separator` (messages without text are skipped).
     pub fn text(&self, separator: &str) -> String {
         self.messages.iter().filter(|m| !m.text.is_empty()).map(|m| m.text.as_str()).collect::<Vec<_>>().join(separator)
@@ -250,5 +274,22 @@ mod tests {
         assert_eq!(c.transcript().only(Direction::Outgoing).text("\n"), "second\nthird");
         assert_eq!(c.transcript().fit("\n", 12).text("\n"), "second\nthird");
         assert_eq!(c.transcript().lines(|m| format!("{}:{}", m.id, m.text))[0], "1:first");
+    }
+
+    #[test]
+    fn formatted_lines_are_fitted_newest_first_by_what_is_sent() {
+        let chat: Chat = serde_json::from_value(serde_json::json!({"id": "c", "phone": "1", "messages": [
+            {"id": "1", "direction": "incoming", "text": "hello", "timestamp": 1},
+            {"id": "2", "direction": "outgoing", "text": "hi, how can I help?", "timestamp": 2},
+            {"id": "3", "direction": "incoming", "text": "my order", "timestamp": 3}
+        ]}))
+        .unwrap();
+        let t = chat.transcript();
+        let line = |m: &Message| format!("{}: {}", if m.direction == Direction::Incoming { "Customer" } else { "Agent" }, m.text);
+        assert_eq!(t.fit_lines(line, "\n", 1000, 10), ["Customer: hello", "Agent: hi, how can I help?", "Customer: my order"]);
+        // "Customer: my order" (18) + "\n" + "Agent: hi, how can I help?" (26) = 45: the oldest goes.
+        assert_eq!(t.fit_lines(line, "\n", 45, 10), ["Agent: hi, how can I help?", "Customer: my order"]);
+        assert_eq!(t.fit_lines(line, "\n", 1000, 1), ["Customer: my order"], "the message budget");
+        assert_eq!(t.fit_lines(line, "\n", 8, 10), ["Customer"], "a newest line longer than the budget is cut");
     }
 }

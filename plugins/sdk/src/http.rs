@@ -410,6 +410,19 @@ pub fn join_path(base: &url::Url, path: &str) -> url::Url {
     url
 }
 
+/// `base` with `segments` appended below its own path, each percent-encoded as one segment
+/// by the `url` crate: ids and names from params or CRM answers (`a/b`, `x?y`, `ä`) cannot
+/// change the path or reach the query. `join_segments(&base, &["contacts", &id, "notes"])`.
+pub fn join_segments(base: &url::Url, segments: &[&str]) -> url::Url {
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
 /// Compares secrets (webhook tokens) in time that does not depend on where they differ.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -568,5 +581,12 @@ mod tests {
         assert_eq!(v, serde_json::Value::Null);
         let v: serde_json::Value = answer(200, &[], r#"{"id":1}"#).json_or_empty().unwrap();
         assert_eq!(v["id"], 1);
+    }
+
+    #[test]
+    fn segments_are_encoded_one_by_one() {
+        let base = url::Url::parse("https://api.crm.test/v3/?x=1").unwrap();
+        let u = join_segments(&base, &["contacts", "a/b?c=d", "notes"]);
+        assert_eq!(u.as_str(), "https://api.crm.test/v3/contacts/a%2Fb%3Fc=d/notes");
     }
 }

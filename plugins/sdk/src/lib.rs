@@ -29,7 +29,7 @@ pub mod __private;
 pub use chat::{Agent, Call, CallBody, Chat, Direction, Media, Message, Transcript};
 pub use error::{excerpt, CrmError, BODY_EXCERPT_BYTES};
 pub use http::{
-    constant_time_eq, digits_only, join_path, ErrorMapping, Form, Method, Request, Response, Transport, DEFAULT_MAX_RESPONSE_BYTES,
+    constant_time_eq, digits_only, join_path, join_segments, ErrorMapping, Form, Method, Request, Response, Transport, DEFAULT_MAX_RESPONSE_BYTES,
 };
 pub use phone::Phone;
 pub use time::Timestamp;
