@@ -84,8 +84,8 @@ pub enum HostError {
 }
 
 fn replay_summary(r: &crate::replay::ReplayReport) -> String {
-    let s = &r.summary;
-    format!("{} changed, {} new failures, {} unmatched of {} calls", s.changed, s.new_failure, s.unmatched, r.calls)
+    let (s, calls) = (&r.head.summary, r.head.calls);
+    format!("{} changed, {} new failures, {} unmatched of {calls} calls", s.changed, s.new_failure, s.unmatched)
 }
 
 fn invalid_pin(adapter: &str, pin: &str, of_adapter: &Option<String>) -> String {

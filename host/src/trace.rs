@@ -121,8 +121,9 @@ pub struct CallTrace {
 /// is still the one a recorded call ran with.
 pub fn config_digest(config: &serde_json::Map<String, Value>) -> String {
     use sha2::Digest;
-    let text = Value::Object(config.clone()).to_string();
-    format!("{:x}", sha2::Sha256::digest(text.as_bytes()))[..32].to_string()
+    // A map serialises as the object holding it would: no copy of the config.
+    let text = serde_json::to_vec(config).unwrap_or_default();
+    format!("{:x}", sha2::Sha256::digest(&text))[..32].to_string()
 }
 
 impl CallTrace {

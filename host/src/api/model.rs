@@ -7,6 +7,8 @@ use crate::store::{AuditEntry, CallHead, EventRecord, VersionRecord};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub use crate::time::rfc3339;
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdapterSummary {
@@ -264,4 +266,3 @@ pub struct Health {
     pub status: crate::service::HealthStatus,
 }
 
-pub use crate::time::rfc3339;

@@ -122,15 +122,10 @@ impl Replayer {
     }
 
     /// The recorded requests this execution made, by their place in the recording
-    /// (`{"0": "POST https://…", …}`); with `all`, every recorded one.
-    pub fn requests(&self, all: bool) -> serde_json::Map<String, Value> {
+    /// (`{"0": "POST https://…", …}`, as [`recorded_requests`] lists them all).
+    pub fn requests(&self) -> serde_json::Map<String, Value> {
         let state = crate::lock(&self.state);
-        self.recorded
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| all || state.used[*i])
-            .map(|(i, r)| (i.to_string(), Value::String(format!("{} {}", r.method, r.url))))
-            .collect()
+        request_list(self.recorded.iter().map(|r| (r.method.as_str(), r.url.as_str())), |i| state.used[i])
     }
 
     fn closest(&self, method: &str, url: &str, body: &[u8], used: &[bool]) -> Unmatched {
@@ -176,6 +171,15 @@ impl Replayer {
             difference: differences.join("; "),
         }
     }
+}
+
+/// Every request of a recording, by its place in it (`{"0": "POST https://…", …}`).
+pub fn recorded_requests(exchanges: &[Exchange]) -> serde_json::Map<String, Value> {
+    request_list(exchanges.iter().map(|e| (e.method.as_str(), e.url.as_str())), |_| true)
+}
+
+fn request_list<'a>(requests: impl Iterator<Item = (&'a str, &'a str)>, keep: impl Fn(usize) -> bool) -> serde_json::Map<String, Value> {
+    requests.enumerate().filter(|(i, _)| keep(*i)).map(|(i, (method, url))| (i.to_string(), Value::String(format!("{method} {url}")))).collect()
 }
 
 /// The URL without its query, and its query pairs sorted.

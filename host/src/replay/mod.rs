@@ -19,6 +19,6 @@ mod answer;
 mod diff;
 mod report;
 
-pub use answer::{Answer, Replayer, Unmatched};
+pub use answer::{recorded_requests, Answer, Replayer, Unmatched};
 pub use diff::{diff_outcomes, is_under as is_noise, Change, MAX_CHANGES};
 pub use report::{CallResult, ReplayHead, ReplayReport, ReplayRequest, Status, Summary, Verdict, VersionRef, MAX_REPLAY_CALLS};

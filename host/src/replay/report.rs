@@ -154,19 +154,6 @@ pub struct ReplayHead {
     pub adapter: String,
     pub created_at: String,
     pub candidate: VersionRef,
-    pub baseline: VersionRef,
-    pub calls: u32,
-    pub summary: Summary,
-    pub verdict: Verdict,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplayReport {
-    pub id: String,
-    pub adapter: String,
-    pub created_at: String,
-    pub candidate: VersionRef,
     /// The version that recorded most of the replayed calls (each call is compared with, and
     /// its noise measured by, the version that recorded it).
     pub baseline: VersionRef,
@@ -174,22 +161,14 @@ pub struct ReplayReport {
     pub calls: u32,
     pub summary: Summary,
     pub verdict: Verdict,
-    pub results: Vec<CallResult>,
 }
 
-impl ReplayReport {
-    pub fn head(&self) -> ReplayHead {
-        ReplayHead {
-            id: self.id.clone(),
-            adapter: self.adapter.clone(),
-            created_at: self.created_at.clone(),
-            candidate: self.candidate.clone(),
-            baseline: self.baseline.clone(),
-            calls: self.calls,
-            summary: self.summary.clone(),
-            verdict: self.verdict,
-        }
-    }
+/// A whole report: its head, and a result per call.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReplayReport {
+    #[serde(flatten)]
+    pub head: ReplayHead,
+    pub results: Vec<CallResult>,
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use crate::chat::{into_wit, parse_call};
 use crate::error::{CallFailure, HostError};
 use crate::redact::Redactor;
 use crate::replay::{
-    diff_outcomes, CallResult, Change, ReplayHead, ReplayReport, ReplayRequest, Replayer, Status, Summary, Unmatched, VersionRef,
+    diff_outcomes, recorded_requests, CallResult, Change, ReplayHead, ReplayReport, ReplayRequest, Replayer, Status, Summary, Unmatched, VersionRef,
 };
 use crate::runtime::{CallInput, Compiled};
 use crate::store::{CallFilter, CallHead, ReplayRecord, TenantRecord};
@@ -68,7 +68,7 @@ impl Host {
             .collect()
             .await;
         let summary = Summary::of(&results);
-        let report = ReplayReport {
+        let head = ReplayHead {
             id: super::new_id(),
             adapter: adapter.to_string(),
             created_at: crate::time::rfc3339(now_ms()),
@@ -77,11 +77,12 @@ impl Host {
             calls: results.len() as u32,
             verdict: summary.verdict(),
             summary,
-            results,
         };
+        let report = ReplayReport { head, results };
         self.store_report(&report).await?;
-        self.metrics().replays.with_label_values(&[adapter, crate::error::variant_name(&report.verdict)]).inc();
-        tracing::info!(adapter, candidate = %digest, id = %report.id, calls = report.calls, verdict = ?report.verdict, "replayed");
+        let h = &report.head;
+        self.metrics().replays.with_label_values(&[adapter, crate::error::variant_name(&h.verdict)]).inc();
+        tracing::info!(adapter, candidate = %digest, id = %h.id, calls = h.calls, verdict = ?h.verdict, "replayed");
         Ok(report)
     }
 
@@ -104,13 +105,14 @@ impl Host {
 
     async fn store_report(&self, report: &ReplayReport) -> Result<(), HostError> {
         let text = serde_json::to_string(report).map_err(|e| HostError::Internal(format!("a replay report does not serialise: {e}")))?;
-        let head = serde_json::to_value(report.head()).unwrap_or(Value::Null);
+        let h = &report.head;
+        let head = serde_json::to_value(h).unwrap_or(Value::Null);
         let record = ReplayRecord {
-            id: report.id.clone(),
-            adapter: report.adapter.clone(),
-            candidate: report.candidate.digest.clone(),
+            id: h.id.clone(),
+            adapter: h.adapter.clone(),
+            candidate: h.candidate.digest.clone(),
             created_at_ms: now_ms(),
-            verdict: crate::error::variant_name(&report.verdict).to_string(),
+            verdict: crate::error::variant_name(&h.verdict).to_string(),
             head: head.to_string(),
             report: text,
         };
@@ -211,7 +213,7 @@ impl Host {
             Ok(data) => json!({"outcome": "complete", "crmData": redactor.json(&Value::Object(data))}),
             Err(f) => json!({"outcome": "failure", "error": compared_error(&f)}),
         };
-        outcome["outbound"] = Value::Object(replayer.requests(false));
+        outcome["outbound"] = Value::Object(replayer.requests());
         Ok(Replayed { outcome, unmatched: replayer.unmatched() })
     }
 }
@@ -224,7 +226,7 @@ fn recorded_outcome(trace: &CallTrace) -> Value {
         (_, Some(f)) => json!({"outcome": "failure", "error": compared_error(f)}),
         (data, None) => json!({"outcome": "complete", "crmData": data.clone().unwrap_or(Value::Object(Map::new()))}),
     };
-    outcome["outbound"] = Value::Object(Replayer::new(&trace.outbound).requests(true));
+    outcome["outbound"] = Value::Object(recorded_requests(&trace.outbound));
     outcome
 }
 

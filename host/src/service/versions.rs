@@ -64,7 +64,7 @@ impl Host {
     /// activates it only when the replay passes (or `force` accepts what it found).
     pub async fn activate_after_replay(&self, adapter: &str, digest: &str, calls: u32, force: bool, actor: &str) -> Result<Deployed, HostError> {
         let report = self.replay(adapter, digest, &ReplayRequest::last(calls)).await?;
-        if report.verdict == Verdict::Fail && !force {
+        if report.head.verdict == Verdict::Fail && !force {
             return Err(HostError::ReplayFailed { adapter: adapter.into(), digest: digest.into(), report: Box::new(report) });
         }
         let mut deployed = self.activate(adapter, digest, force, actor).await?;
