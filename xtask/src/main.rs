@@ -145,7 +145,8 @@ fn plugins_cmd(root: &Path, args: &[String]) -> Result<()> {
 
 /// `cargo xtask new-adapter NAME [--dir DIR]`: a crate of its own (its own workspace),
 /// depending on this repository's SDK by path, with a JSON CRM mapping to start from, a
-/// README and native unit tests; `cargo xtask plugins --path DIR` builds it.
+/// README, native unit tests and an end-to-end test against a loopback emulator;
+/// `cargo xtask plugins --path DIR` builds it.
 fn new_adapter(root: &Path, args: &[String]) -> Result<()> {
     let usage = "usage: cargo xtask new-adapter NAME [--dir DIR]";
     let name = args.first().filter(|n| !n.starts_with('-')).context(usage)?.clone();
@@ -162,11 +163,16 @@ fn new_adapter(root: &Path, args: &[String]) -> Result<()> {
         bail!("{} already holds a crate", dir.display());
     }
     std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::create_dir_all(dir.join("tests"))?;
     let ty: String = name.split('-').map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect();
     let sdk = root.join("plugins/sdk");
-    let fill = |t: &str| t.replace("{{name}}", &name).replace("{{Type}}", &ty).replace("{{sdk}}", &sdk.display().to_string());
+    let krate = name.replace('-', "_");
+    let fill = |t: &str| {
+        t.replace("{{name}}", &name).replace("{{crate}}", &krate).replace("{{Type}}", &ty).replace("{{sdk}}", &sdk.display().to_string())
+    };
     std::fs::write(dir.join("Cargo.toml"), fill(include_str!("new_adapter/Cargo.toml.in")))?;
     std::fs::write(dir.join("src/lib.rs"), fill(include_str!("new_adapter/lib.rs.in")))?;
+    std::fs::write(dir.join("tests/emulator.rs"), fill(include_str!("new_adapter/emulator.rs.in")))?;
     std::fs::write(dir.join("README.md"), fill(include_str!("new_adapter/README.md.in")))?;
     std::fs::write(dir.join(".gitignore"), "target/\n")?;
     eprintln!("xtask: wrote the adapter {name} to {}", dir.display());
@@ -375,6 +381,13 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     browser()?;
     eprintln!("xtask: adapter unit tests (native)");
     run(Command::new("cargo").arg("test").arg("--manifest-path").arg(root.join("plugins/Cargo.toml")).args(["--workspace", "--all-features"]))?;
+    eprintln!("xtask: the SDK's documentation (every public item documented, every link resolved)");
+    run(Command::new("cargo")
+        .arg("doc")
+        .arg("--manifest-path")
+        .arg(root.join("plugins/Cargo.toml"))
+        .args(["--no-deps", "--package", "crm-sdk", "--package", "crm-call", "--features", "crm-sdk/native"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
     eprintln!(
         "xtask: host and integration tests ({} components; a cold build compiles wasmtime: about 10 minutes on 2 cores)",
         components.len()

@@ -8,7 +8,7 @@ use crate::limits::{FrontDoor, TraceRetention};
 use crate::setup::HostSettings;
 use crate::{HostOptions, Limits, OutboundConfig, RetryPolicy};
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -177,7 +177,7 @@ struct Serve {
 /// Runs the `crm-host` command line (the binary is a one-line wrapper, so tests can run the
 /// very same code as their own binary).
 pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = parse(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(*args)),
@@ -187,6 +187,32 @@ pub fn main() -> anyhow::Result<()> {
             std::process::exit(code);
         }
     }
+}
+
+/// The client flags are global (they go anywhere on a client command line), so clap would
+/// also list them under `serve`, which has no use for them: there they are hidden, and
+/// refused when given.
+const CLIENT_FLAGS: [&str; 3] = ["server", "token", "json"];
+
+fn command() -> clap::Command {
+    let command = Cli::command();
+    // A subcommand that has an arg of a global's name keeps its own: a hidden copy.
+    let hidden: Vec<clap::Arg> =
+        command.get_arguments().filter(|a| CLIENT_FLAGS.contains(&a.get_id().as_str())).map(|a| a.clone().hide(true)).collect();
+    command.mut_subcommand("serve", |serve| serve.args(hidden))
+}
+
+fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, clap::Error> {
+    let mut command = command();
+    let matches = command.try_get_matches_from_mut(args)?;
+    if let Some(("serve", serve)) = matches.subcommand() {
+        let given = CLIENT_FLAGS.iter().find(|f| serve.value_source(f) == Some(clap::parser::ValueSource::CommandLine));
+        if let Some(flag) = given {
+            let message = format!("--{flag} is a flag of the client subcommands: `serve` does not take it\n");
+            return Err(clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, message).with_cmd(&command));
+        }
+    }
+    Cli::from_arg_matches(&matches)
 }
 
 fn init_logs(format: LogFormat) {
@@ -359,4 +385,29 @@ fn admin_token(given: Option<String>, file: Option<&std::path::Path>) -> anyhow:
         );
     }
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<std::ffi::OsString> {
+        line.split(' ').map(Into::into).collect()
+    }
+
+    #[test]
+    fn serve_neither_lists_nor_takes_the_client_flags() {
+        let help = parse(args("crm-host serve --help")).err().expect("help is an early exit").render().to_string();
+        assert!(help.contains("--listen"), "{help}");
+        for flag in CLIENT_FLAGS {
+            assert!(!help.contains(&format!("--{flag}")), "serve --help lists --{flag}:\n{help}");
+        }
+        let refused = parse(args("crm-host serve --listen 127.0.0.1:0 --token abc")).err().expect("refused").to_string();
+        assert!(refused.contains("--token is a flag of the client subcommands"), "{refused}");
+        assert!(parse(args("crm-host serve --listen 127.0.0.1:0")).is_ok());
+        let client = parse(args("crm-host deploy x.wasm --server http://127.0.0.1:9 --json")).expect("client flags after a client command");
+        assert!(client.conn.json && client.conn.server == "http://127.0.0.1:9");
+        let help = parse(args("crm-host deploy --help")).err().unwrap().render().to_string();
+        assert!(help.contains("--server"), "client commands still list them:\n{help}");
+    }
 }

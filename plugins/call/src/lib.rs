@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! The call body of the CRM host's API, `{"chat": {...}, "params": {...}}` in camelCase: one
 //! serde definition that the host parses requests with and the adapter SDK hands to adapter
 //! code (and builds in native tests), so both take and refuse exactly the same bodies.
@@ -13,57 +14,75 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CallBody {
+    /// The chat the function runs for.
     pub chat: Chat,
     /// The function's parameters (`null` or absent: none).
     #[serde(default, deserialize_with = "null_as_default")]
     pub params: Map<String, Value>,
 }
 
+/// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
+    /// The customer, to the business.
     Incoming,
+    /// The business (an agent or a bot), to the customer.
     Outgoing,
 }
 
+/// A message's attachment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Media {
+    /// Where the platform serves it.
     pub url: String,
+    /// Its file name, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_name: Option<String>,
+    /// Its MIME type, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mime_type: Option<String>,
 }
 
+/// One message of a chat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
+    /// The platform's message id.
     #[serde(default, deserialize_with = "text_or_number")]
     pub id: String,
+    /// Who wrote it.
     pub direction: Direction,
     /// Media-only messages may carry no text.
     #[serde(default)]
     pub text: String,
     /// Milliseconds since the Unix epoch.
     pub timestamp: u64,
+    /// The sender's address (a phone, or the business's number).
     #[serde(default, deserialize_with = "text_or_number")]
     pub from: String,
+    /// The recipient's address.
     #[serde(default, deserialize_with = "text_or_number")]
     pub to: String,
+    /// Attachments.
     #[serde(default, deserialize_with = "null_as_default")]
     pub media: Vec<Media>,
 }
 
+/// The agent a chat is assigned to.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Agent {
+    /// The agent's email (what CRMs know users by).
     #[serde(default)]
     pub email: Option<String>,
+    /// The agent's display name.
     #[serde(default)]
     pub name: Option<String>,
 }
 
+/// The chat a function runs for, as the platform sends it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Chat {
@@ -74,10 +93,13 @@ pub struct Chat {
     /// The customer's channel phone, international digits.
     #[serde(default, deserialize_with = "text_or_number")]
     pub phone: String,
+    /// The chat's title (usually the customer's name).
     #[serde(default)]
     pub title: Option<String>,
+    /// The assigned agent, if any.
     #[serde(default)]
     pub agent: Option<Agent>,
+    /// crmData an earlier function put on the chat (`getCustomerDetails`'s answer).
     #[serde(default, deserialize_with = "null_as_default")]
     pub crm_data: Map<String, Value>,
     /// Texts collected by bot nodes, by node name, in the order the platform sent them
@@ -87,6 +109,7 @@ pub struct Chat {
     /// As the platform sent them (`transcript()` sorts them, oldest first).
     #[serde(default, deserialize_with = "null_as_default")]
     pub messages: Vec<Message>,
+    /// The chat's page on the platform, when it sends one.
     #[serde(default)]
     pub url: Option<String>,
 }
@@ -141,6 +164,7 @@ impl<'a> Transcript<'a> {
         self
     }
 
+    /// The messages as narrowed so far, oldest first.
     pub fn messages(&self) -> &[&'a Message] {
         &self.messages
     }
@@ -153,13 +177,17 @@ impl<'a> Transcript<'a> {
     /// The newest messages as formatted lines (speaker, time, attachment links: whatever
     /// `line` writes), as many as fit in `max_messages` and, joined with `separator`, in
     /// `max_chars` characters: the budget counts what is sent, not the bare texts. Oldest
-    /// first; a single newest line longer than the budget is cut at the end.
+    /// first; a message `line` formats as nothing is left out; a single newest line longer
+    /// than the budget is cut at the end.
     pub fn fit_lines(&self, line: impl Fn(&Message) -> String, separator: &str, max_chars: usize, max_messages: usize) -> Vec<String> {
         let sep = separator.chars().count();
         let mut kept: Vec<String> = Vec::new();
         let mut used = 0;
         for m in self.messages.iter().rev().take(max_messages) {
             let l = line(m);
+            if l.is_empty() {
+                continue;
+            }
             let n = l.chars().count() + if kept.is_empty() { 0 } else { sep };
             if used + n > max_chars {
                 if kept.is_empty() {
@@ -291,5 +319,7 @@ mod tests {
         assert_eq!(t.fit_lines(line, "\n", 45, 10), ["Agent: hi, how can I help?", "Customer: my order"]);
         assert_eq!(t.fit_lines(line, "\n", 1000, 1), ["Customer: my order"], "the message budget");
         assert_eq!(t.fit_lines(line, "\n", 8, 10), ["Customer"], "a newest line longer than the budget is cut");
+        let only_text = |m: &Message| if m.id == "2" { String::new() } else { m.text.clone() };
+        assert_eq!(t.fit_lines(only_text, "\n", 14, 10), ["hello", "my order"], "a message formatted as nothing takes no room");
     }
 }

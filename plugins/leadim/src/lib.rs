@@ -3,8 +3,8 @@
 //! the chat), and create leads through Lead.IM's submit API.
 
 use crm_sdk::{
-    digits_only, json, Adapter, AdapterSpec, Call, Config, ConfigField, CrmData, CrmError, Direction, Map, Request,
-    Transport, Value,
+    digits_only, json, Adapter, AdapterSpec, Call, Config, ConfigField, CrmData, CrmError, Direction, Map, Phone,
+    Request, Transport, Value,
 };
 
 /// Lead.IM's lead submission endpoint (ASSUMED, as the Lead.IM adapter reference's create-lead example).
@@ -67,9 +67,8 @@ fn lookup(call: &Call, http: &dyn Transport) -> Result<CrmData, CrmError> {
     let cfg = &call.config;
     let token = cfg.required_str("token")?;
     let url = cfg.url("getCustomerDetailsUrl")?.ok_or_else(|| cfg.error("getCustomerDetailsUrl", "is required"))?;
-    let phone = Some(digits_only(&call.chat.phone))
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| CrmError::invalid_params("chat.phone", "has no digits to look up"))?;
+    let phone =
+        Phone::digits(&call.chat.phone).ok_or_else(|| CrmError::invalid_params("chat.phone", "has no digits to look up"))?;
     let resp = Request::get(url.as_str()).query(&[("by_phone", phone.as_str())]).header("X-LEAD-IM-AUTH", token).send(http)?;
     let body: Value = resp.error_for_status()?.json()?;
     let lead = match (body.get("status").and_then(Value::as_str), body.get("data")) {
@@ -131,8 +130,8 @@ fn create_lead(call: &Call, http: &dyn Transport) -> Result<CrmData, CrmError> {
         .or_else(|| chat.title.clone())
         .unwrap_or_default();
     let email = chat.node("lead_get_email").map(str::trim).unwrap_or_default().to_string();
-    let message = chat.transcript().only(Direction::Outgoing).fit("\n", MAX_MESSAGE_CHARS).text("\n");
-    let message: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+    let message =
+        chat.transcript().only(Direction::Outgoing).fit_lines(|m| m.text.clone(), "\n", MAX_MESSAGE_CHARS, usize::MAX).join("\n");
     let chat_url = match chat.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
         Some(u) => u.to_string(),
         // ASSUMED: the platform's chat page, as Plando's formal_whatsapp_url builds it.

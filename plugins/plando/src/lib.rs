@@ -2,8 +2,8 @@
 //! ASSUMED) in README.md here.
 
 use crm_sdk::{
-    digits_only, json, scalar_text, truthy, Adapter, AdapterSpec, Call, ConfigField, Config, CrmData, CrmError,
-    Form, Map, Request, Response, Transport, Value,
+    json, scalar_text, truthy, Adapter, AdapterSpec, Call, ConfigField, Config, CrmData, CrmError, Form, Map, Phone,
+    Request, Response, Transport, Value,
 };
 
 /// Plando's production base URL. The host may route it elsewhere (tests, demos).
@@ -84,8 +84,8 @@ impl ContactLookup {
     pub fn new(call: &Call) -> Result<(Request, ContactLookup), CrmError> {
         let cfg = &call.config;
         let phone = match call.params.non_empty_str("phoneNumber")? {
-            Some(p) => non_empty_digits(&p).ok_or_else(|| call.params.error("phoneNumber", "has no digits"))?,
-            None => non_empty_digits(&call.chat.phone).ok_or_else(|| {
+            Some(p) => Phone::digits(&p).ok_or_else(|| call.params.error("phoneNumber", "has no digits"))?,
+            None => Phone::digits(&call.chat.phone).ok_or_else(|| {
                 CrmError::invalid_params("phoneNumber", "no phone to look up: the chat has no phone and params.phoneNumber is not set")
             })?,
         };
@@ -237,8 +237,8 @@ fn new_opportunity(call: &Call, http: &dyn Transport) -> Result<CrmData, CrmErro
         ));
     }
     let phone = match p.non_empty_str("phoneNumber")? {
-        Some(v) => Some(non_empty_digits(&v).ok_or_else(|| p.error("phoneNumber", "has no digits"))?),
-        None => non_empty_digits(&call.chat.phone),
+        Some(v) => Some(Phone::digits(&v).ok_or_else(|| p.error("phoneNumber", "has no digits"))?),
+        None => Phone::digits(&call.chat.phone),
     };
 
     let mut form = Form::new();
@@ -297,7 +297,7 @@ fn push_transcript(call: &Call, http: &dyn Transport) -> Result<CrmData, CrmErro
             })?,
         },
     };
-    let phone = non_empty_digits(&chat.phone).ok_or_else(|| CrmError::invalid_params("chat.phone", "has no digits"))?;
+    let phone = Phone::digits(&chat.phone).ok_or_else(|| CrmError::invalid_params("chat.phone", "has no digits"))?;
     let max = cfg.uint("closeTicketMaxMessagesCount", DEFAULT_MAX_MESSAGES)? as usize;
 
     let msg: Vec<Value> = chat
@@ -355,10 +355,6 @@ fn envelope(resp: Response) -> Result<Value, CrmError> {
 
 fn bad_answer(what: &str, body: &Value) -> CrmError {
     CrmError::upstream(200, what, body.to_string().as_bytes())
-}
-
-fn non_empty_digits(s: &str) -> Option<String> {
-    Some(digits_only(s)).filter(|d| !d.is_empty())
 }
 
 #[cfg(test)]

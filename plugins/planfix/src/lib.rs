@@ -4,8 +4,8 @@
 //! `handle-webhook`.
 
 use crm_sdk::{
-    constant_time_eq, digits_only, form_text, join_path, json, truthy, Adapter, AdapterSpec, Call, Config, ConfigField,
-    CrmData, CrmError, Form, InboundMessage, Map, Media, Request, Transport, Url, Value, WebhookOutcome, WebhookRequest,
+    constant_time_eq, form_text, join_path, join_segments, json, truthy, Adapter, AdapterSpec, Call, Config, ConfigField, CrmData,
+    CrmError, Form, InboundMessage, Map, Media, Phone, Request, Transport, Url, Value, WebhookOutcome, WebhookRequest,
     WebhookResponse,
 };
 
@@ -92,7 +92,8 @@ impl Adapter for Planfix {
                 let task = get_task(&api, call, http)?;
                 let contact = get_contact(&api, call, http)?;
                 let number = crm_sdk::scalar_text(&task).unwrap_or_default();
-                data.insert("deepLink".into(), json!(join_path(&api.base, &format!("task/{number}")).as_str()));
+                // The number comes from Planfix's answer: one encoded segment, whatever it holds.
+                data.insert("deepLink".into(), json!(join_segments(&api.base, &["task", &number]).as_str()));
                 data.insert("taskNumber".into(), task);
                 data.insert("contactNumber".into(), contact);
             }
@@ -240,7 +241,7 @@ fn param_or_default(call: &Call, field: &str) -> Result<Option<String>, CrmError
         return Ok(Some(form_text(v)).filter(|s| !s.is_empty()));
     }
     let chat = &call.chat;
-    let phone = Some(digits_only(&chat.phone)).filter(|p| !p.is_empty());
+    let phone = Phone::digits(&chat.phone);
     let title = chat.title.as_deref().map(str::trim).filter(|t| !t.is_empty());
     Ok(match field {
         "chatId" => Some(chat.id.clone()).filter(|s| !s.is_empty()),
@@ -361,7 +362,7 @@ fn inbound(config: &Config, request: &WebhookRequest) -> Result<WebhookOutcome, 
     if field("cmd").as_deref() != Some("newMessage") || field("providerId") != config.non_empty_str("providerId")? {
         return Ok(invalid());
     }
-    let phone = field("contactPhone").map(|p| digits_only(&p)).filter(|p| !p.is_empty());
+    let phone = field("contactPhone").and_then(|p| Phone::digits(&p));
     let message_id = field("messageId");
     let chat_id = match (field("chatId"), &phone, &message_id) {
         (Some(id), _, _) => id,

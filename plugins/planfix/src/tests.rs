@@ -81,3 +81,12 @@ fn provider_id_with_a_tilde_is_a_config_error() {
     let e = crm_sdk::run(&Planfix, "getTask", &c, &Recorder::new()).unwrap_err();
     assert_eq!(e, CrmError::config("providerId", "must not contain '~' (Planfix reserves it)"));
 }
+
+#[test]
+fn a_task_number_is_one_path_segment_of_the_deep_link() {
+    for (number, link) in [(json!(1014), "https://acme.planfix.com/task/1014"), (json!("7/../admin?x"), "https://acme.planfix.com/task/7%2F..%2Fadmin%3Fx")] {
+        let http = Recorder::new().reply_json(200, json!({"number": number})).reply_json(200, json!({"number": 55}));
+        let d = crm_sdk::run(&Planfix, "getCustomerDetails", &call(json!({})), &http).unwrap();
+        assert_eq!(d["deepLink"], link, "{number}");
+    }
+}

@@ -14,8 +14,11 @@ pub struct Call {
     pub now: Timestamp,
     /// The tenant's project id on the platform.
     pub project_id: String,
+    /// The tenant's crmConfig.
     pub config: Values,
+    /// The chat the call is for.
     pub chat: Chat,
+    /// The function's params.
     pub params: Values,
 }
 

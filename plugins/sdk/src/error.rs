@@ -5,19 +5,50 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CrmError {
     /// A crmConfig field is missing or invalid.
-    Config { field: String, message: String },
+    Config {
+        /// The field, as the tenant's crmConfig names it.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A param (or a chat field the function needs) is missing or invalid.
-    InvalidParams { field: String, message: String },
+    InvalidParams {
+        /// The param (`phoneNumber`) or chat field (`chat.phone`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The CRM has no record that matches (no contact with that phone).
     NotFound(String),
+    /// Several records match where the function needs one.
     Ambiguous(String),
+    /// The CRM refused the tenant's credentials.
     Unauthorized(String),
-    RateLimited { message: String, retry_after_ms: Option<u64> },
+    /// The CRM asked the platform to slow down.
+    RateLimited {
+        /// What the CRM said.
+        message: String,
+        /// How long the CRM asked to wait, when it said.
+        retry_after_ms: Option<u64>,
+    },
     /// The CRM answered with an error status or body, or an unreadable body.
-    Upstream { status: u16, message: String, body_excerpt: String },
+    Upstream {
+        /// The CRM's HTTP status (200 for an error inside a successful answer).
+        status: u16,
+        /// What went wrong, in the CRM's words where it gave some.
+        message: String,
+        /// The start of the CRM's body ([`BODY_EXCERPT_BYTES`] at most).
+        body_excerpt: String,
+    },
+    /// The adapter does not do this (an unknown function, a webhook it does not take).
     Unsupported(String),
+    /// The host refused a request to a host the adapter and tenant do not allow.
     EgressDenied(String),
+    /// The CRM did not answer in time.
     Timeout(String),
+    /// The request failed below HTTP (connection refused or reset, TLS, DNS).
     Transport(String),
+    /// A bug or broken invariant in the adapter or the host.
     Internal(String),
 }
 
@@ -25,18 +56,22 @@ pub enum CrmError {
 pub const BODY_EXCERPT_BYTES: usize = 512;
 
 impl CrmError {
+    /// A `config` error naming `field`.
     pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
         CrmError::Config { field: field.into(), message: message.into() }
     }
 
+    /// An `invalid_params` error naming `field`.
     pub fn invalid_params(field: impl Into<String>, message: impl Into<String>) -> Self {
         CrmError::InvalidParams { field: field.into(), message: message.into() }
     }
 
+    /// An `upstream` error with the CRM's `status` and an excerpt of its `body`.
     pub fn upstream(status: u16, message: impl Into<String>, body: &[u8]) -> Self {
         CrmError::Upstream { status, message: message.into(), body_excerpt: excerpt(body) }
     }
 
+    /// `unsupported`: the adapter has no function `func_id`.
     pub fn unsupported_function(func_id: &str) -> Self {
         CrmError::Unsupported(format!("function '{func_id}' is not supported by this adapter"))
     }

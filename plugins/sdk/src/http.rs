@@ -9,16 +9,23 @@ use serde::de::DeserializeOwned;
 /// small JSON documents; a bigger body is a misbehaving CRM, and reading it costs memory.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
+/// The HTTP methods adapters send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// `GET`: idempotent by default.
     Get,
+    /// `POST`
     Post,
+    /// `PUT`
     Put,
+    /// `PATCH`
     Patch,
+    /// `DELETE`
     Delete,
 }
 
 impl Method {
+    /// The method's name, `GET`.
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Get => "GET",
@@ -30,13 +37,17 @@ impl Method {
     }
 }
 
+/// A request to the CRM, built step by step: `Request::get(url).bearer(token).send(http)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    /// The method.
     pub method: Method,
     /// Absolute URL. Adapters always use the CRM's real production URL; the host decides
     /// where it really goes.
     pub url: String,
+    /// Headers, in order.
     pub headers: Vec<(String, String)>,
+    /// The body.
     pub body: Vec<u8>,
     /// The response body is refused beyond this many bytes.
     pub max_response_bytes: usize,
@@ -48,6 +59,7 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request with no headers or body (idempotent when `GET`).
     pub fn new(method: Method, url: impl Into<String>) -> Self {
         Request {
             method,
@@ -59,22 +71,27 @@ impl Request {
         }
     }
 
+    /// A `GET` (idempotent).
     pub fn get(url: impl Into<String>) -> Self {
         Self::new(Method::Get, url)
     }
 
+    /// A `POST` (not idempotent unless marked).
     pub fn post(url: impl Into<String>) -> Self {
         Self::new(Method::Post, url)
     }
 
+    /// A `PUT` (not idempotent unless marked).
     pub fn put(url: impl Into<String>) -> Self {
         Self::new(Method::Put, url)
     }
 
+    /// A `PATCH` (not idempotent unless marked).
     pub fn patch(url: impl Into<String>) -> Self {
         Self::new(Method::Patch, url)
     }
 
+    /// A `DELETE` (not idempotent unless marked).
     pub fn delete(url: impl Into<String>) -> Self {
         Self::new(Method::Delete, url)
     }
@@ -84,6 +101,7 @@ impl Request {
         self.header("authorization", format!("Bearer {}", token.as_ref()))
     }
 
+    /// Adds a header.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
@@ -131,6 +149,13 @@ impl Request {
         self
     }
 
+    /// The URL's path, without the query (`/v1/contacts`).
+    pub fn path(&self) -> &str {
+        let rest = self.url.split_once("://").map_or(self.url.as_str(), |(_, rest)| rest);
+        let path = rest.find('/').map_or("/", |i| &rest[i..]);
+        path.split(['?', '#']).next().unwrap_or(path)
+    }
+
     /// The URL's query, decoded, in order.
     pub fn query_pairs(&self) -> Vec<(String, String)> {
         url::Url::parse(&self.url).map(|u| u.query_pairs().into_owned().collect()).unwrap_or_default()
@@ -151,6 +176,7 @@ impl Request {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// Refuses a response body over `n` bytes (default [`DEFAULT_MAX_RESPONSE_BYTES`]).
     pub fn max_response_bytes(mut self, n: usize) -> Self {
         self.max_response_bytes = n;
         self
@@ -162,23 +188,29 @@ impl Request {
     }
 }
 
+/// The CRM's answer, read whole.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
+    /// HTTP status.
     pub status: u16,
     /// Names lowercase.
     pub headers: Vec<(String, String)>,
+    /// The body.
     pub body: Vec<u8>,
 }
 
 impl Response {
+    /// A header's value (names compare case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// The body as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// A 2xx status.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
@@ -323,6 +355,7 @@ fn parse_wait(v: &str, millis: bool, now: Option<crate::Timestamp>) -> Option<u6
 /// Sends requests. Implementations map every failure to a [`CrmError`]: a denied host is
 /// `egress-denied`, a timeout `timeout`, everything else below HTTP `transport`.
 pub trait Transport {
+    /// Sends `request` and reads the whole answer.
     fn send(&self, request: Request) -> Result<Response, CrmError>;
 }
 
@@ -334,10 +367,12 @@ pub struct Form {
 }
 
 impl Form {
+    /// An empty form.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Appends a pair.
     pub fn push(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
         self.pairs.push((key.into(), value.into()));
         self
@@ -377,14 +412,17 @@ impl Form {
         self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
     }
 
+    /// Every pair, in order.
     pub fn pairs(&self) -> &[(String, String)] {
         &self.pairs
     }
 
+    /// The first value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// The form as `application/x-www-form-urlencoded` text.
     pub fn encode(&self) -> String {
         let mut enc = form_urlencoded::Serializer::new(String::new());
         for (k, v) in &self.pairs {
@@ -393,6 +431,7 @@ impl Form {
         enc.finish()
     }
 
+    /// Reads an `application/x-www-form-urlencoded` body.
     pub fn decode(body: &[u8]) -> Form {
         Form { pairs: form_urlencoded::parse(body).into_owned().collect() }
     }

@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! The SDK for CRM adapters.
 //!
 //! An adapter is mapping logic only: it declares an [`AdapterSpec`], implements [`Adapter`],
@@ -47,6 +48,7 @@ pub type CrmData = Map<String, Value>;
 /// A CRM adapter. Implementations hold no state between calls: every call gets a fresh
 /// instance in the host.
 pub trait Adapter: Default {
+    /// What the adapter declares: name, version, functions, crmConfig fields, origins.
     const SPEC: AdapterSpec;
 
     /// Checks a tenant's crmConfig without calling the CRM. The default checks the declared

@@ -7,6 +7,7 @@ use crate::{CrmError, Request, Response, Transport};
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// A [`Transport`] that sends over real HTTP (no TLS) to the hosts it routes.
 pub struct NativeTransport {
     agent: ureq::Agent,
     routes: HashMap<String, url::Url>,

@@ -19,6 +19,14 @@ pub struct Phone {
 }
 
 impl Phone {
+    /// The number's digits as written, `None` when it has none: the "digits only" form that
+    /// CRMs matching leniently store and search by (`+972-50-123 4567` -> `972501234567`,
+    /// `050-123-4567` -> `0501234567`). Unlike [`Phone::parse`] it assumes no country and
+    /// rewrites nothing.
+    pub fn digits(raw: &str) -> Option<String> {
+        Some(crate::digits_only(raw)).filter(|d| !d.is_empty())
+    }
+
     /// Reads a number written any way (`+972-50-123 4567`, `00972…`, `050-123-4567`,
     /// `972501234567`), taking national numbers (a leading `0`) to be in the country of
     /// `calling_code` (digits, `972`: a tenant's crmConfig says which). `None` when it holds
@@ -59,6 +67,8 @@ mod tests {
         let abroad = Phone::parse("+1 415 555 0100", "972").unwrap();
         assert_eq!((abroad.e164.as_str(), abroad.national), ("+14155550100", None), "another country has no national form here");
         assert_eq!(Phone::parse("123", "972"), None);
+        assert_eq!(Phone::digits(" 050-123 4567 ").as_deref(), Some("0501234567"), "as written, no country assumed");
+        assert_eq!(Phone::digits("+"), None);
         assert_eq!(Phone::parse("+1234567890123456", "972"), None, "over 15 digits");
     }
 }

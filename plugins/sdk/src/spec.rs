@@ -6,6 +6,7 @@ use crate::values::{truthy, Values};
 use crate::CrmError;
 use serde_json::{json, Map, Value};
 
+/// The kind of value a crmConfig field holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
     /// Text (numbers are accepted and read as text).
@@ -22,10 +23,15 @@ pub enum FieldKind {
     Url,
 }
 
+/// One crmConfig field an adapter declares: built with the `const` constructors below,
+/// `ConfigField::string("token").required().secret()`.
 #[derive(Debug, Clone, Copy)]
 pub struct ConfigField {
+    /// The field's name in crmConfig.
     pub name: &'static str,
+    /// What it holds.
     pub kind: FieldKind,
+    /// A tenant's crmConfig is refused without it.
     pub required: bool,
     /// Default as JSON text, shown in the schema.
     pub default: Option<&'static str>,
@@ -33,25 +39,32 @@ pub struct ConfigField {
     pub secret: bool,
     /// A URL the adapter calls: its origin is allowed for egress for this tenant.
     pub endpoint: bool,
+    /// One line for operators (the schema's description, the console's help).
     pub doc: &'static str,
 }
 
 impl ConfigField {
+    /// A field of `kind`: optional, not secret, no default.
     pub const fn new(name: &'static str, kind: FieldKind) -> Self {
         ConfigField { name, kind, required: false, default: None, secret: false, endpoint: false, doc: "" }
     }
+    /// A text field.
     pub const fn string(name: &'static str) -> Self {
         Self::new(name, FieldKind::String)
     }
+    /// A flag.
     pub const fn boolean(name: &'static str) -> Self {
         Self::new(name, FieldKind::Boolean)
     }
+    /// A non-negative integer.
     pub const fn integer(name: &'static str) -> Self {
         Self::new(name, FieldKind::Integer)
     }
+    /// A JSON object.
     pub const fn object(name: &'static str) -> Self {
         Self::new(name, FieldKind::Object)
     }
+    /// A list of strings.
     pub const fn list(name: &'static str) -> Self {
         Self::new(name, FieldKind::List)
     }
@@ -61,18 +74,22 @@ impl ConfigField {
         f.endpoint = true;
         f
     }
+    /// Refuse a crmConfig without it.
     pub const fn required(mut self) -> Self {
         self.required = true;
         self
     }
+    /// Redact it wherever the host records or shows the tenant.
     pub const fn secret(mut self) -> Self {
         self.secret = true;
         self
     }
+    /// Its default, as JSON text (`"30"`, `"\"id\""`), shown in the schema; the adapter applies it.
     pub const fn default(mut self, json: &'static str) -> Self {
         self.default = Some(json);
         self
     }
+    /// Its one-line description.
     pub const fn doc(mut self, doc: &'static str) -> Self {
         self.doc = doc;
         self
@@ -143,8 +160,11 @@ fn is_blank(v: Option<&Value>) -> bool {
 pub struct AdapterSpec {
     /// Registry name, lowercase.
     pub name: &'static str,
+    /// The adapter's version (semver), shown with each deployed version.
     pub version: &'static str,
+    /// The functions it serves (`getCustomerDetails`, ...).
     pub operations: &'static [&'static str],
+    /// Its crmConfig fields.
     pub config: &'static [ConfigField],
     /// Origins it calls: `https://host[:port]`, `https://*.example.com`.
     pub outbound_hosts: &'static [&'static str],
@@ -169,10 +189,12 @@ impl AdapterSpec {
         })
     }
 
+    /// The names of the fields declared `secret`.
     pub fn secret_fields(&self) -> Vec<String> {
         self.config.iter().filter(|f| f.secret).map(|f| f.name.to_string()).collect()
     }
 
+    /// The names of the fields declared `endpoint`.
     pub fn endpoint_fields(&self) -> Vec<String> {
         self.config.iter().filter(|f| f.endpoint).map(|f| f.name.to_string()).collect()
     }

@@ -6,14 +6,17 @@
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// The time `ms` milliseconds after the Unix epoch.
     pub const fn from_unix_ms(ms: i64) -> Self {
         Timestamp(ms)
     }
 
+    /// Milliseconds since the Unix epoch.
     pub const fn unix_ms(self) -> i64 {
         self.0
     }
 
+    /// Whole seconds since the Unix epoch (rounded down).
     pub const fn unix_seconds(self) -> i64 {
         self.0.div_euclid(1000)
     }

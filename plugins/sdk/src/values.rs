@@ -25,6 +25,7 @@ pub type Config = Values;
 pub type Params = Values;
 
 impl Values {
+    /// Values of `origin` (which kind of error their accessors make).
     pub fn new(origin: Origin, map: Map<String, Value>) -> Self {
         Values { map, origin }
     }
@@ -50,18 +51,22 @@ impl Values {
         }
     }
 
+    /// Every value, as sent (nulls included).
     pub fn map(&self) -> &Map<String, Value> {
         &self.map
     }
 
+    /// A value; `null` counts as missing.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
+    /// Whether `key` holds a value other than `null`.
     pub fn contains(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
 
+    /// The values other than `null`, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
         self.map.iter().filter(|(_, v)| !v.is_null())
     }
@@ -89,6 +94,7 @@ impl Values {
         Ok(self.str(key)?.filter(|s| !s.trim().is_empty()))
     }
 
+    /// Like [`Values::non_empty_str`], but missing is an error naming the field.
     pub fn required_str(&self, key: &str) -> Result<String, CrmError> {
         self.non_empty_str(key)?.ok_or_else(|| self.error(key, "is required"))
     }

@@ -1,6 +1,7 @@
 //! An adapter in a repository of its own: `cargo xtask new-adapter` writes it to a temporary
-//! directory outside this tree, its own native tests pass, `cargo xtask plugins --path` builds
-//! it into a component, and the host hot-deploys it and runs it against an emulator.
+//! directory outside this tree, its own native tests (unit, and end to end against the SDK's
+//! loopback emulator) pass, `cargo xtask plugins --path` builds it into a component, and the
+//! host hot-deploys it and runs it against an emulator.
 
 use crm_tests::emulator::{Emulator, Recorded, Reply};
 use crm_tests::{TempDir, TestHost};
@@ -25,9 +26,12 @@ fn clean(mut c: Command) -> Command {
     c
 }
 
-fn run(what: &str, mut c: Command) {
+/// Runs `c` to success; its standard output.
+fn run(what: &str, mut c: Command) -> String {
     let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(out.status.success(), "{what} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{what} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
 }
 
 /// The JSON CRM the skeleton is written for.
@@ -55,7 +59,10 @@ async fn an_adapter_written_outside_the_tree_builds_passes_its_tests_and_hot_dep
     run("xtask new-adapter", new);
     let mut tests = clean(Command::new("cargo"));
     tests.arg("test").arg("--manifest-path").arg(dir.join("Cargo.toml"));
-    run("the adapter's own tests", tests);
+    let ran = run("the adapter's own tests", tests);
+    for test in ["tests::a_contact_is_found_by_phone", "a_contact_is_found_and_a_deal_created_over_http", "the_crms_refusals_are_typed_errors"] {
+        assert!(ran.contains(&format!("{test} ... ok")), "the skeleton's unit and emulator tests ran: {test} missing from\n{ran}");
+    }
     let mut build = clean(Command::new(xtask()));
     build.args(["plugins", "--path"]).arg(&dir);
     run("xtask plugins --path", build);

@@ -14,6 +14,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// A recorder with nothing queued.
     pub fn new() -> Self {
         Self::default()
     }
@@ -46,6 +47,7 @@ impl Recorder {
         self
     }
 
+    /// Every request sent so far, in order.
     pub fn requests(&self) -> Vec<Request> {
         self.requests.borrow().clone()
     }
