@@ -429,17 +429,36 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
             plugins(root)?;
             eprintln!("xtask: release build of the host and the benchmark (a cold one compiles wasmtime: about 10 minutes on 2 cores)");
             run(Command::new("cargo").current_dir(root).args(["build", "--release", "--package", "crm-tests", "--bin", "bench", "--bin", "crm-host-under-test"]))?;
+            let wasmtime = wasmtime_cli(root)?;
             eprintln!("xtask: host-vs-native and replicas benchmark (about 5 minutes)");
             // The host runs with its default logging, as operators run it.
             let pg_bin = postgres()?;
             run(Command::new(root.join("target/release/bench"))
                 .current_dir(root)
                 .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
+                .env("CRM_WASMTIME", wasmtime)
                 .env("CRM_PG_BIN", pg_bin)
                 .env_remove("RUST_LOG"))
         }
         _ => bail!("usage: cargo xtask bench [neighbours]"),
     }
+}
+
+/// `wasmtime` of the host's own wasmtime version, for the benchmark's `wasmtime serve` peer:
+/// installed from crates.io into `target/tools` on first use (a build of about 15 minutes).
+fn wasmtime_cli(root: &Path) -> Result<PathBuf> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock"))?;
+    let version = lock
+        .split("[[package]]")
+        .find_map(|p| p.contains("\nname = \"wasmtime\"\n").then(|| p.split("version = \"").nth(1)?.split('"').next()).flatten())
+        .context("Cargo.lock pins no wasmtime")?;
+    let dir = root.join("target/tools").join(format!("wasmtime-{version}"));
+    let bin = dir.join("bin/wasmtime");
+    if !bin.exists() {
+        eprintln!("xtask: installing wasmtime-cli {version} for the benchmark's `wasmtime serve` row (once; about 15 minutes on 2 cores)");
+        run(Command::new("cargo").args(["install", "wasmtime-cli", "--locked", "--version", &format!("={version}"), "--root"]).arg(&dir))?;
+    }
+    Ok(bin)
 }
 
 /// The long run (`tests/src/soak.rs`) against a release host: MINUTES (60) at RATE calls/s (50).

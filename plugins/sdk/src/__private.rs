@@ -175,7 +175,7 @@ const IDEMPOTENT_HEADER: &str = "x-crm-idempotent";
 
 /// Sends requests through `wasi:http/outgoing-handler`; the host applies egress policy,
 /// timeouts and its own size caps.
-struct WasiTransport;
+pub struct WasiTransport;
 
 impl Transport for WasiTransport {
     fn send(&self, req: Request) -> Result<Response, CrmError> {

@@ -23,7 +23,8 @@ pub struct Call {
 }
 
 impl Call {
-    /// A call from the JSON shapes of the host API, for native tests and tools.
+    /// A call from the JSON shapes of the host API, for native tests and tools. Its time is
+    /// now: the system's natively, the call's in a component.
     pub fn from_json(project_id: &str, config: Value, chat: Value, params: Value) -> Result<Call, String> {
         let object = |v: Value, what: &str| match v {
             Value::Object(m) => Ok(m),
@@ -31,7 +32,7 @@ impl Call {
             _ => Err(format!("{what} must be a JSON object")),
         };
         Ok(Call {
-            now: Timestamp::system_now(),
+            now: crate::time::clock_now(),
             project_id: project_id.to_string(),
             config: Values::new(Origin::Config, object(config, "crmConfig")?),
             chat: serde_json::from_value(chat).map_err(|e| format!("chat: {e}"))?,

@@ -21,7 +21,8 @@ impl Timestamp {
         self.0.div_euclid(1000)
     }
 
-    /// This machine's clock: for native code only (a component reads its call's time).
+    /// This machine's clock: for native code only (in a component, which has no such clock,
+    /// it panics; a component reads its call's time, [`crate::Call::now`]).
     pub fn system_now() -> Self {
         let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         Timestamp(ms)

@@ -253,13 +253,17 @@ struct Servers {
     host_url: String,
     /// The native baselines (see native.rs): the lean async server first.
     natives: Vec<(Child, String, &'static str)>,
+    /// `wasmtime serve`, the upstream tool, running the same lookup as a `wasi:http/proxy`
+    /// component (`plugins/bench/proxy`): a sandboxed peer, not a baseline.
+    peer: Option<(Child, String)>,
     _data: TempDir,
     client: reqwest::blocking::Client,
 }
 
 impl Drop for Servers {
     fn drop(&mut self) {
-        for c in std::iter::once(&mut self.host).chain(self.natives.iter_mut().map(|n| &mut n.0)) {
+        let others = self.natives.iter_mut().map(|n| &mut n.0).chain(self.peer.iter_mut().map(|p| &mut p.0));
+        for c in std::iter::once(&mut self.host).chain(others) {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -322,10 +326,11 @@ impl Servers {
             let url = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
             natives.push((native, url, mode));
         }
+        let peer = start_peer(crm)?;
         let client = reqwest::blocking::Client::new();
-        let s = Servers { host, host_url, natives, _data: data, client };
+        let s = Servers { host, host_url, natives, peer, _data: data, client };
         setup_acme(&s.client, &s.host_url)?;
-        for url in std::iter::once(&s.host_url).chain(s.natives.iter().map(|n| &n.1)) {
+        for url in std::iter::once(&s.host_url).chain(s.natives.iter().map(|n| &n.1)).chain(s.peer.iter().map(|p| &p.1)) {
             let (ok, _) = s.call(url)?;
             ensure!(ok, "{url} does not answer getCustomerDetails");
         }
@@ -358,8 +363,33 @@ impl Servers {
         if base == self.host_url {
             return Some(self.host.id());
         }
-        self.natives.iter().find(|n| n.1 == base).map(|n| n.0.id())
+        self.natives.iter().find(|n| n.1 == base).map(|n| n.0.id()).or_else(|| self.peer.iter().find(|p| p.1 == base).map(|p| p.0.id()))
     }
+}
+
+/// `wasmtime serve` (the binary `CRM_WASMTIME` names; `cargo xtask bench` installs
+/// wasmtime-cli of the host's wasmtime version) serving the proxy component, with the
+/// emulator's address in its environment; `None` when `CRM_WASMTIME` is not set.
+fn start_peer(crm: &str) -> Result<Option<(Child, String)>> {
+    let Some(wasmtime) = std::env::var_os("CRM_WASMTIME") else { return Ok(None) };
+    let proxy = crm_tests::plugins_dir().join("testing/plando-proxy.wasm");
+    ensure!(proxy.exists(), "{} is missing: run `cargo xtask plugins`", proxy.display());
+    let mut child = Command::new(wasmtime)
+        .args(["serve", "--addr", "127.0.0.1:0", "-Scli", "--env", &format!("PLANDO_URL={crm}"), "--env", &format!("PLANDO_TOKEN={}", fast_plando::TOKEN)])
+        .arg(&proxy)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // "Serving HTTP on http://127.0.0.1:PORT/"; the rest of its log is drained, unread.
+    let mut err = BufReader::new(child.stderr.take().expect("piped"));
+    let mut line = String::new();
+    while err.read_line(&mut line)? > 0 && !line.contains("Serving HTTP on ") {
+        line.clear();
+    }
+    let url = line.trim().rsplit(' ').next().unwrap_or_default().trim_end_matches('/').to_string();
+    ensure!(url.starts_with("http://"), "wasmtime serve did not start: {line}");
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    Ok(Some((child, url)))
 }
 
 fn cpu(l: &load::Load) -> String {
@@ -375,7 +405,9 @@ fn throughput(t: &mut Table, s: &Servers, duration: Duration) -> Result<()> {
     // (the host runs with --max-concurrent-calls 128): no answer is a refusal.
     let targets: Vec<(String, load::Target)> = std::iter::once(("host".to_string(), s.target(&s.host_url)))
         .chain(s.natives.iter().map(|(_, url, mode)| (format!("native ({mode})"), s.target(url))))
+        .chain(s.peer.iter().map(|(_, url)| ("wasmtime serve (the same lookup as a wasi:http/proxy component)".to_string(), s.target(url))))
         .collect();
+    let natives = 1..=s.natives.len();
     let mut runs: Vec<Vec<load::Load>> = targets.iter().map(|_| Vec::new()).collect();
     for _ in 0..3 {
         for (i, (name, target)) in targets.iter().enumerate() {
@@ -392,7 +424,7 @@ fn throughput(t: &mut Table, s: &Servers, duration: Duration) -> Result<()> {
         })
         .collect();
     let (best, best_native) =
-        medians[1..].iter().enumerate().max_by(|a, b| a.1.rps.partial_cmp(&b.1.rps).unwrap()).map(|(i, l)| (i + 1, l.rps)).unwrap();
+        natives.clone().map(|i| (i, medians[i].rps)).max_by(|a, b| a.1.partial_cmp(&b.1).unwrap()).expect("native servers");
     for (i, (name, _)) in targets.iter().enumerate() {
         let l = medians[i];
         let note = if i == 0 {
@@ -403,6 +435,8 @@ fn throughput(t: &mut Table, s: &Servers, duration: Duration) -> Result<()> {
                 verdict(r >= 0.40),
                 us(l.latency.p50())
             )
+        } else if !natives.contains(&i) {
+            format!("peer/native {:.3} against the fastest; latency p50 {}", l.rps / best_native, us(l.latency.p50()))
         } else {
             format!("latency p50 {}", us(l.latency.p50()))
         };
@@ -469,6 +503,14 @@ fn scaling(t: &mut Table, s: &Servers, duration: Duration) -> Result<()> {
             }
         }
         let (n, mode) = best.expect("native servers");
+        let peer = match &s.peer {
+            Some((_, url)) => {
+                let p = load::run(&s.target(url), clients, duration, 2);
+                ensure!(p.failed == 0, "wasmtime serve: {} failed requests under load", p.failed);
+                format!("; wasmtime serve {:.0}/s, p50 {}, p99 {}", p.rps, us(p.latency.p50()), us(p.latency.p99()))
+            }
+            None => String::new(),
+        };
         let p50 = ratio(h.latency.p50(), n.latency.p50());
         let target = if clients == 1 { format!(" (target ≤ 2.0x: {})", verdict(p50 <= 2.0)) } else { String::new() };
         t.row(
@@ -476,7 +518,7 @@ fn scaling(t: &mut Table, s: &Servers, duration: Duration) -> Result<()> {
             &format!("{clients} clients: host req/s (fastest native: {mode})"),
             format!("{:.0}/s ({:.0}/s)", h.rps, n.rps),
             format!("{} ({})", us(h.latency.p99()), us(n.latency.p99())),
-            format!("host/native {:.3}; p50 {} ({}), {p50:.2}x{target}", h.rps / n.rps, us(h.latency.p50()), us(n.latency.p50())),
+            format!("host/native {:.3}; p50 {} ({}), {p50:.2}x{target}{peer}", h.rps / n.rps, us(h.latency.p50()), us(n.latency.p50())),
         );
     }
     Ok(())
