@@ -79,3 +79,33 @@ impl Transport for Recorder {
             .unwrap_or_else(|| panic!("Recorder: no reply queued for {url}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    #[test]
+    fn replies_come_whole_and_in_order() {
+        let http = Recorder::new()
+            .reply_with_headers(429, &[("Retry-After", "3"), ("X-Rate", "0")], "slow down")
+            .respond(Response { status: 204, headers: Vec::new(), body: Vec::new() })
+            .fail(CrmError::Timeout("no answer".into()));
+        let first = Request::get("https://crm.test/a").send(&http).unwrap();
+        assert_eq!((first.status, first.header("retry-after"), first.header("x-rate")), (429, Some("3"), Some("0")));
+        assert_eq!(first.headers[0].0, "retry-after", "names lowercase, as every transport gives them");
+        assert_eq!(Request::post("https://crm.test/b").send(&http).unwrap().status, 204);
+        assert_eq!(Request::get("https://crm.test/c").send(&http).unwrap_err().kind(), "timeout");
+        let urls: Vec<String> = http.requests().into_iter().map(|r| r.url).collect();
+        assert_eq!(urls, ["https://crm.test/a", "https://crm.test/b", "https://crm.test/c"]);
+    }
+
+    #[test]
+    fn replies_never_asked_for_fail_the_test() {
+        let http = Recorder::new().reply(200, "{}").reply(200, "{}");
+        Request::get("https://crm.test/a").send(&http).unwrap();
+        let dropped = catch_unwind(AssertUnwindSafe(|| drop(http)));
+        let message = dropped.unwrap_err().downcast::<String>().unwrap();
+        assert!(message.contains("1 queued replies were never asked for"), "{message}");
+    }
+}
