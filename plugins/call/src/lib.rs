@@ -183,11 +183,7 @@ impl<'a> Transcript<'a> {
         let sep = separator.chars().count();
         let mut kept: Vec<String> = Vec::new();
         let mut used = 0;
-        for m in self.messages.iter().rev().take(max_messages) {
-            let l = line(m);
-            if l.is_empty() {
-                continue;
-            }
+        for l in self.messages.iter().rev().map(|m| line(m)).filter(|l| !l.is_empty()).take(max_messages) {
             let n = l.chars().count() + if kept.is_empty() { 0 } else { sep };
             if used + n > max_chars {
                 if kept.is_empty() {
@@ -321,5 +317,6 @@ mod tests {
         assert_eq!(t.fit_lines(line, "\n", 8, 10), ["Customer"], "a newest line longer than the budget is cut");
         let only_text = |m: &Message| if m.id == "2" { String::new() } else { m.text.clone() };
         assert_eq!(t.fit_lines(only_text, "\n", 14, 10), ["hello", "my order"], "a message formatted as nothing takes no room");
+        assert_eq!(t.fit_lines(only_text, "\n", 1000, 2), ["hello", "my order"], "nor a place in the message budget");
     }
 }
