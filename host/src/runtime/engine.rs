@@ -255,7 +255,9 @@ mod tests {
         drop(other);
         drop(a);
 
-        // Tenant B gets the same slot (the only one), several times over.
+        // Tenant B gets the same slot (the only one), several times over. A's reset beyond the
+        // kept region waits in a decommit batch: B's allocation finds no free slot, flushes the
+        // batch, and only then gets the slot.
         for _ in 0..3 {
             let mut b = store();
             let instance = Instance::new_async(&mut b, &module, &[]).await.expect("the slot is free again");
