@@ -127,9 +127,9 @@ pub(super) const POOL_HEADROOM: u32 = 32;
 const KEEP_RESIDENT: usize = 64 << 10;
 
 /// Regions to decommit (the part of a memory, table or stack past the kept bytes; an instance
-/// has a few) per batch: 16 gave +15% calls/s and −13% CPU per call at 64
-/// clients against 1 (BENCHMARKS.md); 32 and 64 gained a few percent more but lengthen the
-/// tail of the call that flushes.
+/// has a few) per batch: 16 gave +15% calls/s and −13% CPU per call at 64 clients against 1
+/// (BENCHMARKS.md); 32 and 64 gained a few percent more but lengthen the tail of the call
+/// that flushes.
 const DECOMMIT_BATCH: usize = 16;
 
 /// The pooling allocator sized for adapters: one slot per admitted call (plus headroom),
