@@ -23,16 +23,21 @@ struct Browser {
 impl Browser {
     async fn start() -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let profile = TempDir::new("chromium");
+        // Chromium's temporary files (its singleton socket's directory among them) go under
+        // the profile, which goes with the test: killed, chromium cannot remove them itself.
+        let tmp = profile.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
         // A process group of its own: the browser it starts goes with it (`Drop`).
         let driver = tokio::process::Command::new(chromedriver())
             .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+            .env("TMPDIR", &tmp)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver (cargo xtask test installs Debian's chromium-driver)");
-        let profile = TempDir::new("chromium");
         // The flags that keep chromium off the network: nothing of it may leave the machine.
         // The console is on 127.0.0.1 (an address, never resolved); every name resolves to
         // nothing, so no background service of the browser can reach out either.
