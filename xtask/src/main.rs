@@ -26,6 +26,14 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// that the host's pooling allocator resets cheaply (BENCHMARKS.md). `CRM_ADAPTER_STACK`
 /// overrides it (bytes).
 const ADAPTER_STACK: u32 = 64 << 10;
+/// The initial linear memory adapters are linked with (wasm-ld's `--initial-memory`, a
+/// multiple of 64 KiB): the stack, the data, and past them room for a common call's heap,
+/// which the SDK's allocator takes before it grows the memory. The host resets this much of
+/// a pooled memory by hand (`KEEP_RESIDENT_MEMORY` in host/src/runtime/engine.rs), so a
+/// call that stays inside it costs no page fault and no madvise. `CRM_ADAPTER_MEMORY`
+/// overrides it (bytes), for an adapter whose stack and data do not fit (wasm-ld then says
+/// `initial memory too small`).
+const ADAPTER_MEMORY: u32 = 320 << 10;
 /// Debian's second Rust toolchain: ships std's source, so std can be built for wasm here
 /// where rustup cannot download targets.
 const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "cargo-web", "lld"];
@@ -243,7 +251,11 @@ fn wasm_build(toolchain: &Toolchain, manifest: &Path, packages: &[&str], feature
         cmd.env_remove("RUSTC");
     }
     let stack = std::env::var("CRM_ADAPTER_STACK").ok().and_then(|s| s.parse().ok()).unwrap_or(ADAPTER_STACK);
-    cmd.env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS", format!("-C link-arg=-zstack-size={stack}"));
+    let memory = std::env::var("CRM_ADAPTER_MEMORY").ok().and_then(|s| s.parse().ok()).unwrap_or(ADAPTER_MEMORY);
+    cmd.env(
+        "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
+        format!("-C link-arg=-zstack-size={stack} -C link-arg=--initial-memory={memory}"),
+    );
     cmd.arg("build").arg("--release").arg("--target").arg(WASM_TARGET).arg("--manifest-path").arg(manifest);
     if matches!(toolchain, Toolchain::Debian) {
         cmd.arg("-Zbuild-std=std,panic_abort");

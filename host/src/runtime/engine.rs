@@ -123,7 +123,16 @@ impl std::str::FromStr for Allocator {
 /// `describe` and crmConfig validation run outside admission.
 pub(super) const POOL_HEADROOM: u32 = 32;
 
-/// Bytes of each pooled memory, table and stack reset by zeroing rather than by madvise.
+/// Bytes of each pooled linear memory reset by hand (zeroed, or copied back from the
+/// module's image) rather than given back to the kernel: the initial memory the bundled
+/// adapters are linked with (`ADAPTER_MEMORY` in xtask: stack, data, and room for a common
+/// call's heap, which the SDK's allocator uses before it grows the memory). A call that
+/// stays inside it costs no page fault, no copy-on-write of the image's pages, no
+/// `madvise` and no memory-protection change, so no TLB-shootdown IPI. At 64 KiB (the stack
+/// only) a call cost 6 page faults and 70 µs more CPU under load (BENCHMARKS.md).
+const KEEP_RESIDENT_MEMORY: usize = 320 << 10;
+
+/// The same for each pooled table and fiber stack: what an adapter's call uses of them.
 const KEEP_RESIDENT: usize = 64 << 10;
 
 /// Regions to decommit (the part of a memory, table or stack past the kept bytes; an instance
@@ -147,17 +156,16 @@ pub(super) fn pooling_config(instances: u32) -> wasmtime::PoolingAllocationConfi
         .total_tables(instances.saturating_mul(8))
         .max_memory_size(crate::limits::MAX_MEMORY_BYTES)
         // Resetting a slot by madvise costs page faults on the next call and TLB-shootdown
-        // IPIs to every CPU; zeroing the first 64 KiB of each memory, table and stack by
-        // hand is cheaper for what adapters touch there (BENCHMARKS.md, section 1). Larger
-        // values (128 KiB to 1 MiB) were measured no better: without PAGEMAP_SCAN the whole
-        // kept region is rewritten on every reset, dirty or not.
+        // IPIs to every CPU; rewriting what adapters touch by hand is cheaper. Without
+        // PAGEMAP_SCAN the whole kept region is rewritten on every reset, dirty or not, so
+        // it is sized to what a call touches, no more.
         //
         // `pagemap_scan` (rewrite only the dirty pages, skip the madvise) stays off: in
         // wasmtime 48.0.x the scan asks for present pages only, so a written page that was
         // swapped out is neither rewritten nor decommitted, and the next tenant in the slot
         // would read it (wasmtime PR #14357; not in 48.0.8). It would save about 60 µs of CPU
         // per call under load (BENCHMARKS.md).
-        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
         .table_keep_resident(KEEP_RESIDENT)
         .async_stack_keep_resident(KEEP_RESIDENT)
         // What is left past the kept region is decommitted in batches: one process_madvise
@@ -207,26 +215,31 @@ mod tests {
     use wasmtime::{Instance, Module, Store};
 
     /// Raw wasm, as an attacker writes it: `mark` grows memory and leaves a marker in the
-    /// initial page, in grown pages and in a table; `probe` reports anything of it it sees
-    /// (after growing the same way, so grown pages are looked at too).
+    /// initial pages (over the module's data image too, which a reset copies back), in grown
+    /// pages inside and past the kept region (`KEEP_RESIDENT_MEMORY`), and in a table;
+    /// `probe` reports anything of it it sees (after growing the same way, so grown pages are
+    /// looked at too).
     const MARKER: &str = r#"(module
-        (memory (export "memory") 1 16)
+        (memory (export "memory") 2 16)
+        (data (i32.const 70000) "\01\02\03\04")
         (table 4 funcref)
         (func $marker (result i32) i32.const 0x5ec2e7)
         (elem declare func $marker)
         (func (export "mark")
-            (drop (memory.grow (i32.const 3)))
+            (drop (memory.grow (i32.const 6)))
             (i32.store (i32.const 1024) (i32.const 0x5ec2e7))
             (i32.store (i32.const 70000) (i32.const 0x5ec2e7))
             (i32.store (i32.const 250000) (i32.const 0x5ec2e7))
+            (i32.store (i32.const 400000) (i32.const 0x5ec2e7))
             (table.set (i32.const 2) (ref.func $marker)))
         (func (export "probe") (result i32)
             (local $seen i32)
-            (local.set $seen (i32.ne (memory.size) (i32.const 1)))
-            (drop (memory.grow (i32.const 3)))
+            (local.set $seen (i32.ne (memory.size) (i32.const 2)))
+            (drop (memory.grow (i32.const 6)))
             (local.set $seen (i32.or (local.get $seen) (i32.load (i32.const 1024))))
-            (local.set $seen (i32.or (local.get $seen) (i32.load (i32.const 70000))))
+            (local.set $seen (i32.or (local.get $seen) (i32.ne (i32.load (i32.const 70000)) (i32.const 0x04030201))))
             (local.set $seen (i32.or (local.get $seen) (i32.load (i32.const 250000))))
+            (local.set $seen (i32.or (local.get $seen) (i32.load (i32.const 400000))))
             (i32.or (local.get $seen) (i32.eqz (ref.is_null (table.get (i32.const 2)))))))"#;
 
     #[tokio::test]

@@ -23,6 +23,7 @@ const MIGRATIONS: Migrations = Migrations(&[
     (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
     (2, "storage bounds", include_str!("../../migrations/postgres/0002_storage_bounds.sql")),
     (3, "replays and canaries", include_str!("../../migrations/postgres/0003_replays_and_canaries.sql")),
+    (4, "trace retention index", include_str!("../../migrations/postgres/0004_trace_retention_index.sql")),
 ]);
 
 /// The channel registry changes are announced on.

@@ -13,6 +13,7 @@ const MIGRATIONS: Migrations = Migrations(&[
     (2, "tenant limits", include_str!("../../migrations/sqlite/0002_tenant_limits.sql")),
     (3, "storage bounds", include_str!("../../migrations/sqlite/0003_storage_bounds.sql")),
     (4, "replays and canaries", include_str!("../../migrations/sqlite/0004_replays_and_canaries.sql")),
+    (5, "trace retention index", include_str!("../../migrations/sqlite/0005_trace_retention_index.sql")),
 ]);
 
 pub struct SqliteStore {

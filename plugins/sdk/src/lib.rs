@@ -10,6 +10,8 @@
 //!
 //! The guide (the model, a JSON and a form CRM, testing, deploying) is the crate's README.md.
 
+#[cfg(all(target_arch = "wasm32", target_os = "unknown", feature = "allocator"))]
+mod alloc;
 mod chat;
 mod error;
 mod http;

@@ -75,6 +75,9 @@ pub struct Load {
     /// The server's context switches (all its threads, voluntary or not) per request: how
     /// many times a call hands the CPU over between threads.
     pub switches_per_call: Option<f64>,
+    /// The server's page faults (minor and major) per request: what resetting a sandbox's
+    /// memory by `madvise` costs the next call.
+    pub faults_per_call: Option<f64>,
 }
 
 /// A request the load generator repeats.
@@ -103,6 +106,13 @@ pub fn switches(pid: u32) -> Option<u64> {
     Some(n)
 }
 
+/// A process's page faults so far, minor and major (`/proc/PID/stat`).
+pub fn page_faults(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    Some(fields.get(7)?.parse::<u64>().ok()? + fields.get(9)?.parse::<u64>().ok()?)
+}
+
 /// A process's CPU time so far (`/proc/PID/stat`: utime + stime, in clock ticks).
 pub fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -124,9 +134,9 @@ pub fn run(target: &Target, clients: usize, duration: Duration, threads: usize) 
         let cpu = target.pid.map(|pid| {
             tokio::spawn(async move {
                 tokio::time::sleep_until(warmup.into()).await;
-                let before = (cpu_time(pid)?, switches(pid)?);
+                let before = (cpu_time(pid)?, switches(pid)?, page_faults(pid)?);
                 tokio::time::sleep_until(end.into()).await;
-                Some((cpu_time(pid)? - before.0, switches(pid)? - before.1))
+                Some((cpu_time(pid)? - before.0, switches(pid)? - before.1, page_faults(pid)? - before.2))
             })
         });
         let (mut lat, mut done, mut failed) = (Vec::new(), 0u64, 0u64);
@@ -141,9 +151,10 @@ pub fn run(target: &Target, clients: usize, duration: Duration, threads: usize) 
             None => None,
         };
         let per_call = cpu.filter(|_| done > 0);
-        let cpu_per_call = per_call.map(|(c, _)| c / done as u32);
-        let switches_per_call = per_call.map(|(_, n)| n as f64 / done as f64);
-        Load { rps: done as f64 / duration.as_secs_f64(), latency: Sample::new(lat), failed, cpu_per_call, switches_per_call }
+        let cpu_per_call = per_call.map(|(c, _, _)| c / done as u32);
+        let switches_per_call = per_call.map(|(_, n, _)| n as f64 / done as f64);
+        let faults_per_call = per_call.map(|(_, _, n)| n as f64 / done as f64);
+        Load { rps: done as f64 / duration.as_secs_f64(), latency: Sample::new(lat), failed, cpu_per_call, switches_per_call, faults_per_call }
     })
 }
 

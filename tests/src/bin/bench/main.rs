@@ -397,7 +397,8 @@ fn cpu(l: &load::Load) -> String {
 }
 
 fn switches(l: &load::Load) -> String {
-    l.switches_per_call.map_or_else(|| "?".into(), |n| format!("{n:.2} context switches per call"))
+    let faults = l.faults_per_call.map_or_else(String::new, |n| format!(", {n:.2} page faults"));
+    l.switches_per_call.map_or_else(|| "?".into(), |n| format!("{n:.2} context switches{faults} per call"))
 }
 
 fn throughput(t: &mut Table, s: &Servers, duration: Duration) -> Result<()> {
