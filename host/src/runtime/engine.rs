@@ -163,8 +163,8 @@ pub(super) fn pooling_config(instances: u32) -> wasmtime::PoolingAllocationConfi
         // `pagemap_scan` (rewrite only the dirty pages, skip the madvise) stays off: in
         // wasmtime 48.0.x the scan asks for present pages only, so a written page that was
         // swapped out is neither rewritten nor decommitted, and the next tenant in the slot
-        // would read it (wasmtime PR #14357; not in 48.0.8). It would save about 60 µs of CPU
-        // per call under load (BENCHMARKS.md).
+        // would read it (wasmtime PR #14357; not in 48.0.8). It would save part of the
+        // ~20 µs of memset and memcpy a call's reset costs under load (BENCHMARKS.md).
         .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
         .table_keep_resident(KEEP_RESIDENT)
         .async_stack_keep_resident(KEEP_RESIDENT)

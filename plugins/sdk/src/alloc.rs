@@ -9,8 +9,9 @@
 //! grows the memory.
 //!
 //! Enabled by the default `allocator` feature, on `wasm32-unknown-unknown` only: on
-//! `wasm32-wasip2` wasi-libc's malloc owns that room already (and would share it with this
-//! one). An adapter that brings its own `#[global_allocator]` turns the feature off.
+//! `wasm32-wasip2` the heap is wasi-libc's malloc, which libc itself also calls, so a second
+//! allocator could claim the same room. An adapter that brings its own `#[global_allocator]`
+//! turns the feature off.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::arch::wasm32;
@@ -29,9 +30,6 @@ extern "C" {
 struct Pages {
     tail_taken: UnsafeCell<bool>,
 }
-
-// Adapters are single-threaded wasm (no `atomics` target feature): nothing is shared.
-unsafe impl Send for Pages {}
 
 unsafe impl dlmalloc::Allocator for Pages {
     fn alloc(&self, size: usize) -> (*mut u8, usize, u32) {
@@ -86,6 +84,7 @@ unsafe impl dlmalloc::Allocator for Pages {
 
 struct Heap(UnsafeCell<dlmalloc::Dlmalloc<Pages>>);
 
+// Adapters are single-threaded wasm (no `atomics` target feature): nothing is shared.
 unsafe impl Sync for Heap {}
 
 #[global_allocator]
