@@ -33,7 +33,7 @@ const ADAPTER_STACK: u32 = 64 << 10;
 /// call that stays inside it costs no page fault and no madvise. `CRM_ADAPTER_MEMORY`
 /// overrides it (bytes), for an adapter whose stack and data do not fit (wasm-ld then says
 /// `initial memory too small`).
-const ADAPTER_MEMORY: u32 = 320 << 10;
+const ADAPTER_MEMORY: u32 = 256 << 10;
 /// Debian's second Rust toolchain: ships std's source, so std can be built for wasm here
 /// where rustup cannot download targets.
 const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "cargo-web", "lld"];

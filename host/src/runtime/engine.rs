@@ -130,7 +130,7 @@ pub(super) const POOL_HEADROOM: u32 = 32;
 /// stays inside it costs no page fault, no copy-on-write of the image's pages, no
 /// `madvise` and no memory-protection change, so no TLB-shootdown IPI. At 64 KiB (the stack
 /// only) a call cost 6 page faults and 70 µs more CPU under load (BENCHMARKS.md).
-const KEEP_RESIDENT_MEMORY: usize = 320 << 10;
+const KEEP_RESIDENT_MEMORY: usize = 256 << 10;
 
 /// The same for each pooled table and fiber stack: what an adapter's call uses of them.
 const KEEP_RESIDENT: usize = 64 << 10;

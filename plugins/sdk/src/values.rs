@@ -247,6 +247,14 @@ mod tests {
     }
 
     #[test]
+    fn url_host_names_are_ascii_so_an_idn_is_written_in_punycode() {
+        // idna_adapter 1.0.0 (Cargo.toml): no Unicode tables in the adapter.
+        let c = cfg(json!({"a": "https://bücher.example/api", "b": "https://xn--bcher-kva.example/api"}));
+        assert!(matches!(c.url("a"), Err(CrmError::Config { field, message }) if field == "a" && message.starts_with("must be an absolute URL")));
+        assert_eq!(c.url("b").unwrap().unwrap().host_str(), Some("xn--bcher-kva.example"));
+    }
+
+    #[test]
     fn required_str_names_field_and_kind() {
         let c = cfg(json!({"token": "  "}));
         assert_eq!(c.required_str("token"), Err(CrmError::config("token", "is required")));
