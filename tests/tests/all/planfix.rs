@@ -202,7 +202,13 @@ async fn planfix_errors_map_to_failure_kinds() {
 #[tokio::test]
 async fn config_is_checked_at_registration() {
     let (_crm, host) = setup().await;
-    let cases = [("providerId", json!("tex~ter"), "providerId"), ("planfixUrl", Value::Null, "planfixUrl"), ("token", Value::Null, "token")];
+    // Host names are ASCII (README): an internationalised one is written in punycode.
+    let cases = [
+        ("providerId", json!("tex~ter"), "providerId"),
+        ("planfixUrl", Value::Null, "planfixUrl"),
+        ("planfixUrl", json!("https://bücher.planfix.com"), "planfixUrl"),
+        ("token", Value::Null, "token"),
+    ];
     for (key, value, field) in cases {
         let mut cfg = config();
         if value.is_null() {
@@ -213,6 +219,10 @@ async fn config_is_checked_at_registration() {
         let (s, e) = host.put_tenant("acme", json!({"adapter": "planfix", "crmConfig": cfg})).await;
         assert_eq!((s, e["error"]["field"].clone()), (422, json!(field)), "{e}");
     }
+    let mut punycode = config();
+    punycode["planfixUrl"] = json!("https://xn--bcher-kva.planfix.com");
+    let (s, e) = host.put_tenant("acme", json!({"adapter": "planfix", "crmConfig": punycode})).await;
+    assert_eq!(s, 200, "{e}");
     let (_, t) = {
         tenant(&host, config()).await;
         host.get("/v1/tenants/acme").await
