@@ -250,8 +250,8 @@ fn wasm_build(toolchain: &Toolchain, manifest: &Path, packages: &[&str], feature
     if matches!(toolchain, Toolchain::Rustup) {
         cmd.env_remove("RUSTC");
     }
-    let stack = std::env::var("CRM_ADAPTER_STACK").ok().and_then(|s| s.parse().ok()).unwrap_or(ADAPTER_STACK);
-    let memory = std::env::var("CRM_ADAPTER_MEMORY").ok().and_then(|s| s.parse().ok()).unwrap_or(ADAPTER_MEMORY);
+    let bytes = |var: &str, default: u32| std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let (stack, memory) = (bytes("CRM_ADAPTER_STACK", ADAPTER_STACK), bytes("CRM_ADAPTER_MEMORY", ADAPTER_MEMORY));
     cmd.env(
         "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
         format!("-C link-arg=-zstack-size={stack} -C link-arg=--initial-memory={memory}"),

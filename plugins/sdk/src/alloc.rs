@@ -15,7 +15,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::arch::wasm32;
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 
 const PAGE: usize = 64 << 10;
@@ -28,16 +28,14 @@ extern "C" {
 
 /// Where heap memory comes from: first the initial memory's free tail, then new pages.
 struct Pages {
-    tail_taken: UnsafeCell<bool>,
+    tail_taken: Cell<bool>,
 }
 
 unsafe impl dlmalloc::Allocator for Pages {
     fn alloc(&self, size: usize) -> (*mut u8, usize, u32) {
-        let taken = unsafe { &mut *self.tail_taken.get() };
         let mut start = wasm32::memory_size(0) * PAGE;
         let mut have = 0;
-        if !*taken {
-            *taken = true;
+        if !self.tail_taken.replace(true) {
             // The tail is zero: nothing is placed past `__heap_base`, and the memory of a
             // fresh instance is its image. dlmalloc merges the pages grown below with it.
             let base = (ptr::addr_of!(__heap_base) as usize).next_multiple_of(16);
@@ -50,7 +48,7 @@ unsafe impl dlmalloc::Allocator for Pages {
         if pages > 0 && wasm32::memory_grow(0, pages) == usize::MAX {
             // Out of memory (the host's cap); the tail stays for a smaller request.
             if have > 0 {
-                *taken = false;
+                self.tail_taken.set(false);
             }
             return (ptr::null_mut(), 0, 0);
         }
@@ -88,7 +86,7 @@ struct Heap(UnsafeCell<dlmalloc::Dlmalloc<Pages>>);
 unsafe impl Sync for Heap {}
 
 #[global_allocator]
-static HEAP: Heap = Heap(UnsafeCell::new(dlmalloc::Dlmalloc::new_with_allocator(Pages { tail_taken: UnsafeCell::new(false) })));
+static HEAP: Heap = Heap(UnsafeCell::new(dlmalloc::Dlmalloc::new_with_allocator(Pages { tail_taken: Cell::new(false) })));
 
 unsafe impl GlobalAlloc for Heap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {

@@ -106,19 +106,22 @@ pub fn switches(pid: u32) -> Option<u64> {
     Some(n)
 }
 
-/// A process's page faults so far, minor and major (`/proc/PID/stat`).
-pub fn page_faults(pid: u32) -> Option<u64> {
+/// The sum of some numeric fields of `/proc/PID/stat`, counted from the field after the
+/// command name (which may hold spaces, so fields start past its closing ')').
+fn stat_sum(pid: u32, fields: &[usize]) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-    Some(fields.get(7)?.parse::<u64>().ok()? + fields.get(9)?.parse::<u64>().ok()?)
+    let all: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    fields.iter().map(|&i| all.get(i)?.parse::<u64>().ok()).sum()
 }
 
-/// A process's CPU time so far (`/proc/PID/stat`: utime + stime, in clock ticks).
+/// A process's page faults so far: minor and major.
+pub fn page_faults(pid: u32) -> Option<u64> {
+    stat_sum(pid, &[7, 9])
+}
+
+/// A process's CPU time so far: utime + stime, in clock ticks.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start past its closing ')'.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let ticks = stat_sum(pid, &[11, 12])?;
     let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Some(Duration::from_secs_f64(ticks as f64 / per_sec as f64))
 }
