@@ -680,7 +680,7 @@ async fn unmarked_requests_are_retried_only_for_safe_methods() {
     assert_eq!(crm.requests_to("/raw").len(), 4, "one POST");
 }
 
-/// Adapters are linked with a 64 KiB stack (xtask's `ADAPTER_STACK`): the most deeply
+/// Adapters are linked with a 48 KiB stack (xtask's `ADAPTER_STACK`): the most deeply
 /// nested params the host accepts still reach the adapter and come back, with no stack
 /// exhausted on the way (the SDK parses the call and serialises crmData recursively).
 #[tokio::test]
