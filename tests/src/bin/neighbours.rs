@@ -2,8 +2,8 @@
 //! spinning adapter slows another tenant's Plando lookup and the host's `/healthz`.
 //!
 //! The host runs in this process on a runtime built exactly as `crm-host serve` builds its
-//! own (one worker per CPU), plus its guest threads; the client and the Plando emulator run
-//! on a separate single-threaded runtime. For each host configuration it measures the
+//! own (its default API threads), plus its guest threads; the client and the Plando
+//! emulator run on a separate single-threaded runtime. For each host configuration it measures the
 //! neighbour quiet, then with 1 and 2 tenants' calls spinning until their deadline, and
 //! prints p50/p99 of both against the targets:
 //!   neighbour p99 <= max(50 ms, 4 x quiet p99); /healthz p99 <= 10 ms.
@@ -38,8 +38,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run(guest_threads: usize, phase: Duration, replay_lines: &mut Vec<String>) -> anyhow::Result<()> {
-    // As `crm-host serve` does: a multi-threaded runtime, one worker per CPU.
-    let host_rt = tokio::runtime::Runtime::new()?;
+    // As `crm-host serve` does, with its default number of API threads.
+    let cpus = crm_host::runtime::default_guest_threads();
+    let host_rt = crm_host::cli::api_runtime(crm_host::cli::default_api_threads(cpus, guest_threads))?;
     let client_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let crm = client_rt.block_on(plando::start("bench-token"));
     crm.with_state(|s| {
