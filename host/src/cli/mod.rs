@@ -203,7 +203,8 @@ impl Serve {
     }
 
     fn api_threads(&self) -> usize {
-        self.api_threads.map(usize::from).unwrap_or_else(|| default_api_threads(crate::runtime::default_guest_threads(), self.guest_threads()))
+        let cpus = crate::runtime::default_guest_threads();
+        self.api_threads.map_or_else(|| default_api_threads(cpus, self.guest_threads()), usize::from)
     }
 }
 

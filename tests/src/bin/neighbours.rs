@@ -3,9 +3,9 @@
 //!
 //! The host runs in this process on a runtime built exactly as `crm-host serve` builds its
 //! own (its default API threads), plus its guest threads; the client and the Plando
-//! emulator run on a separate single-threaded runtime. For each host configuration it measures the
-//! neighbour quiet, then with 1 and 2 tenants' calls spinning until their deadline, and
-//! prints p50/p99 of both against the targets:
+//! emulator run on a separate single-threaded runtime. For each host configuration it
+//! measures the neighbour quiet, then with 1 and 2 tenants' calls spinning until their
+//! deadline, and prints p50/p99 of both against the targets:
 //!   neighbour p99 <= max(50 ms, 4 x quiet p99); /healthz p99 <= 10 ms.
 //! A last phase replays the neighbour's recorded lookups (1,000 at a time, back to back)
 //! instead of spinning, and reports how long 1,000 replayed calls take (target: 10 s).
