@@ -203,8 +203,10 @@ impl Serve {
     }
 
     fn api_threads(&self) -> usize {
-        let cpus = crate::runtime::default_guest_threads();
-        self.api_threads.map_or_else(|| default_api_threads(cpus, self.guest_threads()), usize::from)
+        match self.api_threads {
+            Some(n) => n.into(),
+            None => default_api_threads(crate::runtime::default_guest_threads(), self.guest_threads()),
+        }
     }
 }
 
