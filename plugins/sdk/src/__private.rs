@@ -196,20 +196,17 @@ impl Transport for WasiTransport {
             None => url.path().to_string(),
         };
 
-        let headers = Fields::new();
-        for (k, v) in &req.headers {
-            headers
-                .append(&k.to_ascii_lowercase(), &v.as_bytes().to_vec())
-                .map_err(|e| CrmError::Internal(format!("header {k}: {e:?}")))?;
-        }
+        let mut fields: Vec<(String, Vec<u8>)> = req.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())).collect();
         // Read (and removed) by the host, which decides about retries.
-        let flag: &[u8] = if req.idempotent { b"1" } else { b"0" };
-        headers.append(IDEMPOTENT_HEADER, &flag.to_vec()).map_err(|e| CrmError::Internal(format!("{IDEMPOTENT_HEADER}: {e:?}")))?;
+        fields.push((IDEMPOTENT_HEADER.to_string(), if req.idempotent { b"1".to_vec() } else { b"0".to_vec() }));
         if !req.body.is_empty() {
-            headers
-                .append("content-length", &req.body.len().to_string().into_bytes())
-                .map_err(|e| CrmError::Internal(format!("content-length: {e:?}")))?;
+            fields.push(("content-length".to_string(), req.body.len().to_string().into_bytes()));
         }
+        // One host call for all of them; only a refusal looks for the header at fault.
+        let headers = Fields::from_list(&fields).map_err(|e| {
+            let at_fault = fields.iter().find(|(k, v)| Fields::new().append(k, v).is_err()).map_or("", |(k, _)| k.as_str());
+            CrmError::Internal(format!("header {at_fault}: {e:?}"))
+        })?;
         let request = OutgoingRequest::new(headers);
         let method = match req.method {
             crate::Method::Get => wasi_http::Method::Get,
@@ -219,7 +216,10 @@ impl Transport for WasiTransport {
             crate::Method::Delete => wasi_http::Method::Delete,
         };
         let internal = |what: &str| CrmError::Internal(format!("{target}: cannot set {what}"));
-        request.set_method(&method).map_err(|_| internal("method"))?;
+        // GET is a new request's method already.
+        if !matches!(method, wasi_http::Method::Get) {
+            request.set_method(&method).map_err(|_| internal("method"))?;
+        }
         request.set_scheme(Some(&scheme)).map_err(|_| internal("scheme"))?;
         request.set_authority(Some(&authority)).map_err(|_| internal("authority"))?;
         request.set_path_with_query(Some(&path)).map_err(|_| internal("path"))?;
@@ -234,10 +234,12 @@ impl Transport for WasiTransport {
         }
         OutgoingBody::finish(body, None).map_err(|e| map_error(&target, e))?;
 
+        // The answer is seldom there before a wait (the host runs the exchange while the guest
+        // waits), so wait first: a ready pollable returns at once.
         let incoming = loop {
-            match future.get() {
-                Some(r) => break r,
-                None => future.subscribe().block(),
+            future.subscribe().block();
+            if let Some(r) = future.get() {
+                break r;
             }
         };
         let response = incoming
@@ -269,6 +271,10 @@ impl Transport for WasiTransport {
                             return Err(too_large());
                         }
                         buf.extend_from_slice(&chunk);
+                        // All the declared bytes: the end of the stream needs no read of its own.
+                        if declared == Some(buf.len()) {
+                            break;
+                        }
                     }
                     Err(StreamError::Closed) => break,
                     Err(e) => return Err(stream_error(&target, e)),
