@@ -105,6 +105,20 @@ async fn endpoint_fields_extend_egress_for_their_tenant_only() {
 }
 
 #[tokio::test]
+async fn a_refused_request_header_is_named_in_the_error() {
+    let up = echo_server().await;
+    let host = chaos(&[("api.chaos.test", &up.url)], json!({})).await;
+    let bad = call_body(json!({"url": "https://api.chaos.test/x", "headerName": "x-ok", "headerValue": "line\nbreak"}));
+    let e = host.failure("t1", "fetch", bad).await;
+    assert_eq!(e["kind"], "internal", "{e}");
+    assert!(e["message"].as_str().unwrap().starts_with("header x-ok: "), "{e}");
+    assert!(up.requests().is_empty(), "nothing reached the network");
+    // The same header with a valid value goes out.
+    let good = call_body(json!({"url": "https://api.chaos.test/x", "headerName": "x-ok", "headerValue": "fine"}));
+    assert_eq!(host.complete("t1", "fetch", good).await["status"], 200);
+}
+
+#[tokio::test]
 async fn unrouted_requests_are_refused_in_upstream_only_mode() {
     let host = chaos(&[], json!({})).await;
     let e = host.failure("t1", "fetch", call_body(json!({"url": "https://api.chaos.test/x"}))).await;

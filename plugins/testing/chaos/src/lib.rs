@@ -43,7 +43,12 @@ impl Adapter for Chaos {
             }),
             "fetch" => {
                 let url = call.params.required_str("url")?;
-                let resp = Request::get(url).send(http)?;
+                let mut request = Request::get(url);
+                // One header of the caller's choosing, which may be one the host refuses.
+                if let (Some(name), Some(value)) = (call.params.str("headerName")?, call.params.str("headerValue")?) {
+                    request = request.header(name, value);
+                }
+                let resp = request.send(http)?;
                 json!({"status": resp.status, "body": resp.text(), "host": resp.header("x-seen-host")})
             }
             // Requests until one fails (or 1,000 went out), as a runaway adapter would.
