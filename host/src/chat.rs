@@ -35,12 +35,17 @@ pub(crate) fn parse_call(body: &[u8]) -> Result<CallBody, String> {
     parse_json("call body", body)
 }
 
+/// A JSON object's text, as the object holding the map would print: no copy of the map.
+pub(crate) fn json_text(map: &Map<String, Value>) -> String {
+    serde_json::to_string(map).expect("a JSON map prints")
+}
+
 /// The WIT call context of a parsed body, for a tenant.
 pub(crate) fn into_wit(body: CallBody, project_id: &str, crm_config: &Map<String, Value>) -> wit::CallContext {
     let c = body.chat;
     wit::CallContext {
         project_id: project_id.to_string(),
-        crm_config: Value::Object(crm_config.clone()).to_string(),
+        crm_config: json_text(crm_config),
         params: Value::Object(body.params).to_string(),
         chat: wit::Chat {
             id: c.id,

@@ -15,8 +15,9 @@ pub const REDACTED: &str = "[redacted]";
 /// Replaces secret values, and the ways they get encoded on the wire, in text.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    /// Longest first, so a secret that contains another is replaced whole.
-    needles: Vec<String>,
+    /// Longest first, so a secret that contains another is replaced whole. Shared: a call's
+    /// redactor goes to its scope and its trace.
+    needles: std::sync::Arc<[String]>,
 }
 
 impl Redactor {
@@ -45,12 +46,12 @@ impl Redactor {
             }
         }
         needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-        Redactor { needles }
+        Redactor { needles: needles.into() }
     }
 
     pub fn text(&self, s: &str) -> String {
         let mut out = s.to_string();
-        for n in &self.needles {
+        for n in self.needles.iter() {
             if out.contains(n.as_str()) {
                 out = out.replace(n.as_str(), REDACTED);
             }
@@ -62,7 +63,7 @@ impl Redactor {
     /// so that neither can split a secret out of a needle's reach.
     pub fn bytes<'a>(&self, b: &'a [u8]) -> Cow<'a, [u8]> {
         let mut out = Cow::Borrowed(b);
-        for n in &self.needles {
+        for n in self.needles.iter() {
             let n = n.as_bytes();
             if out.windows(n.len()).any(|w| w == n) {
                 let mut replaced = Vec::with_capacity(out.len());
@@ -92,15 +93,15 @@ impl Redactor {
     }
 
     /// Redacts every string (and key) in a JSON value.
-    pub fn json(&self, v: &Value) -> Value {
+    pub fn json(&self, v: Value) -> Value {
         if self.needles.is_empty() {
-            return v.clone();
+            return v;
         }
         match v {
-            Value::String(s) => Value::String(self.text(s)),
-            Value::Array(a) => Value::Array(a.iter().map(|x| self.json(x)).collect()),
-            Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (self.text(k), self.json(x))).collect()),
-            other => other.clone(),
+            Value::String(s) => Value::String(self.text(&s)),
+            Value::Array(a) => Value::Array(a.into_iter().map(|x| self.json(x)).collect()),
+            Value::Object(m) => Value::Object(m.into_iter().map(|(k, x)| (self.text(&k), self.json(x))).collect()),
+            other => other,
         }
     }
 }
@@ -160,7 +161,7 @@ mod tests {
         assert_eq!(r.text("a=s3c ret+/x"), "a=[redacted]");
         assert_eq!(r.text("access_key=s3c+ret%2B%2Fx&chat=77"), "access_key=[redacted]&chat=77");
         assert_eq!(r.text("/p?k=s3c%20ret%2B%2Fx"), "/p?k=[redacted]");
-        assert_eq!(r.json(&json!({"s3c ret+/x": ["s3c ret+/x", 1]})), json!({"[redacted]": ["[redacted]", 1]}));
+        assert_eq!(r.json(json!({"s3c ret+/x": ["s3c ret+/x", 1]})), json!({"[redacted]": ["[redacted]", 1]}));
         assert_eq!(r.text("77"), "77", "only secret fields are redacted");
     }
 

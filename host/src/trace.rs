@@ -146,8 +146,13 @@ impl CallTrace {
     }
 }
 
+/// A record, made by the writer: what a call's trace is built of is handed over as it is,
+/// and the work of building it (parsing, redacting, serialising) is done off the response
+/// path, a batch at a time.
+type Build = Box<dyn FnOnce() -> CallRecord + Send>;
+
 enum Job {
-    Record(Box<CallRecord>),
+    Record(Build),
     Flush(oneshot::Sender<()>),
 }
 
@@ -178,7 +183,7 @@ impl TraceWriter {
             let mut batch: Vec<CallRecord> = Vec::new();
             let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
             let take = |job: Job, batch: &mut Vec<CallRecord>, waiting: &mut Vec<oneshot::Sender<()>>| match job {
-                Job::Record(r) => batch.push(*r),
+                Job::Record(build) => batch.push(build()),
                 Job::Flush(w) => waiting.push(w),
             };
             // The first record of a batch wakes this task; the others only queue: while it
@@ -209,8 +214,8 @@ impl TraceWriter {
         TraceWriter { tx, flush_now, metrics }
     }
 
-    pub fn write(&self, r: CallRecord) {
-        if self.tx.try_send(Job::Record(Box::new(r))).is_err() {
+    pub fn write(&self, build: impl FnOnce() -> CallRecord + Send + 'static) {
+        if self.tx.try_send(Job::Record(Box::new(build))).is_err() {
             self.metrics.traces_dropped.inc();
         }
     }

@@ -120,8 +120,9 @@ impl std::str::FromStr for Allocator {
 }
 
 /// Instances beyond the admitted calls and webhooks the pool has room for: deploy-time
-/// `describe` and crmConfig validation run outside admission.
-pub(super) const POOL_HEADROOM: u32 = 32;
+/// `describe` and crmConfig validation run outside admission, and a call's admission ends
+/// with its answer, before its slot may be free (`execute::RESETTING_MAX`).
+pub(super) const POOL_HEADROOM: u32 = 32 + super::execute::RESETTING_MAX as u32;
 
 /// Bytes of each pooled linear memory reset by hand (zeroed, or copied back from the
 /// module's image) rather than given back to the kernel: the initial memory the bundled

@@ -13,6 +13,7 @@ use crate::limits::{Limits, MemoryCap};
 use crate::metrics::InFlight;
 use crate::outbound::CallOutbound;
 use futures::future::BoxFuture;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use wasmtime::component::{Instance, ResourceTable, ResourceTableError};
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -28,7 +29,13 @@ pub(super) struct Executor {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Whether the engine counts fuel (`--fuel`): then every store gets a budget.
     pub fuel_metering: bool,
+    /// Executions that have answered and whose slots are being reset.
+    pub resetting: Arc<AtomicUsize>,
 }
+
+/// At most this many slots are reset after their answers have gone (the others before): the
+/// pool has room for them beyond the admitted calls (`POOL_HEADROOM`).
+pub(super) const RESETTING_MAX: usize = 16;
 
 impl Runtime {
     /// Runs `call` in a fresh instance: on the guest threads when the host has them (so a
@@ -46,19 +53,40 @@ impl Runtime {
         T: Send + 'static,
         F: for<'a> FnOnce(&'a mut Store<HostState>, &'a Instance) -> BoxFuture<'a, anyhow::Result<T>> + Send + 'static,
     {
-        let run = self.executor.clone().run(pre.clone(), limits.clone(), policy, scope, call);
-        let Some(pool) = &self.guests else { return run.await };
+        let executor = self.executor.clone();
+        let Some(pool) = &self.guests else {
+            let mut answer = None;
+            executor.run(pre.clone(), limits.clone(), policy, scope, call, |a| answer = Some(a)).await;
+            return answer.expect("an execution always delivers its answer");
+        };
         // If the caller goes away (the client hung up), the execution goes too, at its next
         // yield, as it would on the caller's own runtime: its admission place is gone.
         let (thread, placed) = pool.place();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (pre, limits) = (pre.clone(), limits.clone());
         let mut task = AbortOnDrop(thread.spawn(async move {
-            let _placed = placed;
-            run.await
+            // The answer goes back before the instance's slot is reset, which happens on
+            // this thread while the caller's thread writes the answer out. The thread counts
+            // as free from then on: the tenant's next call goes to the same thread, which
+            // holds its keep-alive connection, and waits for the reset only there.
+            executor
+                .run(pre, limits, policy, scope, call, |a| {
+                    drop(placed);
+                    drop(tx.send(a));
+                })
+                .await;
         }));
-        (&mut task.0).await.unwrap_or_else(|e| {
-            tracing::error!("an execution failed inside the host: {e}");
-            Err(CallFailure::new(FailureKind::Internal, "the host failed while running the adapter; the failure is logged"))
-        })
+        match rx.await {
+            Ok(answer) => answer,
+            Err(_) => {
+                let why = match (&mut task.0).await {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "it ended without an answer".to_string(),
+                };
+                tracing::error!("an execution failed inside the host: {why}");
+                Err(CallFailure::new(FailureKind::Internal, "the host failed while running the adapter; the failure is logged"))
+            }
+        }
     }
 }
 
@@ -146,25 +174,50 @@ impl Executor {
         store
     }
 
-    /// The execution itself, owning all it needs (it may run on the guest pool).
-    async fn run<T, F>(
+    /// The execution itself, owning all it needs (it may run on the guest pool). Its answer
+    /// goes to `deliver`, as a rule before the store, and with it the instance's slot, is
+    /// dropped: the slot's reset is then no part of the call's latency. The caller's admission
+    /// place goes with the answer, so the pool keeps room for the slots still being reset
+    /// ([`RESETTING_MAX`], counted in `POOL_HEADROOM`).
+    async fn run<T, F, D>(
         self,
         pre: AdapterPre<HostState>,
         limits: Limits,
         policy: EgressPolicy,
         scope: Arc<CallScope>,
         call: F,
+        deliver: D,
+    ) where
+        F: for<'a> FnOnce(&'a mut Store<HostState>, &'a Instance) -> BoxFuture<'a, anyhow::Result<T>>,
+        D: FnOnce(Result<T, CallFailure>),
+    {
+        let _in_flight = InFlight::enter(&self.metrics.instances_in_flight);
+        self.metrics.instances.inc();
+        let mut store = self.new_store(&limits, policy, scope.clone());
+        let answer = Self::attempt(&mut store, &pre, &limits, &scope, call).await;
+        if self.resetting.fetch_add(1, Ordering::AcqRel) < RESETTING_MAX {
+            deliver(answer);
+            drop(store);
+        } else {
+            drop(store);
+            deliver(answer);
+        }
+        self.resetting.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    async fn attempt<T, F>(
+        store: &mut Store<HostState>,
+        pre: &AdapterPre<HostState>,
+        limits: &Limits,
+        scope: &CallScope,
+        call: F,
     ) -> Result<T, CallFailure>
     where
         F: for<'a> FnOnce(&'a mut Store<HostState>, &'a Instance) -> BoxFuture<'a, anyhow::Result<T>>,
     {
-        let limits = &limits;
-        let _in_flight = InFlight::enter(&self.metrics.instances_in_flight);
-        self.metrics.instances.inc();
-        let mut store = self.new_store(limits, policy, scope.clone());
         let run = async {
-            let instance = pre.instance_pre().instantiate_async(&mut store).await?;
-            call(&mut store, &instance).await
+            let instance = pre.instance_pre().instantiate_async(&mut *store).await?;
+            call(store, &instance).await
         };
         let outcome = tokio::time::timeout(limits.deadline, run).await;
         let deadline = || {

@@ -6,7 +6,7 @@
 use super::execute::Refused;
 use super::{Compiled, HostState, Runtime};
 use crate::bindings::{wit, Adapter, AdapterPre};
-use crate::chat::Media;
+use crate::chat::{json_text, Media};
 use crate::egress::EgressPolicy;
 use crate::error::{CallFailure, FailureKind, HostError};
 use crate::limits::{check_crm_data_size, Limits};
@@ -92,7 +92,7 @@ impl Runtime {
 
     /// Runs the adapter's own crmConfig validation.
     pub async fn validate_config(&self, adapter: &Compiled, crm_config: &Map<String, Value>) -> Result<(), HostError> {
-        let json = Value::Object(crm_config.clone()).to_string();
+        let json = json_text(crm_config);
         let redactor = Redactor::new(&adapter.description.secret_fields, crm_config);
         let scope = Arc::new(self.scope("validate", &adapter.description.name, redactor.clone(), &self.limits));
         let answer = self
@@ -172,7 +172,7 @@ impl Runtime {
         let d = &adapter.description;
         let scope = Arc::new(self.scope("webhook", &d.name, input.redactor.clone(), input.limits));
         let policy = EgressPolicy::for_tenant(&d.outbound, &d.endpoint_fields, input.crm_config);
-        let (project_id, crm_config) = (input.project_id.to_string(), Value::Object(input.crm_config.clone()).to_string());
+        let (project_id, crm_config) = (input.project_id.to_string(), json_text(input.crm_config));
         let r = input.request;
         let request =
             wit::WebhookRequest { method: r.method, path: r.path, query: r.query, headers: r.headers, body: r.body };

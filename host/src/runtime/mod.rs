@@ -106,7 +106,7 @@ impl Runtime {
         let linker = state::adapter_linker(&engine)?;
         let metrics = Arc::new(Metrics::new());
         let executor =
-            execute::Executor { engine: engine.clone(), outbound: Arc::new(outbound), metrics: metrics.clone(), fuel_metering };
+            execute::Executor { engine: engine.clone(), outbound: Arc::new(outbound), metrics: metrics.clone(), fuel_metering, resetting: Default::default() };
         Ok(Runtime { linker, limits, compile_cache: None, metrics, executor, guests: None })
     }
 

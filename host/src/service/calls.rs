@@ -7,10 +7,11 @@ use crate::chat::{into_wit, parse_call};
 use crate::error::{CallFailure, HostError};
 use crate::redact::Redactor;
 use crate::runtime::{CallInput, Compiled, Invocation};
-use crate::store::{CallHead, CallRecord};
+use crate::store::{CallHead, CallRecord, TenantRecord};
 use crate::limits::MAX_TRACE_BODY;
 use crate::trace::{config_digest, BodyRecord, CallTrace, Exchange};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a call answers: crmData (`on_complete`) or why it failed (`on_failure`).
@@ -21,10 +22,10 @@ struct EndedCall<'a> {
     call_id: &'a str,
     tenant: &'a str,
     func_id: &'a str,
-    compiled: &'a Compiled,
+    compiled: &'a Arc<Compiled>,
+    tenant_record: &'a Arc<TenantRecord>,
     /// The body as received.
     body: &'a [u8],
-    config_digest: String,
     redactor: &'a Redactor,
     started_at_ms: i64,
     elapsed: Duration,
@@ -73,8 +74,8 @@ impl Host {
             tenant: tenant_id,
             func_id,
             compiled: &compiled,
+            tenant_record: &tenant,
             body,
-            config_digest: config_digest(&tenant.crm_config),
             redactor: &redactor,
             started_at_ms,
             elapsed,
@@ -84,8 +85,8 @@ impl Host {
         Ok(outcome)
     }
 
-    /// Everything after the answer is ready: metrics, one log line, the trace (written off
-    /// the response path).
+    /// Everything after the answer is ready: metrics, one log line, the trace (built and
+    /// written off the response path).
     fn finish_call(&self, call: EndedCall<'_>) {
         let d = &call.compiled.description;
         let (outcome, kind) = match call.outcome {
@@ -107,37 +108,49 @@ impl Host {
         let ms = call.elapsed.as_secs_f64() * 1000.0;
         let digest = &call.compiled.digest;
         let digest_prefix = &digest[..digest.len().min(19)];
-        let adapter = format!("{}@{}", d.name, d.version);
+        let adapter = format_args!("{}@{}", d.name, d.version);
         let (call_id, tenant, func_id) = (call.call_id, call.tenant, call.func_id);
         match call.outcome {
             // Every call is in the trace store and the metrics; a log line per success would
             // cost a write per call for nothing more (BENCHMARKS.md). Failures stay at info.
-            Ok(_) => tracing::debug!(call_id, tenant, adapter, digest = digest_prefix, func_id, outcome, ms, "call"),
-            Err(f) => tracing::info!(call_id, tenant, adapter, digest = digest_prefix, func_id, outcome, kind, ms, "call: {}", f.message),
+            Ok(_) => tracing::debug!(call_id, tenant, %adapter, digest = digest_prefix, func_id, outcome, ms, "call"),
+            Err(f) => tracing::info!(call_id, tenant, %adapter, digest = digest_prefix, func_id, outcome, kind, ms, "call: {}", f.message),
         }
-        // The request is capped like every recorded body (and redacted before the cut).
-        let (request, request_body) = match call.body.len() > MAX_TRACE_BODY {
-            false => (call.redactor.json(&serde_json::from_slice(call.body).unwrap_or(Value::Null)), None),
-            true => (Value::Null, Some(BodyRecord::new(call.body, call.redactor))),
-        };
-        let trace = CallTrace {
-            call_id: call_id.to_string(),
-            tenant: tenant.to_string(),
-            func_id: func_id.to_string(),
-            adapter: d.name.clone(),
-            version: d.version.clone(),
-            digest: digest.clone(),
-            started_at_ms: call.started_at_ms,
-            duration_ms: ms,
-            config_digest: Some(call.config_digest),
-            request,
-            request_body,
-            outbound: call.outbound,
-            outcome: outcome.to_string(),
-            crm_data: call.outcome.as_ref().ok().map(|m| call.redactor.json(&Value::Object(m.clone()))),
-            error: call.outcome.as_ref().err().cloned(),
-        };
-        self.traces.write(trace.into_record(call.elapsed));
+        // The trace is built by the writer, after the answer has gone: only what it is made
+        // of is copied here.
+        let (call_id, tenant, func_id) = (call_id.to_string(), tenant.to_string(), func_id.to_string());
+        let (compiled, record, body, redactor) = (call.compiled.clone(), call.tenant_record.clone(), call.body.to_vec(), call.redactor.clone());
+        let (started_at_ms, elapsed, outbound, answer) = (call.started_at_ms, call.elapsed, call.outbound, call.outcome.clone());
+        self.traces.write(move || {
+            // The request is capped like every recorded body (and redacted before the cut).
+            let (request, request_body) = match body.len() > MAX_TRACE_BODY {
+                false => (redactor.json(serde_json::from_slice(&body).unwrap_or(Value::Null)), None),
+                true => (Value::Null, Some(BodyRecord::new(&body, &redactor))),
+            };
+            let (crm_data, error) = match answer {
+                Ok(m) => (Some(redactor.json(Value::Object(m))), None),
+                Err(f) => (None, Some(f)),
+            };
+            let d = &compiled.description;
+            let trace = CallTrace {
+                call_id,
+                tenant,
+                func_id,
+                adapter: d.name.clone(),
+                version: d.version.clone(),
+                digest: compiled.digest.clone(),
+                started_at_ms,
+                duration_ms: ms,
+                config_digest: Some(config_digest(&record.crm_config)),
+                request,
+                request_body,
+                outbound,
+                outcome: outcome.to_string(),
+                crm_data,
+                error,
+            };
+            trace.into_record(elapsed)
+        });
     }
 
     /// Waits until every call answered so far has its trace stored.

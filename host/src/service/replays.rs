@@ -210,7 +210,7 @@ impl Host {
         };
         let invocation = self.runtime.invoke(compiled, input).await;
         let mut outcome = match invocation.outcome {
-            Ok(data) => json!({"outcome": "complete", "crmData": redactor.json(&Value::Object(data))}),
+            Ok(data) => json!({"outcome": "complete", "crmData": redactor.json(Value::Object(data))}),
             Err(f) => json!({"outcome": "failure", "error": compared_error(&f)}),
         };
         outcome["outbound"] = Value::Object(replayer.requests());
