@@ -117,15 +117,17 @@ impl Host {
             Err(f) => tracing::info!(call_id, tenant, %adapter, digest = digest_prefix, func_id, outcome, kind, ms, "call: {}", f.message),
         }
         // The trace is built by the writer, after the answer has gone: only what it is made
-        // of is copied here.
+        // of is copied here. A request over the cap is cut here (redacted before the cut), so
+        // that a queued trace holds no more of it than a stored one.
+        let request_body = (call.body.len() > MAX_TRACE_BODY).then(|| BodyRecord::new(call.body, call.redactor));
+        let body = if request_body.is_none() { call.body.to_vec() } else { Vec::new() };
         let (call_id, tenant, func_id) = (call_id.to_string(), tenant.to_string(), func_id.to_string());
-        let (compiled, record, body, redactor) = (call.compiled.clone(), call.tenant_record.clone(), call.body.to_vec(), call.redactor.clone());
+        let (compiled, record, redactor) = (call.compiled.clone(), call.tenant_record.clone(), call.redactor.clone());
         let (started_at_ms, elapsed, outbound, answer) = (call.started_at_ms, call.elapsed, call.outbound, call.outcome.clone());
         self.traces.write(move || {
-            // The request is capped like every recorded body (and redacted before the cut).
-            let (request, request_body) = match body.len() > MAX_TRACE_BODY {
-                false => (redactor.json(serde_json::from_slice(&body).unwrap_or(Value::Null)), None),
-                true => (Value::Null, Some(BodyRecord::new(&body, &redactor))),
+            let request = match request_body {
+                None => redactor.json(serde_json::from_slice(&body).unwrap_or(Value::Null)),
+                Some(_) => Value::Null, // `requestBody` holds what is kept of it
             };
             let (crm_data, error) = match answer {
                 Ok(m) => (Some(redactor.json(Value::Object(m))), None),
