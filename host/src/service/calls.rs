@@ -20,10 +20,9 @@ pub type CallOutcome = Result<Map<String, Value>, CallFailure>;
 /// A call that has ended, with everything its metrics, log line and trace are made of.
 struct EndedCall<'a> {
     call_id: &'a str,
-    tenant: &'a str,
+    tenant: &'a Arc<TenantRecord>,
     func_id: &'a str,
     compiled: &'a Arc<Compiled>,
-    tenant_record: &'a Arc<TenantRecord>,
     /// The body as received.
     body: &'a [u8],
     redactor: &'a Redactor,
@@ -71,10 +70,9 @@ impl Host {
         let elapsed = started.elapsed();
         self.finish_call(EndedCall {
             call_id,
-            tenant: tenant_id,
+            tenant: &tenant,
             func_id,
             compiled: &compiled,
-            tenant_record: &tenant,
             body,
             redactor: &redactor,
             started_at_ms,
@@ -99,7 +97,7 @@ impl Host {
         m.calls.with_label_values(&[&d.name, op, outcome, kind]).inc();
         m.call_seconds.with_label_values(&[&d.name, op]).observe(call.elapsed.as_secs_f64());
         self.activity.record(&d.name, call.outcome.is_err(), call.started_at_ms);
-        self.stats.update(call.tenant, |s| {
+        self.stats.update(&call.tenant.id, |s| {
             *s.calls.entry(outcome).or_default() += 1;
             if let Err(f) = call.outcome {
                 *s.failures.entry(f.kind.as_str()).or_default() += 1;
@@ -109,7 +107,7 @@ impl Host {
         let digest = &call.compiled.digest;
         let digest_prefix = &digest[..digest.len().min(19)];
         let adapter = format_args!("{}@{}", d.name, d.version);
-        let (call_id, tenant, func_id) = (call.call_id, call.tenant, call.func_id);
+        let (call_id, tenant, func_id) = (call.call_id, call.tenant.id.as_str(), call.func_id);
         match call.outcome {
             // Every call is in the trace store and the metrics; a log line per success would
             // cost a write per call for nothing more (BENCHMARKS.md). Failures stay at info.
@@ -121,8 +119,8 @@ impl Host {
         // that a queued trace holds no more of it than a stored one.
         let request_body = (call.body.len() > MAX_TRACE_BODY).then(|| BodyRecord::new(call.body, call.redactor));
         let body = if request_body.is_none() { call.body.to_vec() } else { Vec::new() };
-        let (call_id, tenant, func_id) = (call_id.to_string(), tenant.to_string(), func_id.to_string());
-        let (compiled, record, redactor) = (call.compiled.clone(), call.tenant_record.clone(), call.redactor.clone());
+        let (call_id, func_id) = (call_id.to_string(), func_id.to_string());
+        let (compiled, record, redactor) = (call.compiled.clone(), call.tenant.clone(), call.redactor.clone());
         let (started_at_ms, elapsed, outbound, answer) = (call.started_at_ms, call.elapsed, call.outbound, call.outcome.clone());
         self.traces.write(move || {
             let request = match request_body {
@@ -136,7 +134,7 @@ impl Host {
             let d = &compiled.description;
             let trace = CallTrace {
                 call_id,
-                tenant,
+                tenant: record.id.clone(),
                 func_id,
                 adapter: d.name.clone(),
                 version: d.version.clone(),
