@@ -50,32 +50,36 @@ impl Redactor {
     }
 
     pub fn text(&self, s: &str) -> String {
-        let mut out = s.to_string();
-        for n in self.needles.iter() {
-            if out.contains(n.as_str()) {
-                out = out.replace(n.as_str(), REDACTED);
-            }
-        }
-        out
+        self.replaced(s.as_bytes()).map_or_else(|| s.to_string(), text)
     }
 
     /// Redacts bytes that need not be text (a binary body), before they are cut or encoded,
     /// so that neither can split a secret out of a needle's reach.
     pub fn bytes<'a>(&self, b: &'a [u8]) -> Cow<'a, [u8]> {
-        let mut out = Cow::Borrowed(b);
+        match self.replaced(b) {
+            Some(out) => Cow::Owned(out),
+            None => Cow::Borrowed(b),
+        }
+    }
+
+    /// `b` with every needle replaced, longest first; `None` when none occurs (the common
+    /// case, which allocates nothing).
+    fn replaced(&self, b: &[u8]) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
         for n in self.needles.iter() {
             let n = n.as_bytes();
-            if out.windows(n.len()).any(|w| w == n) {
-                let mut replaced = Vec::with_capacity(out.len());
-                let mut rest: &[u8] = &out;
-                while let Some(i) = rest.windows(n.len()).position(|w| w == n) {
-                    replaced.extend_from_slice(&rest[..i]);
-                    replaced.extend_from_slice(REDACTED.as_bytes());
-                    rest = &rest[i + n.len()..];
-                }
-                replaced.extend_from_slice(rest);
-                out = Cow::Owned(replaced);
+            let current = out.as_deref().unwrap_or(b);
+            let Some(first) = find(current, n) else { continue };
+            let mut replaced = Vec::with_capacity(current.len());
+            let (mut from, mut at) = (0, Some(first));
+            while let Some(i) = at {
+                replaced.extend_from_slice(&current[from..from + i]);
+                replaced.extend_from_slice(REDACTED.as_bytes());
+                from += i + n.len();
+                at = find(&current[from..], n);
             }
+            replaced.extend_from_slice(&current[from..]);
+            out = Some(replaced);
         }
         out
     }
@@ -92,20 +96,54 @@ impl Redactor {
         self.text(value)
     }
 
-    /// Redacts every string (and key) in a JSON value.
-    pub fn json(&self, v: Value) -> Value {
-        if self.needles.is_empty() {
-            return v;
+    /// Redacts every string (and key) in a JSON value, in place: only what holds a secret
+    /// is rewritten.
+    pub fn json(&self, mut v: Value) -> Value {
+        if !self.needles.is_empty() {
+            self.json_in_place(&mut v);
         }
+        v
+    }
+
+    fn json_in_place(&self, v: &mut Value) {
         match v {
-            Value::String(s) => Value::String(self.text(&s)),
-            Value::Array(a) => Value::Array(a.into_iter().map(|x| self.json(x)).collect()),
-            Value::Object(m) => Value::Object(m.into_iter().map(|(k, x)| (self.text(&k), self.json(x))).collect()),
-            other => other,
+            Value::String(s) => {
+                if let Some(out) = self.replaced(s.as_bytes()) {
+                    *s = text(out);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| self.json_in_place(x)),
+            Value::Object(m) => {
+                if m.keys().any(|k| self.replaced(k.as_bytes()).is_some()) {
+                    *m = std::mem::take(m).into_iter().map(|(k, x)| (self.text(&k), x)).collect();
+                }
+                m.values_mut().for_each(|x| self.json_in_place(x));
+            }
+            _ => {}
         }
     }
 }
 
+/// Where `needle` first occurs in `haystack`. Texts here are short (headers, URLs, small
+/// bodies): a plain scan for the first byte beats building a searcher per call.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(first, &haystack[from..]) {
+        let at = from + i;
+        if haystack[at + 1..].starts_with(rest) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// Redacted text back as a string. Needles are whole UTF-8 strings, so in text they match
+/// only at character boundaries and what replaces them leaves it valid.
+fn text(redacted: Vec<u8>) -> String {
+    String::from_utf8(redacted).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
 
 /// serde's JSON escaping redone as PHP's `json_encode` writes it by default: `/` as `\/`
 /// and every character outside ASCII as `\uXXXX` (UTF-16).
@@ -199,6 +237,19 @@ mod tests {
         let basic = format!("Basic {}", STANDARD.encode(format!("user:{secret}")));
         assert_eq!(r.header(&basic), "Basic [redacted]");
         // Cut by a truncation: bodies are redacted before they are cut (trace::tests).
+    }
+
+    #[test]
+    fn every_occurrence_is_redacted_in_values_and_keys_and_the_rest_is_kept() {
+        let r = Redactor::new(&["token".into()], json!({"token": "tok"}).as_object().unwrap());
+        assert_eq!(r.text("tok"), "[redacted]");
+        assert_eq!(r.text("tok-to-tok;ttok"), "[redacted]-to-[redacted];t[redacted]");
+        assert_eq!(r.text("to ok t"), "to ok t");
+        let v = json!({"a": "x tok", "tok": {"b": ["tok", 2, null]}, "c": "kept"});
+        let out = r.json(v);
+        assert_eq!(out, json!({"a": "x [redacted]", "[redacted]": {"b": ["[redacted]", 2, null]}, "c": "kept"}));
+        let keys: Vec<&String> = out.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["a", "[redacted]", "c"], "keys keep their order");
     }
 
     #[test]
