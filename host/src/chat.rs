@@ -46,13 +46,13 @@ pub(crate) fn into_wit(body: CallBody, project_id: &str, crm_config: &Map<String
     wit::CallContext {
         project_id: project_id.to_string(),
         crm_config: json_text(crm_config),
-        params: Value::Object(body.params).to_string(),
+        params: json_text(&body.params),
         chat: wit::Chat {
             id: c.id,
             phone: c.phone,
             title: c.title,
             agent: c.agent.map(|a| wit::Agent { email: a.email, name: a.name }),
-            crm_data: Value::Object(c.crm_data).to_string(),
+            crm_data: json_text(&c.crm_data),
             nodes: c
                 .nodes
                 .into_iter()

@@ -43,7 +43,9 @@ impl SqliteStore {
         Migrator::new(MIGRATIONS).await?.run(&pool).await?;
         let traces = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            // SQLite's temporary storage (sorts, statement journals) in memory: a batch
+            // created and unlinked a file in /var/tmp.
+            .connect_with(options.synchronous(SqliteSynchronous::Normal).pragma("temp_store", "memory"))
             .await?;
         Ok(SqliteStore { pool, traces })
     }

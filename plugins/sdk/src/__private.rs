@@ -60,7 +60,13 @@ pub fn validate_config<A: Adapter>(crm_config: String) -> Result<(), WitError> {
 pub fn invoke<A: Adapter>(func_id: String, ctx: CallContext) -> Result<String, WitError> {
     let call = call_from_wit(ctx).map_err(to_wit)?;
     let data = crate::run(&A::default(), &func_id, &call, &WasiTransport).map_err(to_wit)?;
-    Ok(serde_json::Value::Object(data).to_string())
+    Ok(json_text(&data))
+}
+
+/// A JSON object's text, written straight into a buffer (`Value`'s `Display` goes through the
+/// formatter a piece at a time).
+fn json_text(map: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::to_string(map).expect("a JSON map prints")
 }
 
 pub fn handle_webhook<A: Adapter>(
@@ -94,7 +100,7 @@ pub fn handle_webhook<A: Adapter>(
                 text: m.text,
                 author: m.author,
                 media: m.media.into_iter().map(media_to_wit).collect(),
-                extra: serde_json::Value::Object(m.extra).to_string(),
+                extra: json_text(&m.extra),
             })
             .collect(),
     })
@@ -179,7 +185,7 @@ pub struct WasiTransport;
 
 impl Transport for WasiTransport {
     fn send(&self, req: Request) -> Result<Response, CrmError> {
-        let target = format!("{} {}", req.method.as_str(), req.url);
+        let target = Target(&req);
         let url = url::Url::parse(&req.url).map_err(|e| CrmError::Internal(format!("bad URL {}: {e}", req.url)))?;
         let scheme = match url.scheme() {
             "https" => Scheme::Https,
@@ -286,7 +292,16 @@ impl Transport for WasiTransport {
     }
 }
 
-fn stream_error(target: &str, e: StreamError) -> CrmError {
+/// A request as errors name it (`POST https://…`), written out only when one is.
+struct Target<'a>(&'a Request);
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0.method.as_str(), self.0.url)
+    }
+}
+
+fn stream_error(target: &Target, e: StreamError) -> CrmError {
     match e {
         StreamError::Closed => CrmError::Transport(format!("{target}: connection closed early")),
         StreamError::LastOperationFailed(io) => match wasi_http::http_error_code(&io) {
@@ -296,7 +311,7 @@ fn stream_error(target: &str, e: StreamError) -> CrmError {
     }
 }
 
-fn map_error(target: &str, e: ErrorCode) -> CrmError {
+fn map_error(target: &Target, e: ErrorCode) -> CrmError {
     match e {
         ErrorCode::HttpRequestDenied => {
             CrmError::EgressDenied(format!("{target}: the host does not allow this adapter to reach that host"))
