@@ -145,6 +145,48 @@ fn text(redacted: Vec<u8>) -> String {
     String::from_utf8(redacted).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// A tenant's redactor for one version of its adapter (whose secret fields it depends on),
+/// built by the first execution that needs it and kept with the tenant's record. A record
+/// never changes (a changed tenant is a new record, with an empty cache), so neither does
+/// what it caches. Boxed: a tenant never called costs one pointer and a lock.
+#[derive(Default)]
+pub struct RedactorCache(std::sync::Mutex<Option<Box<(String, Redactor)>>>);
+
+impl RedactorCache {
+    /// The redactor of `secret_fields` (of version `digest`) over `crm_config`.
+    pub fn get(&self, digest: &str, secret_fields: &[String], crm_config: &Map<String, Value>) -> Redactor {
+        let mut kept = crate::lock(&self.0);
+        match kept.as_deref() {
+            Some((d, r)) if d == digest => r.clone(),
+            _ => {
+                let r = Redactor::new(secret_fields, crm_config);
+                *kept = Some(Box::new((digest.to_string(), r.clone())));
+                r
+            }
+        }
+    }
+}
+
+/// A copy caches on its own (it may be changed before it is used).
+impl Clone for RedactorCache {
+    fn clone(&self) -> Self {
+        RedactorCache::default()
+    }
+}
+
+/// Derived from the record's other fields: never part of what a record is.
+impl PartialEq for RedactorCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for RedactorCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedactorCache")
+    }
+}
+
 /// serde's JSON escaping redone as PHP's `json_encode` writes it by default: `/` as `\/`
 /// and every character outside ASCII as `\uXXXX` (UTF-16).
 fn php_json(serde_escaped: &str) -> String {
@@ -250,6 +292,20 @@ mod tests {
         assert_eq!(out, json!({"a": "x [redacted]", "[redacted]": {"b": ["[redacted]", 2, null]}, "c": "kept"}));
         let keys: Vec<&String> = out.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["a", "[redacted]", "c"], "keys keep their order");
+    }
+
+    #[test]
+    fn a_cached_redactor_follows_the_version_whose_secret_fields_it_redacts() {
+        let config = json!({"token": "tok-1234", "password": "pw-5678"});
+        let config = config.as_object().unwrap();
+        let cache = RedactorCache::default();
+        let v1 = cache.get("sha256:v1", &["token".into()], config);
+        assert_eq!(v1.text("tok-1234 pw-5678"), "[redacted] pw-5678");
+        let v2 = cache.get("sha256:v2", &["password".into()], config);
+        assert_eq!(v2.text("tok-1234 pw-5678"), "tok-1234 [redacted]", "another version, its own fields");
+        let again = cache.get("sha256:v2", &[], config);
+        assert_eq!(again.text("pw-5678"), "[redacted]", "the same version: the kept redactor");
+        assert_eq!(cache.clone().get("sha256:v2", &[], config).text("pw-5678"), "pw-5678", "a copy caches on its own");
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl Host {
     pub async fn call(&self, tenant_id: &str, func_id: &str, body: &[u8], call_id: &str) -> Result<CallOutcome, HostError> {
         let (tenant, compiled, canary) = self.route(tenant_id)?;
         let request = parse_call(body).map_err(HostError::BadRequest)?;
-        let redactor = Redactor::new(&compiled.description.secret_fields, &tenant.crm_config);
+        let redactor = tenant.redactor.get(&compiled.digest, &compiled.description.secret_fields, &tenant.crm_config);
         let context = into_wit(request, &tenant.project_id, &tenant.crm_config);
         let started_at_ms = now_ms();
         let started = Instant::now();

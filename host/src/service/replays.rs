@@ -5,7 +5,6 @@
 use super::{now_ms, Host};
 use crate::chat::{into_wit, parse_call};
 use crate::error::{CallFailure, HostError};
-use crate::redact::Redactor;
 use crate::replay::{
     diff_outcomes, recorded_requests, CallResult, Change, ReplayHead, ReplayReport, ReplayRequest, Replayer, Status, Summary, Unmatched, VersionRef,
 };
@@ -193,7 +192,7 @@ impl Host {
     async fn run_replayed(&self, compiled: &Compiled, tenant: &TenantRecord, trace: &CallTrace) -> Result<Replayed, String> {
         let body = trace.request.to_string();
         let request = parse_call(body.as_bytes()).map_err(|e| format!("the recorded call body no longer parses: {e}"))?;
-        let redactor = Redactor::new(&compiled.description.secret_fields, &tenant.crm_config);
+        let redactor = tenant.redactor.get(&compiled.digest, &compiled.description.secret_fields, &tenant.crm_config);
         let context = into_wit(request, &tenant.project_id, &tenant.crm_config);
         let limits = tenant.limits.apply(self.runtime.limits());
         let replayer = Arc::new(Replayer::new(&trace.outbound));

@@ -69,6 +69,7 @@ impl Host {
             pin: body.pin,
             limits,
             updated_at_ms: now_ms(),
+            redactor: Default::default(),
         };
         let _w = self.writes.lock().await;
         let old_pin = self.read().tenants.get(id).and_then(|t| t.pin.clone());

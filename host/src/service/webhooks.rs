@@ -4,7 +4,6 @@
 
 use super::{now_ms, Host};
 use crate::error::HostError;
-use crate::redact::Redactor;
 use crate::runtime::{InboundMessage, WebhookInput, WebhookRequest};
 use crate::store::{EventRecord, NewEvent};
 use crate::FailureKind;
@@ -29,7 +28,7 @@ impl Host {
         if !compiled.receives_webhooks() {
             return Err(HostError::WebhooksUnsupported(d.name.clone()));
         }
-        let redactor = Redactor::new(&d.secret_fields, &tenant.crm_config);
+        let redactor = tenant.redactor.get(&compiled.digest, &d.secret_fields, &tenant.crm_config);
         let limits = tenant.limits.apply(self.runtime.limits());
         let started = Instant::now();
         // Anyone may post to a webhook URL: a flood of them has places of its own, and never

@@ -102,6 +102,8 @@ pub struct TenantRecord {
     /// The operator's overrides of the host's limits for this tenant.
     pub limits: crate::limits::TenantLimits,
     pub updated_at_ms: i64,
+    /// The redactor of this crmConfig's secrets, made by the first execution that needs it.
+    pub redactor: crate::redact::RedactorCache,
 }
 
 #[derive(Debug, Clone, PartialEq)]

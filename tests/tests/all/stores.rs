@@ -37,6 +37,7 @@ fn tenant(id: &str, pin: Option<&str>) -> TenantRecord {
         pin: pin.map(Into::into),
         limits: serde_json::from_value(json!({"memoryMb": 16})).unwrap(),
         updated_at_ms: 5,
+        redactor: Default::default(),
     }
 }
 
