@@ -191,10 +191,13 @@ impl Executor {
         F: for<'a> FnOnce(&'a mut Store<HostState>, &'a Instance) -> BoxFuture<'a, anyhow::Result<T>>,
         D: FnOnce(Result<T, CallFailure>),
     {
-        let _in_flight = InFlight::enter(&self.metrics.instances_in_flight);
+        let in_flight = InFlight::enter(&self.metrics.instances_in_flight);
         self.metrics.instances.inc();
         let mut store = self.new_store(&limits, policy, scope.clone());
         let answer = Self::attempt(&mut store, &pre, &limits, &scope, call).await;
+        // The instance has stopped running: what is left is its slot's reset, and whoever
+        // reads the gauge after the answer must see it gone.
+        drop(in_flight);
         if self.resetting.fetch_add(1, Ordering::AcqRel) < RESETTING_MAX {
             deliver(answer);
             drop(store);
