@@ -69,9 +69,12 @@ impl Redactor {
         for n in self.needles.iter() {
             let n = n.as_bytes();
             let current = out.as_deref().unwrap_or(b);
-            let Some(first) = find(current, n) else { continue };
+            let mut at = find(current, n);
+            if at.is_none() {
+                continue;
+            }
             let mut replaced = Vec::with_capacity(current.len());
-            let (mut from, mut at) = (0, Some(first));
+            let mut from = 0;
             while let Some(i) = at {
                 replaced.extend_from_slice(&current[from..from + i]);
                 replaced.extend_from_slice(REDACTED.as_bytes());
@@ -84,12 +87,17 @@ impl Redactor {
         out
     }
 
+    /// Whether any needle occurs in `b`.
+    fn holds(&self, b: &[u8]) -> bool {
+        self.needles.iter().any(|n| find(b, n.as_bytes()).is_some())
+    }
+
     /// A header value: as text, and a `Basic` credential whose decoded `user:password` holds a
     /// secret is redacted whole (base64 hides it from [`Redactor::text`]).
     pub fn header(&self, value: &str) -> String {
         if let Some((scheme, encoded)) = value.split_once(' ').filter(|(s, _)| s.eq_ignore_ascii_case("basic")) {
             let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).unwrap_or_default();
-            if matches!(self.bytes(&decoded), Cow::Owned(_)) {
+            if self.holds(&decoded) {
                 return format!("{scheme} {REDACTED}");
             }
         }
@@ -114,7 +122,7 @@ impl Redactor {
             }
             Value::Array(a) => a.iter_mut().for_each(|x| self.json_in_place(x)),
             Value::Object(m) => {
-                if m.keys().any(|k| self.replaced(k.as_bytes()).is_some()) {
+                if m.keys().any(|k| self.holds(k.as_bytes())) {
                     *m = std::mem::take(m).into_iter().map(|(k, x)| (self.text(&k), x)).collect();
                 }
                 m.values_mut().for_each(|x| self.json_in_place(x));
