@@ -133,5 +133,7 @@ mod targets {
     fn regressions() {
         assert!(Form::decode(b"%").pairs().len() <= 1);
         assert!(Form::decode(b"a=%zz&b=%e2%82").pairs().len() == 2);
+        let config = |url: &str| [("planfixUrl".to_string(), json!(url))].into_iter().collect::<Map<String, Value>>();
+        check_validation::<crm_planfix::Planfix>(config("http:///A\u{1bc70}")).unwrap();
     }
 }
