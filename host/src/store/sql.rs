@@ -400,21 +400,20 @@ macro_rules! impl_store {
                         tenants.push(&c.head.tenant);
                     }
                 }
+                // Of each tenant, the newest `keep.calls` calls whose traces fit in
+                // `keep.trace_bytes`: the higher of the two cut points and everything
+                // below it go, in one statement (each statement is a round trip).
                 for t in tenants {
                     sqlx::query(
-                        "DELETE FROM calls WHERE tenant = $1 AND seq <= (SELECT seq FROM calls WHERE tenant = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+                        "DELETE FROM calls WHERE tenant = $1 AND seq <= (SELECT MAX(cut) FROM (
+                           SELECT (SELECT seq FROM calls WHERE tenant = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2) AS cut
+                           UNION ALL
+                           SELECT (SELECT seq FROM (SELECT seq, SUM(trace_bytes) OVER (ORDER BY seq DESC) AS newer FROM calls WHERE tenant = $1) AS t
+                                   WHERE newer > $3 ORDER BY seq DESC LIMIT 1)
+                         ) AS cuts)",
                     )
                     .bind(t)
                     .bind(i64::from(keep.calls))
-                    .execute(&mut *tx)
-                    .await?;
-                    // The newest calls whose traces fit in the bytes; the rest go.
-                    sqlx::query(
-                        "DELETE FROM calls WHERE tenant = $1 AND seq <= (
-                           SELECT seq FROM (SELECT seq, SUM(trace_bytes) OVER (ORDER BY seq DESC) AS newer FROM calls WHERE tenant = $1) AS t
-                           WHERE newer > $2 ORDER BY seq DESC LIMIT 1)",
-                    )
-                    .bind(t)
                     .bind(i64::try_from(keep.trace_bytes).unwrap_or(i64::MAX))
                     .execute(&mut *tx)
                     .await?;

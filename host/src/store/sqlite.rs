@@ -43,6 +43,9 @@ impl SqliteStore {
         Migrator::new(MIGRATIONS).await?.run(&pool).await?;
         let traces = SqlitePoolOptions::new()
             .max_connections(1)
+            // A batch is a few round trips to the connection's thread; a ping before each
+            // would be one more, and a local file does not go away like a server does.
+            .test_before_acquire(false)
             // SQLite's temporary storage (sorts, statement journals) in memory: a batch
             // created and unlinked a file in /var/tmp.
             .connect_with(options.synchronous(SqliteSynchronous::Normal).pragma("temp_store", "memory"))

@@ -4,18 +4,19 @@
 //! in the initial memory past the data segments goes unused and every call grows the memory
 //! by at least a page. The host resets the initial memory of a pooled instance by hand and
 //! gives grown pages back to the kernel, so a grown page costs each call page faults and a
-//! memory-protection change (TLB-shootdown IPIs under load). This allocator is the same
-//! dlmalloc, whose first region is that unused room: a call whose heap fits in it never
-//! grows the memory.
+//! memory-protection change (TLB-shootdown IPIs under load). This allocator hands out that
+//! unused room first, by bumping a pointer (`arena.rs`: a call's instance is fresh, so
+//! freeing is worth little), and what does not fit from dlmalloc on grown pages.
 //!
 //! Enabled by the default `allocator` feature, on `wasm32-unknown-unknown` only: on
 //! `wasm32-wasip2` the heap is wasi-libc's malloc, which libc itself also calls, so a second
 //! allocator could claim the same room. An adapter that brings its own `#[global_allocator]`
 //! turns the feature off.
 
+use crate::arena::Arena;
 use core::alloc::{GlobalAlloc, Layout};
 use core::arch::wasm32;
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::ptr;
 
 const PAGE: usize = 64 << 10;
@@ -26,33 +27,16 @@ extern "C" {
     static __heap_base: u8;
 }
 
-/// Where heap memory comes from: first the initial memory's free tail, then new pages.
-struct Pages {
-    tail_taken: Cell<bool>,
-}
+/// Where dlmalloc's memory comes from: pages grown past the arena.
+struct Pages;
 
 unsafe impl dlmalloc::Allocator for Pages {
     fn alloc(&self, size: usize) -> (*mut u8, usize, u32) {
-        let mut start = wasm32::memory_size(0) * PAGE;
-        let mut have = 0;
-        if !self.tail_taken.replace(true) {
-            // The tail is zero: nothing is placed past `__heap_base`, and the memory of a
-            // fresh instance is its image. dlmalloc merges the pages grown below with it.
-            let base = (ptr::addr_of!(__heap_base) as usize).next_multiple_of(16);
-            if base < start {
-                have = start - base;
-                start = base;
-            }
+        let pages = size.div_ceil(PAGE);
+        match wasm32::memory_grow(0, pages) {
+            usize::MAX => (ptr::null_mut(), 0, 0), // the host's cap
+            old => ((old * PAGE) as *mut u8, pages * PAGE, 0),
         }
-        let pages = size.saturating_sub(have).div_ceil(PAGE);
-        if pages > 0 && wasm32::memory_grow(0, pages) == usize::MAX {
-            // Out of memory (the host's cap); the tail stays for a smaller request.
-            if have > 0 {
-                self.tail_taken.set(false);
-            }
-            return (ptr::null_mut(), 0, 0);
-        }
-        (start as *mut u8, have + pages * PAGE, 0)
     }
 
     fn remap(&self, _ptr: *mut u8, _old: usize, _new: usize, _can_move: bool) -> *mut u8 {
@@ -80,28 +64,74 @@ unsafe impl dlmalloc::Allocator for Pages {
     }
 }
 
-struct Heap(UnsafeCell<dlmalloc::Dlmalloc<Pages>>);
+struct Heap {
+    arena: Arena,
+    dlmalloc: UnsafeCell<dlmalloc::Dlmalloc<Pages>>,
+}
 
 // Adapters are single-threaded wasm (no `atomics` target feature): nothing is shared.
 unsafe impl Sync for Heap {}
 
 #[global_allocator]
-static HEAP: Heap = Heap(UnsafeCell::new(dlmalloc::Dlmalloc::new_with_allocator(Pages { tail_taken: Cell::new(false) })));
+static HEAP: Heap = Heap { arena: Arena::new(), dlmalloc: UnsafeCell::new(dlmalloc::Dlmalloc::new_with_allocator(Pages)) };
+
+impl Heap {
+    fn arena(&self) -> &Arena {
+        if !self.arena.is_init() {
+            // The tail is zero: nothing is placed past `__heap_base`, and the memory of a
+            // fresh instance is its image.
+            let base = (ptr::addr_of!(__heap_base) as usize).next_multiple_of(16);
+            self.arena.init(base, wasm32::memory_size(0) * PAGE);
+        }
+        &self.arena
+    }
+
+    fn dlmalloc(&self) -> &mut dlmalloc::Dlmalloc<Pages> {
+        unsafe { &mut *self.dlmalloc.get() }
+    }
+}
 
 unsafe impl GlobalAlloc for Heap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        unsafe { (*self.0.get()).malloc(layout.size(), layout.align()) }
+        match self.arena().alloc(layout.size(), layout.align()) {
+            Some(p) => p as *mut u8,
+            None => unsafe { self.dlmalloc().malloc(layout.size(), layout.align()) },
+        }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        unsafe { (*self.0.get()).calloc(layout.size(), layout.align()) }
+        match self.arena().alloc_zeroed(layout.size(), layout.align()) {
+            Some((p, dirty)) => {
+                unsafe { ptr::write_bytes(p as *mut u8, 0, dirty) };
+                p as *mut u8
+            }
+            None => unsafe { self.dlmalloc().calloc(layout.size(), layout.align()) },
+        }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { (*self.0.get()).free(ptr, layout.size(), layout.align()) }
+        if self.arena.contains(ptr as usize) {
+            self.arena.free(ptr as usize, layout.size());
+        } else {
+            unsafe { self.dlmalloc().free(ptr, layout.size(), layout.align()) }
+        }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        unsafe { (*self.0.get()).realloc(ptr, layout.size(), layout.align(), new_size) }
+        if !self.arena.contains(ptr as usize) {
+            return unsafe { self.dlmalloc().realloc(ptr, layout.size(), layout.align(), new_size) };
+        }
+        if self.arena.resize_in_place(ptr as usize, layout.size(), new_size) {
+            return ptr;
+        }
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return ptr::null_mut();
+        };
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            unsafe { ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
+            self.arena.free(ptr as usize, layout.size());
+        }
+        new
     }
 }

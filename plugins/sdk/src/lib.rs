@@ -12,6 +12,8 @@
 
 #[cfg(all(target_arch = "wasm32", target_os = "unknown", feature = "allocator"))]
 mod alloc;
+#[cfg(any(test, all(target_arch = "wasm32", target_os = "unknown", feature = "allocator")))]
+mod arena;
 mod chat;
 mod error;
 mod http;

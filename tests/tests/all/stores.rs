@@ -134,6 +134,12 @@ async fn contract(s: &dyn Store) {
     s.record_calls(&[big("b2"), big("b3"), big("b4")], &bound).await.unwrap();
     let kept = s.calls("t3", 10, None).await.unwrap();
     assert_eq!(kept.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), ["b4", "b3", "b2"]);
+    // Both bounds at once: whichever keeps fewer decides.
+    for (tenant, keep_calls, kept) in [("t6", 2, &["t6-4", "t6-3"][..]), ("t7", 4, &["t7-4", "t7-3", "t7-2"][..])] {
+        let calls: Vec<CallRecord> = (0..5).map(|i| CallRecord { head: call(&format!("{tenant}-{i}"), tenant).head, ..big("") }).collect();
+        s.record_calls(&calls, &TraceRetention { calls: keep_calls, ..bound }).await.unwrap();
+        assert_eq!(s.calls(tenant, 10, None).await.unwrap().iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), kept);
+    }
 
     // A replay's selection of an adapter's calls: by tenant, function and time, newest first.
     let at = |id: &str, tenant: &str, func: &str, ms: i64| {
