@@ -58,6 +58,18 @@ async fn every_call_gets_a_fresh_instance() {
     }
 }
 
+/// The SDK's heap (a bump arena in the initial memory, then dlmalloc on grown pages:
+/// `plugins/sdk/src/alloc.rs`) keeps every block intact under churn that outgrows the arena.
+#[tokio::test]
+async fn the_sdk_heap_keeps_every_block_intact_past_its_arena() {
+    let host = chaos(&[], json!({})).await;
+    for seed in 1..=3 {
+        let d = host.complete("t1", "churn", call_body(json!({"rounds": 20_000, "seed": seed}))).await;
+        assert_eq!(d["rounds"], 20_000, "{d}");
+        assert!(d["pages"].as_u64().unwrap() > 3, "the churn went past the 192 KiB initial memory: {d}");
+    }
+}
+
 #[tokio::test]
 async fn wasip2_imports_are_linked_but_grant_nothing() {
     // The test process has PATH, HOME, ...: none of it may reach the component.

@@ -18,7 +18,7 @@ impl Adapter for Chaos {
     const SPEC: AdapterSpec = AdapterSpec {
         name: "chaos",
         version: "0.1.0",
-        operations: &["echo", "fetch", "spin", "hog", "panic", "env", "counter", "flood", "big", "fields", "headers", "recurse", "trap", "rawget", "hoard", "longpath"],
+        operations: &["echo", "fetch", "spin", "hog", "panic", "env", "counter", "flood", "big", "fields", "headers", "recurse", "trap", "rawget", "hoard", "longpath", "churn"],
         config: &[ConfigField::string("token").secret(), ConfigField::endpoint("hookUrl")],
         outbound_hosts: &["https://api.chaos.test"],
     };
@@ -93,6 +93,7 @@ impl Adapter for Chaos {
             "panic" => panic!("chaos adapter panicked on purpose"),
             "env" => env_report(),
             "counter" => json!({"count": CALLS.fetch_add(1, Ordering::SeqCst) + 1}),
+            "churn" => churn(call.params.uint("rounds", 20_000)? as usize, call.params.uint("seed", 1)?),
             other => return Err(CrmError::unsupported_function(other)),
         };
         match data {
@@ -268,3 +269,85 @@ fn env_report() -> Value {
 }
 
 crm_sdk::export_adapter!(Chaos);
+
+/// Allocates, grows, shrinks and frees blocks of many sizes and alignments in a random order
+/// through the global allocator (the SDK's: its arena, then dlmalloc on grown pages), each
+/// block filled with its own byte and checked before it is resized or freed; zeroed blocks
+/// are checked for zeros. Fails on the first block that is not what it should be.
+fn churn(rounds: usize, seed: u64) -> Value {
+    use std::alloc::{alloc, alloc_zeroed, dealloc, realloc, Layout};
+    let mut state = seed.max(1);
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let check = |p: *mut u8, len: usize, fill: u8, what: &str| {
+        // SAFETY: `p` is a live block of at least `len` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(p, len) };
+        if let Some(i) = bytes.iter().position(|b| *b != fill) {
+            panic!("churn: byte {i} of a {what} block of {len} holds {} instead of {fill}", bytes[i]);
+        }
+    };
+    let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+    let (mut held, mut most) = (0usize, 0usize);
+    for round in 0..rounds {
+        let fill = (round % 251) as u8 + 1;
+        match next(10) {
+            // Mostly small blocks, some of tens of KiB; at most 512 KiB held at once.
+            0..=4 if held < 512 << 10 => {
+                let size = if next(20) == 0 { 1 + next(48 << 10) } else { 1 + next(512) };
+                let layout = Layout::from_size_align(size, 1 << next(7)).unwrap();
+                let zeroed = next(4) == 0;
+                // SAFETY: the layout's size is not zero.
+                let p = unsafe { if zeroed { alloc_zeroed(layout) } else { alloc(layout) } };
+                assert!(!p.is_null(), "churn: out of memory holding {held} bytes");
+                assert_eq!(p as usize % layout.align(), 0, "churn: a block is not aligned to {}", layout.align());
+                if zeroed {
+                    check(p, size, 0, "zeroed");
+                }
+                // SAFETY: the block is `size` bytes.
+                unsafe { std::ptr::write_bytes(p, fill, size) };
+                live.push((p, layout, fill));
+                held += size;
+            }
+            0..=6 if !live.is_empty() => {
+                let i = next(live.len());
+                let (p, layout, old_fill) = live[i];
+                check(p, layout.size(), old_fill, "resized");
+                let bound = if next(2) == 0 { layout.size() } else { 4 * layout.size() + 64 };
+                let size = 1 + next(bound);
+                // SAFETY: `p` is live with `layout`; the new size is not zero.
+                let q = unsafe { realloc(p, layout, size) };
+                assert!(!q.is_null(), "churn: out of memory holding {held} bytes");
+                check(q, size.min(layout.size()), old_fill, "moved");
+                // SAFETY: the block is `size` bytes.
+                unsafe { std::ptr::write_bytes(q, fill, size) };
+                held = held + size - layout.size();
+                live[i] = (q, Layout::from_size_align(size, layout.align()).unwrap(), fill);
+            }
+            _ if !live.is_empty() => {
+                // Often the newest block (the arena takes it back), otherwise any.
+                let i = if next(2) == 0 { live.len() - 1 } else { next(live.len()) };
+                let (p, layout, fill) = live.swap_remove(i);
+                check(p, layout.size(), fill, "freed");
+                // SAFETY: `p` is live with `layout`.
+                unsafe { dealloc(p, layout) };
+                held -= layout.size();
+            }
+            _ => {}
+        }
+        most = most.max(held);
+    }
+    for (p, layout, fill) in live.drain(..) {
+        check(p, layout.size(), fill, "freed");
+        // SAFETY: `p` is live with `layout`.
+        unsafe { dealloc(p, layout) };
+    }
+    #[cfg(target_arch = "wasm32")]
+    let pages = std::arch::wasm32::memory_size(0);
+    #[cfg(not(target_arch = "wasm32"))]
+    let pages = 0;
+    json!({"rounds": rounds, "mostHeld": most, "pages": pages})
+}
