@@ -225,7 +225,9 @@ pub fn default_api_threads(cpus: usize, guest_threads: usize) -> usize {
 
 /// The runtime that serves the API (work-stealing, `threads` workers).
 pub fn api_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
+    crate::runtime::keep_a_timer_armed(rt.handle());
+    Ok(rt)
 }
 
 /// The client flags are global (they go anywhere on a client command line), so clap would

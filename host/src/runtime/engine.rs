@@ -64,6 +64,7 @@ impl GuestPool {
                 .enable_all()
                 .build()?;
             let handle = rt.handle().clone();
+            keep_a_timer_armed(&handle);
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             std::thread::Builder::new().name(format!("crm-guest-{i}")).spawn(move || {
                 GUEST_THREAD.with(|g| g.set(Some(i)));
@@ -85,6 +86,25 @@ impl GuestPool {
         t.busy.fetch_add(1, Ordering::Relaxed);
         (&t.handle, Placed(t.busy.clone()))
     }
+}
+
+/// How far ahead a runtime's earliest timer is at most ([`keep_a_timer_armed`]).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Keeps a timer due within [`HEARTBEAT`] on a runtime. tokio's timer driver wakes its own
+/// thread (an eventfd write, then an extra turn of epoll) whenever a timer is set earlier than
+/// the earliest it parked with, and a thread that parked idle had none: every call's first
+/// timers (its deadline, its outbound request's timeout) did that, twice per call on a guest
+/// thread at 1 client. Those timers are seconds away, so with this one due sooner they no
+/// longer wake anything; an idle runtime wakes once per [`HEARTBEAT`] instead.
+pub(crate) fn keep_a_timer_armed(rt: &tokio::runtime::Handle) {
+    rt.spawn(async {
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            beat.tick().await;
+        }
+    });
 }
 
 impl Drop for GuestPool {

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use checks::{check_description, check_header, check_imports_exports};
 pub use engine::{default_guest_threads, Allocator};
 use engine::GuestPool;
-pub(crate) use engine::current_guest_thread;
+pub(crate) use engine::{current_guest_thread, keep_a_timer_armed};
 pub(crate) use exports::{CallInput, InboundMessage, Invocation, WebhookInput, WebhookRequest};
 use serde_json::Value;
 pub use scope::CallScope;
