@@ -175,26 +175,6 @@ impl RedactorCache {
     }
 }
 
-/// A copy caches on its own (it may be changed before it is used).
-impl Clone for RedactorCache {
-    fn clone(&self) -> Self {
-        RedactorCache::default()
-    }
-}
-
-/// Derived from the record's other fields: never part of what a record is.
-impl PartialEq for RedactorCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for RedactorCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RedactorCache")
-    }
-}
-
 /// serde's JSON escaping redone as PHP's `json_encode` writes it by default: `/` as `\/`
 /// and every character outside ASCII as `\uXXXX` (UTF-16).
 fn php_json(serde_escaped: &str) -> String {
@@ -306,7 +286,7 @@ mod tests {
     fn a_cached_redactor_follows_the_version_whose_secret_fields_it_redacts() {
         let config = json!({"token": "tok-1234", "password": "pw-5678"});
         let config = config.as_object().unwrap();
-        let cache = RedactorCache::default();
+        let cache = crate::store::Derived::<RedactorCache>::default();
         let v1 = cache.get("sha256:v1", &["token".into()], config);
         assert_eq!(v1.text("tok-1234 pw-5678"), "[redacted] pw-5678");
         let v2 = cache.get("sha256:v2", &["password".into()], config);

@@ -123,7 +123,18 @@ pub fn config_digest(config: &serde_json::Map<String, Value>) -> String {
     use sha2::Digest;
     // A map serialises as the object holding it would: no copy of the config.
     let text = serde_json::to_vec(config).unwrap_or_default();
-    format!("{:x}", sha2::Sha256::digest(&text))[..32].to_string()
+    crate::auth::hex(&sha2::Sha256::digest(&text)[..16])
+}
+
+/// [`config_digest`] of a tenant record's crmConfig, made once per record rather than for
+/// every call's trace (a changed config is a new record).
+#[derive(Default)]
+pub struct ConfigDigest(std::sync::OnceLock<String>);
+
+impl ConfigDigest {
+    pub fn of(&self, config: &serde_json::Map<String, Value>) -> &str {
+        self.0.get_or_init(|| config_digest(config))
+    }
 }
 
 impl CallTrace {
@@ -246,6 +257,17 @@ mod tests {
         let b = BodyRecord::new(big.as_bytes(), &r);
         assert!(b.truncated && b.encoding == "utf8" && b.data.len() <= MAX_TRACE_BODY);
         assert_eq!(BodyRecord::new(&[0xff, 0x00], &r).bytes(), vec![0xff, 0x00], "base64 decodes back");
+    }
+
+    #[test]
+    fn config_digests_match_those_older_hosts_recorded() {
+        use sha2::Digest;
+        let config = serde_json::json!({"token": "tok", "chat": "1"});
+        let config = config.as_object().unwrap();
+        let older = format!("{:x}", sha2::Sha256::digest(serde_json::to_vec(config).unwrap()))[..32].to_string();
+        assert_eq!(config_digest(config), older);
+        let cached = ConfigDigest::default();
+        assert_eq!((cached.of(config), ConfigDigest::default().of(&serde_json::Map::new())), (older.as_str(), config_digest(&serde_json::Map::new()).as_str()));
     }
 
     #[test]

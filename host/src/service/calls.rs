@@ -9,7 +9,7 @@ use crate::redact::Redactor;
 use crate::runtime::{CallInput, Compiled, Invocation};
 use crate::store::{CallHead, CallRecord, TenantRecord};
 use crate::limits::MAX_TRACE_BODY;
-use crate::trace::{config_digest, BodyRecord, CallTrace, Exchange};
+use crate::trace::{BodyRecord, CallTrace, Exchange};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,7 +141,7 @@ impl Host {
                 digest: compiled.digest.clone(),
                 started_at_ms,
                 duration_ms: ms,
-                config_digest: Some(config_digest(&record.crm_config)),
+                config_digest: Some(record.config_digest.of(&record.crm_config).to_string()),
                 request,
                 request_body,
                 outbound,

@@ -10,7 +10,7 @@ use crate::replay::{
 };
 use crate::runtime::{CallInput, Compiled};
 use crate::store::{CallFilter, CallHead, ReplayRecord, TenantRecord};
-use crate::trace::{config_digest, CallTrace};
+use crate::trace::CallTrace;
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -153,7 +153,7 @@ impl Host {
         };
         match &trace.config_digest {
             None => return skipped("recorded without a crmConfig digest (by an older host)".into()),
-            Some(d) if *d != config_digest(&tenant.crm_config) => {
+            Some(d) if d != tenant.config_digest.of(&tenant.crm_config) => {
                 return skipped("the tenant's crmConfig changed since the call was recorded".into())
             }
             Some(_) => {}

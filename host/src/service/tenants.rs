@@ -70,6 +70,7 @@ impl Host {
             limits,
             updated_at_ms: now_ms(),
             redactor: Default::default(),
+            config_digest: Default::default(),
         };
         let _w = self.writes.lock().await;
         let old_pin = self.read().tenants.get(id).and_then(|t| t.pin.clone());

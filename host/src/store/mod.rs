@@ -103,7 +103,40 @@ pub struct TenantRecord {
     pub limits: crate::limits::TenantLimits,
     pub updated_at_ms: i64,
     /// The redactor of this crmConfig's secrets, made by the first execution that needs it.
-    pub redactor: crate::redact::RedactorCache,
+    pub redactor: Derived<crate::redact::RedactorCache>,
+    /// The crmConfig's digest, made by the first trace that needs it.
+    pub config_digest: Derived<crate::trace::ConfigDigest>,
+}
+
+/// What a record's other fields determine, kept with it once made. Never part of what the
+/// record is (equality, debug output), and a copy starts empty: it may be changed before
+/// it is used.
+#[derive(Default)]
+pub struct Derived<T>(T);
+
+impl<T> std::ops::Deref for Derived<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Default> Clone for Derived<T> {
+    fn clone(&self) -> Self {
+        Derived::default()
+    }
+}
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> std::fmt::Debug for Derived<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Derived")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -75,6 +75,7 @@ pub(super) fn tenant<R: Cells>(r: &R) -> StoreResult<TenantRecord> {
             .map_err(|e| StoreError::Db(format!("tenants.limits is not a limits object: {e}")))?,
         updated_at_ms: r.int("updated_at_ms")?,
         redactor: Default::default(),
+        config_digest: Default::default(),
     })
 }
 

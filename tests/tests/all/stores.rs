@@ -38,6 +38,7 @@ fn tenant(id: &str, pin: Option<&str>) -> TenantRecord {
         limits: serde_json::from_value(json!({"memoryMb": 16})).unwrap(),
         updated_at_ms: 5,
         redactor: Default::default(),
+        config_digest: Default::default(),
     }
 }
 
