@@ -176,10 +176,12 @@ async fn no_such_endpoint(uri: axum::http::Uri) -> HostError {
 /// when it does.
 async fn catch_panics(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use futures::FutureExt;
-    let what = format!("{} {}", request.method(), request.uri().path());
+    // Named only if it panics, not formatted for every request.
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
         Ok(response) => response,
         Err(panic) => {
+            let what = format!("{method} {}", uri.path());
             let why = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -280,4 +282,26 @@ pub async fn serve(
         task.await.map_err(std::io::Error::other)??;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panic_while_serving_answers_500_in_the_envelope_naming_the_request() {
+        let app = Router::new().route("/boom", get(|| async { panic!("kaboom") as &'static str })).layer(axum::middleware::from_fn(catch_panics));
+        let request = axum::http::Request::post("/boom?secret=1").body(axum::body::Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "a request that does not panic passes as it is");
+        let request = axum::http::Request::get("/boom?secret=1").body(axum::body::Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["kind"], "internal", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("GET /boom;") && !message.contains("secret"), "{message}");
+    }
 }
