@@ -402,7 +402,10 @@ macro_rules! impl_store {
                 }
                 // Of each tenant, the newest `keep.calls` calls whose traces fit in
                 // `keep.trace_bytes`: the higher of the two cut points and everything
-                // below it go, in one statement (each statement is a round trip).
+                // below it go, in one statement (each statement is a round trip). The
+                // bytes' cut point (a running sum over every row) is looked for only when
+                // the tenant's traces add up to more than the bound: most batches, it is
+                // not reached, and that sum cost about 1 ms of each batch.
                 for t in tenants {
                     sqlx::query(
                         "DELETE FROM calls WHERE tenant = $1 AND seq <= (SELECT MAX(cut) FROM (
@@ -410,6 +413,7 @@ macro_rules! impl_store {
                            UNION ALL
                            SELECT (SELECT seq FROM (SELECT seq, SUM(trace_bytes) OVER (ORDER BY seq DESC) AS newer FROM calls WHERE tenant = $1) AS t
                                    WHERE newer > $3 ORDER BY seq DESC LIMIT 1)
+                           WHERE (SELECT COALESCE(SUM(trace_bytes), 0) FROM calls WHERE tenant = $1) > $3
                          ) AS cuts)",
                     )
                     .bind(t)

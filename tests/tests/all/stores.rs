@@ -135,6 +135,10 @@ async fn contract(s: &dyn Store) {
     s.record_calls(&[big("b2"), big("b3"), big("b4")], &bound).await.unwrap();
     let kept = s.calls("t3", 10, None).await.unwrap();
     assert_eq!(kept.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), ["b4", "b3", "b2"]);
+    // Traces that add up to exactly the bound all fit.
+    let exact: Vec<CallRecord> = (0..3).map(|i| CallRecord { head: call(&format!("t8-{i}"), "t8").head, ..big("") }).collect();
+    s.record_calls(&exact, &TraceRetention { calls: 1000, trace_bytes: 3 * size }).await.unwrap();
+    assert_eq!(s.calls("t8", 10, None).await.unwrap().len(), 3);
     // Both bounds at once: whichever keeps fewer decides.
     for (tenant, keep_calls, kept) in [("t6", 2, &["t6-4", "t6-3"][..]), ("t7", 4, &["t7-4", "t7-3", "t7-2"][..])] {
         let calls: Vec<CallRecord> = (0..5).map(|i| CallRecord { head: call(&format!("{tenant}-{i}"), tenant).head, ..big("") }).collect();
