@@ -73,6 +73,7 @@ impl Runtime {
                 .run(pre, limits, policy, scope, call, |a| {
                     drop(placed);
                     drop(tx.send(a));
+                    super::spin::SPIN.answer_sent();
                 })
                 .await;
         }));

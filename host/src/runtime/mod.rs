@@ -19,6 +19,7 @@ mod execute;
 mod exports;
 mod http_types;
 mod scope;
+mod spin;
 mod state;
 
 use crate::bindings::AdapterPre;
@@ -34,6 +35,8 @@ use checks::{check_description, check_header, check_imports_exports};
 pub use engine::{default_guest_threads, Allocator};
 use engine::GuestPool;
 pub(crate) use engine::{current_guest_thread, keep_a_timer_armed};
+pub use spin::DEFAULT_IDLE_SPIN;
+pub(crate) use spin::SPIN;
 pub(crate) use exports::{CallInput, InboundMessage, Invocation, WebhookInput, WebhookRequest};
 use serde_json::Value;
 pub use scope::CallScope;

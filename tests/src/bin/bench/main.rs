@@ -519,7 +519,14 @@ fn scaling(t: &mut Table, s: &Servers, duration: Duration) -> Result<()> {
             &format!("{clients} clients: host req/s (fastest native: {mode})"),
             format!("{:.0}/s ({:.0}/s)", h.rps, n.rps),
             format!("{} ({})", us(h.latency.p99()), us(n.latency.p99())),
-            format!("host/native {:.3}; p50 {} ({}), {p50:.2}x{target}{peer}", h.rps / n.rps, us(h.latency.p50()), us(n.latency.p50())),
+            format!(
+                "host/native {:.3}; p50 {} ({}), {p50:.2}x{target}; CPU per call {} ({}){peer}",
+                h.rps / n.rps,
+                us(h.latency.p50()),
+                us(n.latency.p50()),
+                cpu(&h),
+                cpu(&n)
+            ),
         );
     }
     Ok(())
