@@ -34,16 +34,19 @@ pub(crate) struct Spin {
     answers: AtomicU64,
     /// A yield longer than this cuts a spin short ([`SLOW_YIELD`]).
     slow_yield: Duration,
-    /// Spins cut short by a slow yield: since when ([`since_start`]), how many.
+    /// Spins cut short by a yield of over 3 × `slow_yield`: since when ([`since_start`]),
+    /// how many.
     slow_spins: std::sync::Mutex<(u64, u32)>,
     /// No spinning before this time ([`since_start`]).
     quiet_until: AtomicU64,
 }
 
-/// A yield that gives the CPU away for longer than this gave another thread a whole slice of
-/// the scheduler (about a millisecond here; a call of ours runs for about 100 µs).
+/// A yield that gives the CPU away for longer than this gave another thread a slice of the
+/// scheduler (about a millisecond here; a call of ours runs for about 100 µs): the spin ends.
 const SLOW_YIELD: Duration = Duration::from_micros(500);
 
+/// Past [`SLOW_SPINS_MAX`] yields over 3 × [`SLOW_YIELD`] within a [`SLOW_SPINS_WINDOW`],
+/// nothing spins for [`QUIET_AFTER_SLOW_SPINS`] (see [`Spin::slow_spin`]).
 const SLOW_SPINS_WINDOW: Duration = Duration::from_millis(100);
 const SLOW_SPINS_MAX: u32 = 10;
 const QUIET_AFTER_SLOW_SPINS: Duration = Duration::from_secs(1);
@@ -121,12 +124,11 @@ impl Spin {
         }
     }
 
-    /// A spin cut short by a slow yield: another thread took the CPU for a slice. One of
-    /// ours (SQLite's, writing a batch of traces) does that now and then, about 30 times a
-    /// second at 1 client; a process that wants the CPU all the time does it hundreds of
-    /// times a second, and each time a call waits for the slice to end. Past
-    /// [`SLOW_SPINS_MAX`] in a [`SLOW_SPINS_WINDOW`], nothing spins for
-    /// [`QUIET_AFTER_SLOW_SPINS`].
+    /// A spin cut short by a yield of over 1.5 ms: another thread took the CPU for a whole
+    /// slice. Threads of ours do that now and then (yields over 500 µs: about 30 a second at
+    /// 1 client, mostly SQLite's thread writing a batch of traces; over 1.5 ms: a few); a
+    /// process that wants the CPU all the time does it hundreds of times a second, and each
+    /// time a call waits for the slice to end.
     fn slow_spin(&self) {
         let now = since_start();
         let mut window = self.slow_spins.lock().unwrap_or_else(|e| e.into_inner());
