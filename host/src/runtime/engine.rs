@@ -30,8 +30,9 @@ struct GuestThread {
     handle: tokio::runtime::Handle,
     /// Executions placed on this thread and not finished.
     busy: Arc<AtomicUsize>,
-    /// Bumped after each spawn onto this thread (what its spin before parking watches).
-    nudges: Arc<AtomicU64>,
+    /// Executions ever placed on this thread: whether it ran something since it last
+    /// parked idle (`spin.rs`).
+    placements: Arc<AtomicU64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -54,23 +55,13 @@ impl Drop for Placed {
     }
 }
 
-/// The guest thread an execution was placed on.
-pub(super) struct Place<'a>(&'a GuestThread);
-
-impl Place<'_> {
-    pub(super) fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, task: F) -> tokio::task::JoinHandle<()> {
-        let handle = self.0.handle.spawn(task);
-        self.0.nudges.fetch_add(1, Ordering::Release);
-        handle
-    }
-}
 
 impl GuestPool {
     pub(super) fn new(threads: usize) -> std::io::Result<Self> {
         let mut pool = GuestPool { threads: Vec::with_capacity(threads) };
         for i in 0..threads {
-            let nudges = Arc::<AtomicU64>::default();
-            let (n, parked_at) = (nudges.clone(), AtomicU64::new(0));
+            let placements = Arc::<AtomicU64>::default();
+            let (p, parked_at) = (placements.clone(), AtomicU64::new(0));
             let rt = tokio::runtime::Builder::new_current_thread()
                 // A spinning guest yields every epoch tick but is always runnable, and tokio
                 // would look at new calls (the injection queue) and at I/O readiness (a CRM's
@@ -78,7 +69,7 @@ impl GuestPool {
                 // Look at both at every turn.
                 .global_queue_interval(1)
                 .event_interval(1)
-                .on_thread_park(move || SPIN.before_guest_park(&n, &parked_at))
+                .on_thread_park(move || SPIN.before_guest_park(&p, &parked_at))
                 .enable_all()
                 .build()?;
             let handle = rt.handle().clone();
@@ -92,18 +83,19 @@ impl GuestPool {
                 // Its tasks are the host's to abandon.
                 rt.shutdown_background();
             })?;
-            pool.threads.push(GuestThread { handle, busy: Arc::default(), nudges, stop: Some(stop) });
+            pool.threads.push(GuestThread { handle, busy: Arc::default(), placements, stop: Some(stop) });
         }
         Ok(pool)
     }
 
     /// The guest thread with the fewest executions in flight (a spinning guest keeps its
     /// thread busy: new calls go to the others), and the execution's place on it.
-    pub(super) fn place(&self) -> (Place<'_>, Placed) {
+    pub(super) fn place(&self) -> (&tokio::runtime::Handle, Placed) {
         let t = self.threads.iter().min_by_key(|t| t.busy.load(Ordering::Relaxed)).expect("at least one guest thread");
         t.busy.fetch_add(1, Ordering::Relaxed);
+        t.placements.fetch_add(1, Ordering::Relaxed);
         SPIN.placed();
-        (Place(t), Placed(t.busy.clone()))
+        (&t.handle, Placed(t.busy.clone()))
     }
 }
 

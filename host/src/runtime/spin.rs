@@ -61,7 +61,14 @@ pub(crate) static SPIN: Spin = Spin::new(DEFAULT_IDLE_SPIN);
 
 impl Spin {
     const fn new(budget: Duration) -> Spin {
-        Spin { slow_yield: SLOW_YIELD, budget_nanos: AtomicU64::new(budget.as_nanos() as u64), out: AtomicUsize::new(0), answers: AtomicU64::new(0), slow_spins: std::sync::Mutex::new((0, 0)), quiet_until: AtomicU64::new(0) }
+        Spin {
+            budget_nanos: AtomicU64::new(budget.as_nanos() as u64),
+            out: AtomicUsize::new(0),
+            answers: AtomicU64::new(0),
+            slow_yield: SLOW_YIELD,
+            slow_spins: std::sync::Mutex::new((0, 0)),
+            quiet_until: AtomicU64::new(0),
+        }
     }
 
     pub(crate) fn set_budget(&self, budget: Duration) {
@@ -91,18 +98,18 @@ impl Spin {
     }
 
     /// A guest thread: while no execution is out anywhere, and if something was placed on it
-    /// since it last parked idle (`parked_at`: the `nudges` it had seen then; a timer's
-    /// wake-up is no reason to spin again), until the next placement.
-    pub(super) fn before_guest_park(&self, nudges: &AtomicU64, parked_at: &AtomicU64) {
+    /// since it last parked idle (`parked_at`: its `placements` then; a timer's wake-up is no
+    /// reason to spin again). Any placement ends it, this thread's or another's (which
+    /// needs a CPU).
+    pub(super) fn before_guest_park(&self, placements: &AtomicU64, parked_at: &AtomicU64) {
         if self.out.load(Ordering::Relaxed) != 0 {
             return;
         }
-        let seen = nudges.load(Ordering::Acquire);
+        let seen = placements.load(Ordering::Relaxed);
         if parked_at.swap(seen, Ordering::Relaxed) == seen {
             return;
         }
-        // A placement on another guest thread ends it too: that thread needs a CPU.
-        self.spin_while(|| nudges.load(Ordering::Acquire) == seen && self.out.load(Ordering::Relaxed) == 0);
+        self.spin_while(|| self.out.load(Ordering::Relaxed) == 0);
     }
 
     fn spin_while(&self, waiting: impl Fn() -> bool) {
@@ -192,25 +199,31 @@ mod tests {
     }
 
     #[test]
-    fn a_guest_thread_spins_after_work_while_nothing_is_out_and_stops_at_its_next_placement() {
+    fn a_guest_thread_spins_after_work_while_nothing_is_out_and_stops_at_the_next_placement() {
         let s = spin();
-        let (nudges, parked_at) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (placements, parked_at) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let park = || {
-            let (s, n, p) = (s.clone(), nudges.clone(), parked_at.clone());
-            move || s.before_guest_park(&n, &p)
+            let (s, p, at) = (s.clone(), placements.clone(), parked_at.clone());
+            move || s.before_guest_park(&p, &at)
+        };
+        let place = || {
+            let (s, p) = (s.clone(), placements.clone());
+            move || {
+                p.fetch_add(1, Ordering::Relaxed);
+                s.placed();
+            }
         };
         assert!(returns(park(), || ()), "nothing ran since it started: no spin");
         // A call placed: it waits for its CRM (parks with the call out), then answers.
-        s.placed();
-        nudges.fetch_add(1, Ordering::Release);
+        place()();
         assert!(returns(park(), || ()), "an execution out: no spin");
         s.answered();
-        let n = nudges.clone();
-        assert!(returns(park(), move || { n.fetch_add(1, Ordering::Release); }), "a placement ends the spin");
+        assert!(returns(park(), place()), "a placement ends the spin");
         // That placement ran and answered too.
+        s.answered();
         assert!(spins(park()), "it ran something and nothing is out: it spins");
         assert!(returns(park(), || ()), "a timer's wake-up after a spin that timed out: no spin");
-        nudges.fetch_add(1, Ordering::Release);
+        place()();
     }
 
     #[test]
