@@ -193,14 +193,37 @@ fn check_id(what: &str, id: &str) -> Result<(), HostError> {
     }
 }
 
-/// 128 random bits, hex: unique without coordination between hosts (call ids, report ids).
+/// 128 bits, hex: the time in milliseconds (48 bits, as in a UUIDv7), then 80 random bits,
+/// unique without coordination between hosts (call ids, report ids). Time first, so that the
+/// unique index on call ids (a B-tree, in SQLite as in PostgreSQL) takes each new one at its
+/// end: random ids land on random leaf pages, and with 50 tenants' traces stored a batch of
+/// traces wrote a third more bytes and read back 2.4 times as many (BENCHMARKS.md).
 pub(crate) fn new_id() -> String {
     use rand::RngCore;
     let mut b = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut b);
+    b[..6].copy_from_slice(&(now_ms() as u64).to_be_bytes()[2..]);
+    rand::thread_rng().fill_bytes(&mut b[6..]);
     crate::auth::hex(&b)
 }
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_32_hex_digits_in_the_order_they_were_minted() {
+        let first = super::new_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let ids: Vec<String> = (0..1000).map(|_| super::new_id()).collect();
+        assert!(ids.iter().all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())), "{ids:?}");
+        assert!(ids.iter().all(|id| *id > first), "a later millisecond sorts after an earlier one");
+        // Within a millisecond the 80 random bits keep them apart (and apart across hosts).
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        let now = super::now_ms() as u64;
+        let stamped = u64::from_str_radix(&ids[0][..12], 16).unwrap();
+        assert!(stamped <= now && now - stamped < 60_000, "the first 48 bits are the time in ms: {stamped} against {now}");
+    }
 }
