@@ -55,7 +55,6 @@ impl Drop for Placed {
     }
 }
 
-
 impl GuestPool {
     pub(super) fn new(threads: usize) -> std::io::Result<Self> {
         let mut pool = GuestPool { threads: Vec::with_capacity(threads) };
