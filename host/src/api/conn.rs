@@ -7,7 +7,6 @@
 //! connection would need limits of their own.
 
 use crate::limits::{FrontDoor, HEAD_BUFFER};
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -30,12 +29,19 @@ connection: close\r\ncontent-length: 109\r\n\r\n{\"error\":{\"kind\":\"overloade
 
 /// Accepts connections on `listener` and serves `app` on each until `shutdown` resolves; then
 /// stops accepting, lets requests in flight finish (at most [`DRAIN`]) and returns.
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     front: &FrontDoor,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tower::Service<axum::extract::Request<hyper::body::Incoming>, Response = axum::response::Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let places = Arc::new(Semaphore::new(front.max_connections.max(1)));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(front.header_timeout).max_buf_size(HEAD_BUFFER);

@@ -69,19 +69,68 @@ impl Authed {
 }
 
 /// The API. `/metrics` is on it unless `metrics_apart` (`--metrics-listen`).
-pub fn router(host: Arc<Host>, front: &FrontDoor, metrics_apart: bool) -> Router {
+pub fn router(host: Arc<Host>, front: &FrontDoor, metrics_apart: bool) -> Api {
     let (api, doc) = documented(host.clone(), front, metrics_apart).split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_default());
-    api.route("/openapi.json", get(openapi).layer(axum::Extension(doc)))
+    let routes = api
+        .route("/openapi.json", get(openapi).layer(axum::Extension(doc)))
         .merge(console::routes())
         // Routes without the intake read no body at all.
         .layer(DefaultBodyLimit::max(0))
         .fallback(no_such_endpoint)
-        .layer(axum::middleware::map_response(json_errors))
-        .layer(axum::middleware::map_response(no_sniff))
-        .layer(axum::middleware::from_fn_with_state(host.clone(), guard::local_only_when_open))
-        .layer(axum::middleware::from_fn(catch_panics))
-        .with_state(host)
+        .with_state(host.clone());
+    Api { host, routes }
+}
+
+/// Every request, whatever its route: the panic guard, then open mode's loopback check, then
+/// the routes, whose answers get `nosniff` and, when axum made an error itself, the JSON
+/// envelope.
+///
+/// These are a service around the router, not `Router::layer`s: axum boxes every route once
+/// per layer, and a request clones that chain of boxes at each layer it passes, which was
+/// about 50 allocations per call (BENCHMARKS.md).
+#[derive(Clone)]
+pub struct Api {
+    host: Arc<Host>,
+    routes: Router,
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Api
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let api = self.clone();
+        Box::pin(async move { Ok(api.serve(request.map(axum::body::Body::new)).await) })
+    }
+}
+
+impl Api {
+    async fn serve(self, request: axum::extract::Request) -> Response {
+        use tower::ServiceExt;
+        // Named only if it panics, not formatted for every request.
+        let (method, uri) = (request.method().clone(), request.uri().clone());
+        catch_panics(&method, &uri, async {
+            if let Some(refusal) = guard::refuse_unless_local(&self.host, &request) {
+                return refusal;
+            }
+            let response = match self.routes.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            no_sniff(json_errors(&uri, response).await)
+        })
+        .await
+    }
 }
 
 /// Every API route, each registered with its OpenAPI description (`utoipa::path` on the
@@ -174,11 +223,9 @@ async fn no_such_endpoint(uri: axum::http::Uri) -> HostError {
 /// request with a 500 in the API's envelope (and a log line), instead of dropping the
 /// connection without a word. Guest input is not supposed to reach a panic; this is for
 /// when it does.
-async fn catch_panics(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn catch_panics(method: &axum::http::Method, uri: &axum::http::Uri, serving: impl std::future::Future<Output = Response>) -> Response {
     use futures::FutureExt;
-    // Named only if it panics, not formatted for every request.
-    let (method, uri) = (request.method().clone(), request.uri().clone());
-    match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
+    match std::panic::AssertUnwindSafe(serving).catch_unwind().await {
         Ok(response) => response,
         Err(panic) => {
             let what = format!("{method} {}", uri.path());
@@ -195,7 +242,7 @@ async fn catch_panics(request: axum::extract::Request, next: axum::middleware::N
 
 /// Browsers take every answer as the type it says it is (the console renders API data as
 /// text; an answer must never be sniffed into HTML).
-async fn no_sniff(mut response: Response) -> Response {
+fn no_sniff(mut response: Response) -> Response {
     response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
@@ -203,7 +250,7 @@ async fn no_sniff(mut response: Response) -> Response {
 /// Rejections axum makes itself (a body over the limit, a malformed query, a method the path
 /// does not take) come as plain text; the API answers every error in its JSON envelope.
 /// Webhook answers are the adapter's and pass untouched.
-async fn json_errors(uri: axum::http::Uri, response: Response) -> Response {
+async fn json_errors(uri: &axum::http::Uri, response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
@@ -287,16 +334,13 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower::ServiceExt;
 
     #[tokio::test]
     async fn a_panic_while_serving_answers_500_in_the_envelope_naming_the_request() {
-        let app = Router::new().route("/boom", get(|| async { panic!("kaboom") as &'static str })).layer(axum::middleware::from_fn(catch_panics));
-        let request = axum::http::Request::post("/boom?secret=1").body(axum::body::Body::empty()).unwrap();
-        let response = app.clone().oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "a request that does not panic passes as it is");
-        let request = axum::http::Request::get("/boom?secret=1").body(axum::body::Body::empty()).unwrap();
-        let response = app.oneshot(request).await.unwrap();
+        let (method, uri) = (axum::http::Method::GET, "/boom?secret=1".parse().unwrap());
+        let fine = catch_panics(&method, &uri, async { StatusCode::METHOD_NOT_ALLOWED.into_response() }).await;
+        assert_eq!(fine.status(), StatusCode::METHOD_NOT_ALLOWED, "a request that does not panic passes as it is");
+        let response = catch_panics(&method, &uri, async { panic!("kaboom") }).await;
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();

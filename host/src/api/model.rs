@@ -156,18 +156,18 @@ pub struct KeyCreated {
 /// Where the bot goes next: `on_complete` with crmData, or `on_failure` with the error.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
-pub enum CallResponse {
+pub enum CallResponse<'a> {
     Complete {
         #[serde(rename = "crmData")]
-        crm_data: Map<String, Value>,
+        crm_data: &'a Map<String, Value>,
     },
     Failure {
-        error: CallFailure,
+        error: &'a CallFailure,
     },
 }
 
-impl From<Result<Map<String, Value>, CallFailure>> for CallResponse {
-    fn from(r: Result<Map<String, Value>, CallFailure>) -> Self {
+impl<'a> From<&'a Result<Map<String, Value>, CallFailure>> for CallResponse<'a> {
+    fn from(r: &'a Result<Map<String, Value>, CallFailure>) -> Self {
         match r {
             Ok(crm_data) => CallResponse::Complete { crm_data },
             Err(error) => CallResponse::Failure { error },

@@ -88,7 +88,7 @@ pub(super) async fn revoke_key(State(host): Shared, auth: Authed, Path((tenant, 
 pub(super) async fn call(State(host): Shared, auth: Authed, Path((tenant, func_id)): Path<(String, String)>, body: Bytes) -> Response {
     let call_id = crate::service::new_id();
     let answer = match auth.0.require_tenant(&tenant) {
-        Ok(()) => host.call(&tenant, &func_id, &body, &call_id).await.map(|outcome| Json(CallResponse::from(outcome)).into_response()),
+        Ok(()) => host.call(&tenant, &func_id, &body, &call_id).await.map(|outcome| Json(CallResponse::from(&*outcome)).into_response()),
         Err(e) => Err(e),
     };
     let mut response = answer.unwrap_or_else(IntoResponse::into_response);

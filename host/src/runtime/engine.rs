@@ -223,7 +223,6 @@ pub(super) fn engine_config(fuel_metering: bool, pool: Option<wasmtime::PoolingA
     config
 }
 
-
 /// The engine, and the thread that advances its epoch every [`EPOCH_TICK`] for as long as
 /// the engine lives.
 pub(super) fn start_engine(fuel_metering: bool, allocator: Allocator, max_instances: u32) -> anyhow::Result<Engine> {

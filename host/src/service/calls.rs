@@ -28,14 +28,15 @@ struct EndedCall<'a> {
     redactor: &'a Redactor,
     started_at_ms: i64,
     elapsed: Duration,
-    outcome: &'a CallOutcome,
+    outcome: &'a Arc<CallOutcome>,
     outbound: Vec<Exchange>,
 }
 
 impl Host {
     /// Runs `func_id` for a tenant. Adapter failures are outcomes (`Ok` with a failure);
     /// only bad requests and unknown tenants are errors.
-    pub async fn call(&self, tenant_id: &str, func_id: &str, body: &[u8], call_id: &str) -> Result<CallOutcome, HostError> {
+    /// The outcome is shared with the trace, which is built after the answer has gone.
+    pub async fn call(&self, tenant_id: &str, func_id: &str, body: &[u8], call_id: &str) -> Result<Arc<CallOutcome>, HostError> {
         let (tenant, compiled, canary) = self.route(tenant_id)?;
         let request = parse_call(body).map_err(HostError::BadRequest)?;
         let redactor = tenant.redactor.get(&compiled.digest, &compiled.description.secret_fields, &tenant.crm_config);
@@ -68,6 +69,7 @@ impl Host {
             f.body_excerpt = f.body_excerpt.as_deref().map(|b| redactor.text(b));
         }
         let elapsed = started.elapsed();
+        let outcome = Arc::new(outcome);
         self.finish_call(EndedCall {
             call_id,
             tenant: &tenant,
@@ -87,7 +89,7 @@ impl Host {
     /// written off the response path).
     fn finish_call(&self, call: EndedCall<'_>) {
         let d = &call.compiled.description;
-        let (outcome, kind) = match call.outcome {
+        let (outcome, kind) = match &**call.outcome {
             Ok(_) => ("complete", ""),
             Err(f) => ("failure", f.kind.as_str()),
         };
@@ -99,7 +101,7 @@ impl Host {
         self.activity.record(&d.name, call.outcome.is_err(), call.started_at_ms);
         self.stats.update(&call.tenant.id, |s| {
             *s.calls.entry(outcome).or_default() += 1;
-            if let Err(f) = call.outcome {
+            if let Err(f) = &**call.outcome {
                 *s.failures.entry(f.kind.as_str()).or_default() += 1;
             }
         });
@@ -108,7 +110,7 @@ impl Host {
         let digest_prefix = &digest[..digest.len().min(19)];
         let adapter = format_args!("{}@{}", d.name, d.version);
         let (call_id, tenant, func_id) = (call.call_id, call.tenant.id.as_str(), call.func_id);
-        match call.outcome {
+        match &**call.outcome {
             // Every call is in the trace store and the metrics; a log line per success would
             // cost a write per call for nothing more (BENCHMARKS.md). Failures stay at info.
             Ok(_) => tracing::debug!(call_id, tenant, %adapter, digest = digest_prefix, func_id, outcome, ms, "call"),
@@ -127,6 +129,9 @@ impl Host {
                 None => redactor.json(serde_json::from_slice(&body).unwrap_or(Value::Null)),
                 Some(_) => Value::Null, // `requestBody` holds what is kept of it
             };
+            // The answer was written out before the writer runs, so this is the last
+            // reference, unless API threads ran both at once: then a copy.
+            let answer = Arc::try_unwrap(answer).unwrap_or_else(|shared| (*shared).clone());
             let (crm_data, error) = match answer {
                 Ok(m) => (Some(redactor.json(Value::Object(m))), None),
                 Err(f) => (None, Some(f)),

@@ -155,7 +155,7 @@ fn latency_vs_native(t: &mut Table, crm: &str) -> Result<()> {
         let s = rt.block_on(async {
             let host = in_process_host(&data, crm, threads).await?;
             let answer = host.call("acme", "getCustomerDetails", &body, "probe").await?;
-            ensure!(answer.is_ok(), "wasm call failed: {:?}", answer.err());
+            ensure!(answer.is_ok(), "wasm call failed: {:?}", (*answer).as_ref().err());
             let mut i = 0u64;
             Ok(time_async(n, || {
                 i += 1;
