@@ -75,8 +75,6 @@ pub fn router(host: Arc<Host>, front: &FrontDoor, metrics_apart: bool) -> Api {
     let routes = api
         .route("/openapi.json", get(openapi).layer(axum::Extension(doc)))
         .merge(console::routes())
-        // Routes without the intake read no body at all.
-        .layer(DefaultBodyLimit::max(0))
         .fallback(no_such_endpoint)
         .with_state(host.clone());
     Api { host, routes }
@@ -123,7 +121,10 @@ impl Api {
             if let Some(refusal) = guard::refuse_unless_local(&self.host, &request) {
                 return refusal;
             }
-            let response = match self.routes.oneshot(request).await {
+            // Routes without the intake read no body at all. (A layer of the router would
+            // box every route once more.)
+            let routes = tower::Layer::layer(&DefaultBodyLimit::max(0), self.routes);
+            let response = match routes.oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
