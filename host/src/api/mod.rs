@@ -124,10 +124,7 @@ impl Api {
             // Routes without the intake read no body at all. (A layer of the router would
             // box every route once more.)
             let routes = tower::Layer::layer(&DefaultBodyLimit::max(0), self.routes);
-            let response = match routes.oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
+            let Ok(response) = routes.oneshot(request).await;
             no_sniff(json_errors(&uri, response).await)
         })
         .await
