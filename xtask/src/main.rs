@@ -12,6 +12,8 @@
 //! - `bench`       setup + plugins + a release build, then the host-vs-native benchmark
 //!   (BENCHMARKS.md; about 4 minutes after the build)
 //! - `bench neighbours`  setup + plugins, then the noisy-neighbour benchmark (BENCHMARKS.md)
+//! - `bench ab`    plugins + a release build, then this build and another side by side
+//!   (`BENCH_AB`: the other host binary; `BENCH_AB_PLUGINS`: another plugins directory)
 //! - `fuzz [SECONDS]`    every fuzz target for SECONDS each (default 60)
 
 use anyhow::{bail, Context, Result};
@@ -58,7 +60,7 @@ fn main() -> Result<()> {
         Some("fuzz") => fuzz(&root, &args[1..]),
         Some("soak") => soak(&root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <setup|plugins [--path DIR] [-p NAME]|new-adapter NAME [--dir DIR]|test|demo|bench [neighbours]|fuzz [SECONDS]|soak [MINUTES] [RATE]>");
+            eprintln!("usage: cargo xtask <setup|plugins [--path DIR] [-p NAME]|new-adapter NAME [--dir DIR]|test|demo|bench [neighbours|ab]|fuzz [SECONDS]|soak [MINUTES] [RATE]>");
             std::process::exit(2);
         }
     }
@@ -456,7 +458,17 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
                 .env("CRM_PG_BIN", pg_bin)
                 .env_remove("RUST_LOG"))
         }
-        _ => bail!("usage: cargo xtask bench [neighbours]"),
+        Some("ab") => {
+            plugins(root)?;
+            run(Command::new("cargo").current_dir(root).args(["build", "--release", "--package", "crm-tests", "--bin", "bench", "--bin", "crm-host-under-test"]))?;
+            eprintln!("xtask: two builds side by side (BENCH_AB, BENCH_AB_PLUGINS; about a minute)");
+            run(Command::new(root.join("target/release/bench"))
+                .arg("ab")
+                .current_dir(root)
+                .env("CRM_PLUGINS_DIR", root.join("target/plugins"))
+                .env_remove("RUST_LOG"))
+        }
+        _ => bail!("usage: cargo xtask bench [neighbours|ab]"),
     }
 }
 

@@ -4,8 +4,10 @@
 //! and the native baseline server as child processes. Prints one table; every ratio is
 //! computed from figures of the same run. BENCHMARKS.md records the figures and targets.
 //!
-//! `BENCH_SECS` (default 5) sets the length of each throughput run.
+//! `BENCH_SECS` (default 5) sets the length of each throughput run. `bench ab` instead
+//! compares two builds side by side (`ab.rs`).
 
+mod ab;
 mod fast_plando;
 mod load;
 mod native;
@@ -30,6 +32,11 @@ fn main() -> Result<()> {
     let secs = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5u64);
     let crm = format!("http://{}", fast_plando::start());
     let mut t = Table::default();
+    if args.first().map(String::as_str) == Some("ab") {
+        ab::side_by_side(&mut t, &crm, Duration::from_secs(secs))?;
+        t.print();
+        return Ok(());
+    }
     println!("crm-host benchmark: {} CPUs, {}s throughput runs, release build", crm_host::runtime::default_guest_threads(), secs);
     println!();
     // `BENCH_ONLY=1,2`: some sections only (for profiling one).
@@ -279,9 +286,13 @@ fn host_binary() -> Result<std::path::PathBuf> {
 }
 
 fn spawn_host(data: &std::path::Path, extra: &[String]) -> Result<(Child, String, Duration)> {
+    spawn_host_of(&host_binary()?, data, extra)
+}
+
+fn spawn_host_of(binary: &std::path::Path, data: &std::path::Path, extra: &[String]) -> Result<(Child, String, Duration)> {
     let log = std::fs::File::create(data.join("host.log"))?;
     let started = Instant::now();
-    let mut child = Command::new(host_binary()?)
+    let mut child = Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .args(extra)
@@ -291,6 +302,24 @@ fn spawn_host(data: &std::path::Path, extra: &[String]) -> Result<(Child, String
     let (_, url) = crm_tests::read_listen_url(child.stdout.take().unwrap())?;
     ensure!(url.starts_with("http://"), "the host did not start; see {}", data.join("host.log").display());
     Ok((child, url, started.elapsed()))
+}
+
+/// The host's command line against the fast emulator. 64 clients call one tenant: its
+/// concurrency cap (default 16) must let them in.
+fn host_args(crm: &str) -> Vec<String> {
+    vec!["--upstream".into(), format!("plando.co.il={crm}"), "--upstream-only".into(), "--max-concurrent-calls".into(), "128".into()]
+}
+
+/// `getCustomerDetails` of tenant `acme` on the server at `base` (process `pid`), as the
+/// load generator repeats it.
+fn acme_target(base: &str, pid: Option<u32>) -> load::Target {
+    load::Target {
+        addr: base.trim_start_matches("http://").parse().expect("server address"),
+        path: "/v1/tenants/acme/crm/getCustomerDetails".into(),
+        body: Bytes::from(call_body().to_string()),
+        expect: "\"outcome\":\"complete\"",
+        pid,
+    }
 }
 
 /// Deploys `bytes` as `plando` through a host's API; returns the digest.
@@ -303,7 +332,12 @@ fn deploy_plando(client: &reqwest::blocking::Client, base: &str, bytes: Vec<u8>)
 
 /// Plando deployed and tenant `acme` on the fast emulator, through a host's API.
 fn setup_acme(client: &reqwest::blocking::Client, base: &str) -> Result<()> {
-    deploy_plando(client, base, component("plando"))?;
+    setup_acme_with(client, base, component("plando"))
+}
+
+/// The same with another build of plando.
+fn setup_acme_with(client: &reqwest::blocking::Client, base: &str, plando: Vec<u8>) -> Result<()> {
+    deploy_plando(client, base, plando)?;
     let tenant = json!({"adapter": "plando", "projectId": "acme", "crmConfig": {"token": fast_plando::TOKEN, "chat": "1"}});
     let r = client.put(format!("{base}/v1/tenants/acme")).body(tenant.to_string()).send()?;
     ensure!(r.status() == 200, "tenant: {}", r.text()?);
@@ -313,8 +347,7 @@ fn setup_acme(client: &reqwest::blocking::Client, base: &str) -> Result<()> {
 impl Servers {
     fn start(crm: &str) -> Result<Servers> {
         let data = TempDir::new("bench-served");
-        // 64 clients call one tenant: its concurrency cap (default 16) must let them in.
-        let mut args = vec!["--upstream".into(), format!("plando.co.il={crm}"), "--upstream-only".into(), "--max-concurrent-calls".into(), "128".into()];
+        let mut args = host_args(crm);
         // `BENCH_HOST_ARGS="--guest-threads 0"`: measure another host configuration.
         args.extend(std::env::var("BENCH_HOST_ARGS").unwrap_or_default().split_whitespace().map(String::from));
         let (host, host_url, _) = spawn_host(data.path(), &args)?;
@@ -350,13 +383,7 @@ impl Servers {
     }
 
     fn target(&self, base: &str) -> load::Target {
-        load::Target {
-            addr: base.trim_start_matches("http://").parse().expect("server address"),
-            path: "/v1/tenants/acme/crm/getCustomerDetails".into(),
-            body: Bytes::from(call_body().to_string()),
-            expect: "\"outcome\":\"complete\"",
-            pid: self.pid_of(base),
-        }
+        acme_target(base, self.pid_of(base))
     }
 
     fn pid_of(&self, base: &str) -> Option<u32> {
