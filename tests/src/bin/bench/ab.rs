@@ -1,6 +1,6 @@
-//! Two builds side by side (`cargo xtask bench ab`): this build's host and another, or the same host
-//! with another build of the adapters, under the same load at the same time, each its own
-//! process with its own 32 clients. Their CPU per call is compared round by round.
+//! Two builds side by side (`cargo xtask bench ab`): this build's host and another, or the
+//! same host with another build of the adapters, under the same load at the same time, each
+//! its own process with its own 32 clients. Their CPU per call is compared round by round.
 //!
 //! Why at the same time: this VM's speed drifts by up to a third within minutes, so two
 //! builds measured one after the other differ by more than most changes do. Run at once,
