@@ -25,10 +25,12 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// The shadow stack adapters are linked with (wasm-ld's `-z stack-size`; Rust's default is
 /// 1 MiB). Rust lays the stack out first in linear memory, below the data: a small one keeps
 /// what a call dirties (stack top, data, the start of the heap) in a few contiguous pages
-/// that the host's pooling allocator resets cheaply (BENCHMARKS.md). 48 KiB holds the most
-/// deeply nested params the host accepts (32 KiB does not: the test
-/// `the_deepest_params_the_host_accepts_fit_an_adapters_stack`). `CRM_ADAPTER_STACK`
-/// overrides it (bytes).
+/// that the host's pooling allocator resets cheaply (BENCHMARKS.md). The SDK reads and
+/// writes JSON without recursion, so the most deeply nested params the host accepts and the
+/// deepest answer a CRM can send fit in 32 KiB even at `opt-level = 3` (the tests
+/// `the_deepest_params_the_host_accepts_fit_an_adapters_stack` and
+/// `the_deepest_answer_a_crm_can_send_fits_an_adapters_stack`); 48 KiB leaves an adapter's
+/// own code room. `CRM_ADAPTER_STACK` overrides it (bytes).
 const ADAPTER_STACK: u32 = 48 << 10;
 /// The initial linear memory adapters are linked with (wasm-ld's `--initial-memory`, a
 /// multiple of 64 KiB): the stack, the data, and past them room for a common call's heap,
@@ -36,9 +38,9 @@ const ADAPTER_STACK: u32 = 48 << 10;
 /// a pooled memory by hand (`KEEP_RESIDENT_MEMORY` in host/src/runtime/engine.rs), so a
 /// call that stays inside it costs no page fault and no madvise. `CRM_ADAPTER_MEMORY`
 /// overrides it (bytes), for an adapter whose stack and data do not fit (wasm-ld then says
-/// `initial memory too small`). 192 KiB leave 117 KiB of heap room, which every call of the
-/// bundled adapters' conformance tests stays inside; 128 KiB (53 KiB of heap) made most of
-/// them grow the memory.
+/// `initial memory too small`). 192 KiB leave about 95 KiB of heap room past the bundled
+/// adapters' 47 KiB of data, which every call of their conformance tests stays inside; 128
+/// KiB (53 KiB of heap at `opt-level = "s"`) made most of them grow the memory.
 const ADAPTER_MEMORY: u32 = 192 << 10;
 /// Debian's second Rust toolchain: ships std's source, so std can be built for wasm here
 /// where rustup cannot download targets.

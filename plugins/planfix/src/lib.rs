@@ -163,7 +163,7 @@ impl Api {
         let resp = request.send(http)?;
         let text = resp.text();
         let error = || {
-            crm_sdk::serde_json::from_str::<Value>(&text)
+            crm_sdk::json::from_str(&text)
                 .ok()
                 .map(unwrap_data)
                 .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
@@ -198,7 +198,7 @@ impl Api {
 fn unwrap_data(v: Value) -> Value {
     match v {
         Value::Object(mut m) if m.len() == 1 && m.contains_key("data") => match m.remove("data").unwrap_or_default() {
-            Value::String(s) => crm_sdk::serde_json::from_str(&s).unwrap_or(Value::String(s)),
+            Value::String(s) => crm_sdk::json::from_str(&s).unwrap_or(Value::String(s)),
             other => other,
         },
         other => other,

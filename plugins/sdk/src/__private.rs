@@ -59,14 +59,31 @@ pub fn validate_config<A: Adapter>(crm_config: String) -> Result<(), WitError> {
 
 pub fn invoke<A: Adapter>(func_id: String, ctx: CallContext) -> Result<String, WitError> {
     let call = call_from_wit(ctx).map_err(to_wit)?;
-    let data = crate::run(&A::default(), &func_id, &call, &WasiTransport).map_err(to_wit)?;
-    Ok(json_text(&data))
+    let data = crate::run(&A::default(), &func_id, &call, &WasiTransport);
+    drop_call(call);
+    let data = data.map_err(to_wit)?;
+    let text = json_text(&data);
+    drop_map(data);
+    Ok(text)
 }
 
-/// A JSON object's text, written straight into a buffer (`Value`'s `Display` goes through the
-/// formatter a piece at a time).
+/// A JSON object's text, written without recursion (`crate::json`).
 fn json_text(map: &serde_json::Map<String, serde_json::Value>) -> String {
-    serde_json::to_string(map).expect("a JSON map prints")
+    crate::json::object_to_string(map)
+}
+
+/// The call's values dropped a level at a time: the params the host accepts nest as deep as
+/// serde_json allows, which the compiler's recursive drop would pay for in stack.
+fn drop_call(call: Call) {
+    drop_map(call.params.into_map());
+    drop_map(call.config.into_map());
+    drop_map(call.chat.crm_data);
+}
+
+fn drop_map(map: serde_json::Map<String, serde_json::Value>) {
+    for (_, v) in map {
+        crate::json::drop_flat(v);
+    }
 }
 
 pub fn handle_webhook<A: Adapter>(
@@ -109,7 +126,8 @@ pub fn handle_webhook<A: Adapter>(
 fn call_from_wit(ctx: CallContext) -> Result<Call, CrmError> {
     let c = ctx.chat;
     let crm_data = Values::parse(Origin::Params, &c.crm_data)
-        .map_err(|e| CrmError::invalid_params("chat.crmData", e.to_string()))?;
+        .map_err(|e| CrmError::invalid_params("chat.crmData", e.to_string()))?
+        .into_map();
     Ok(Call {
         now: Timestamp::from_unix_ms(now_ms()),
         project_id: ctx.project_id,
@@ -120,7 +138,7 @@ fn call_from_wit(ctx: CallContext) -> Result<Call, CrmError> {
             phone: c.phone,
             title: c.title,
             agent: c.agent.map(|a| crate::Agent { email: a.email, name: a.name }),
-            crm_data: crm_data.map().clone(),
+            crm_data,
             nodes: c.nodes.into_iter().map(|n| (n.node, serde_json::Value::String(n.text))).collect(),
             messages: c
                 .messages

@@ -216,15 +216,23 @@ impl Response {
     }
 
     /// The body as JSON; an unreadable body is an `upstream` error carrying an excerpt.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, CrmError> {
-        serde_json::from_slice(&self.body).map_err(|e| {
+    pub fn json<T: DeserializeOwned + 'static>(&self) -> Result<T, CrmError> {
+        let bad = |e: &dyn std::fmt::Display| {
             CrmError::upstream(self.status, format!("response is not the expected JSON: {e}"), &self.body)
-        })
+        };
+        // Read without recursion (`crate::json`): a CRM's answer may nest as deep as JSON
+        // allows, and the adapter's stack is small. A `Value` is the answer as read; any
+        // other type is made from it, as deep as that type goes.
+        let mut value = Some(crate::json::from_slice(&self.body).map_err(|e| bad(&e))?);
+        if let Some(v) = (&mut value as &mut dyn std::any::Any).downcast_mut::<Option<T>>() {
+            return Ok(v.take().expect("the value read"));
+        }
+        serde_json::from_value(value.take().expect("the value read")).map_err(|e| bad(&e))
     }
 
     /// The body as JSON, or `T::default()` when there is none (204, or an empty 2xx body: what
     /// many JSON CRMs answer to an update or a delete).
-    pub fn json_or_empty<T: DeserializeOwned + Default>(&self) -> Result<T, CrmError> {
+    pub fn json_or_empty<T: DeserializeOwned + Default + 'static>(&self) -> Result<T, CrmError> {
         if self.status == 204 || self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(T::default());
         }
@@ -269,7 +277,7 @@ impl Response {
     /// `{"error": "..."}`, `{"error": {"message"}}`, `{"errors": [{"message"}]}`,
     /// `{"detail"}`, `{"error_description"}`, `{"title"}`.
     pub fn error_message(&self) -> Option<String> {
-        let v: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        let v = crate::json::from_slice(&self.body).ok()?;
         let text = |v: &serde_json::Value| v.as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
         let e = &v["error"];
         text(&v["message"])

@@ -17,6 +17,7 @@ mod arena;
 mod chat;
 mod error;
 mod http;
+pub mod json;
 mod phone;
 mod spec;
 mod time;

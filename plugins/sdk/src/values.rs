@@ -43,7 +43,7 @@ impl Values {
         if json.trim().is_empty() {
             return Ok(Self::new(origin, Map::new()));
         }
-        match serde_json::from_str::<Value>(json) {
+        match crate::json::from_str(json) {
             Ok(Value::Object(map)) => Ok(Self::new(origin, map)),
             Ok(Value::Null) => Ok(Self::new(origin, Map::new())),
             Ok(other) => Err(bad(format!("{what} must be a JSON object, got {}", type_name(&other)))),
@@ -54,6 +54,11 @@ impl Values {
     /// Every value, as sent (nulls included).
     pub fn map(&self) -> &Map<String, Value> {
         &self.map
+    }
+
+    /// Every value, as sent, taken.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.map
     }
 
     /// A value; `null` counts as missing.
@@ -134,7 +139,7 @@ impl Values {
             None => Ok(None),
             Some(Value::Object(m)) => Ok(Some(m.clone())),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Some(Value::String(s)) => match crate::json::from_str(s) {
                 Ok(Value::Object(m)) => Ok(Some(m)),
                 Ok(other) => Err(bad(type_name(&other))),
                 Err(_) => Err(bad("text that is not JSON")),
@@ -214,7 +219,7 @@ pub fn form_text(v: &Value) -> String {
         Value::Bool(b) => if *b { "1" } else { "0" }.into(),
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
-        Value::Array(_) | Value::Object(_) => v.to_string(),
+        Value::Array(_) | Value::Object(_) => crate::json::to_string(v),
     }
 }
 
@@ -244,7 +249,7 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
 }
 
 fn short(v: &Value) -> String {
-    let s = v.to_string();
+    let s = crate::json::to_string(v);
     match s.char_indices().nth(60) {
         Some((cut, _)) => format!("{}…", &s[..cut]),
         None => s,

@@ -708,7 +708,8 @@ async fn unmarked_requests_are_retried_only_for_safe_methods() {
 
 /// Adapters are linked with a 48 KiB stack (xtask's `ADAPTER_STACK`): the most deeply
 /// nested params the host accepts still reach the adapter and come back, with no stack
-/// exhausted on the way (the SDK parses the call and serialises crmData recursively).
+/// exhausted on the way (the SDK reads the call and writes crmData without recursion; the
+/// chaos adapter's echo copies the params with serde's recursive code on top).
 #[tokio::test]
 async fn the_deepest_params_the_host_accepts_fit_an_adapters_stack() {
     let host = TestHost::start_with(crm_tests::test_limits(), &[]).await;
@@ -737,4 +738,24 @@ async fn the_deepest_params_the_host_accepts_fit_an_adapters_stack() {
     let (depth, answer) = accepted.expect("the host accepts params nested 100 deep");
     assert!(answer.starts_with(r#"{"outcome":"complete""#), "depth {depth}: {answer}");
     assert!(answer.contains(&format!(r#""params":{{"deep":{}}}"#, nested(depth))), "depth {depth}: {answer}");
+}
+
+/// A CRM's answer may nest as deep as JSON allows (serde_json's 127 levels): the SDK reads it
+/// without recursion, as a `Value` or as a type made from one, and one level more is an
+/// `upstream` error, not a crashed adapter.
+#[tokio::test]
+async fn the_deepest_answer_a_crm_can_send_fits_an_adapters_stack() {
+    let crm = echo_server().await;
+    let host = chaos(&[("api.chaos.test", &crm.url)], json!({})).await;
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let fetch = |read: &str| call_body(json!({"url": "https://api.chaos.test/deep", "read": read}));
+    crm.fault("/deep", Fault::Status(200, nested(127)));
+    for read in ["value", "typed"] {
+        let data = host.complete("t1", "fetch", fetch(read)).await;
+        assert_eq!(data["depth"], 127, "{read}: {data}");
+    }
+    crm.fault("/deep", Fault::Status(200, nested(128)));
+    let e = host.failure("t1", "fetch", fetch("value")).await;
+    assert_eq!(e["kind"], "upstream", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("recursion limit exceeded"), "{e}");
 }

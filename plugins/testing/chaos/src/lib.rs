@@ -11,6 +11,20 @@ mod extras {
 #[derive(Default)]
 pub struct Chaos;
 
+/// How many arrays and objects nest in `v`, counted without recursion.
+fn depth(v: &Value) -> usize {
+    let (mut deepest, mut pending) = (0, vec![(v, 0)]);
+    while let Some((v, d)) = pending.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(items) => pending.extend(items.iter().map(|v| (v, d + 1))),
+            Value::Object(map) => pending.extend(map.values().map(|v| (v, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Survives between calls only if the host reuses instances (it must not).
 static CALLS: AtomicU32 = AtomicU32::new(0);
 
@@ -49,7 +63,12 @@ impl Adapter for Chaos {
                     request = request.header(name, value);
                 }
                 let resp = request.send(http)?;
-                json!({"status": resp.status, "body": resp.text(), "host": resp.header("x-seen-host")})
+                // How deep the answer nests, read as a `Value` or as a type made from one.
+                match call.params.str("read")?.as_deref() {
+                    Some("value") => json!({"status": resp.status, "depth": depth(&resp.json::<Value>()?)}),
+                    Some("typed") => json!({"status": resp.status, "depth": depth(&Value::Array(resp.json::<Vec<Value>>()?))}),
+                    _ => json!({"status": resp.status, "body": resp.text(), "host": resp.header("x-seen-host")}),
+                }
             }
             // Requests until one fails (or 1,000 went out), as a runaway adapter would.
             "flood" => {
