@@ -210,13 +210,15 @@ impl TraceWriter {
                 while let Ok(job) = rx.try_recv() {
                     take(job, &mut batch, &mut waiting);
                 }
-                for chunk in batch.chunks(BATCH_MAX) {
+                while !batch.is_empty() {
+                    let rest = batch.split_off(batch.len().min(BATCH_MAX));
+                    let chunk = std::mem::replace(&mut batch, rest);
+                    let n = chunk.len();
                     if let Err(e) = store.record_calls(chunk, &keep).await {
-                        tracing::error!("could not record {} call traces: {e}", chunk.len());
-                        dropped.traces_dropped.inc_by(chunk.len() as u64);
+                        tracing::error!("could not record {n} call traces: {e}");
+                        dropped.traces_dropped.inc_by(n as u64);
                     }
                 }
-                batch.clear();
                 for w in waiting.drain(..) {
                     let _ = w.send(());
                 }

@@ -393,7 +393,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores recorded calls and keeps, of each of their tenants, the newest calls up to
     /// `keep.calls` of them and `keep.trace_bytes` of traces.
-    async fn record_calls(&self, calls: &[CallRecord], keep: &TraceRetention) -> StoreResult<()>;
+    async fn record_calls(&self, calls: Vec<CallRecord>, keep: &TraceRetention) -> StoreResult<()>;
     /// A tenant's most recent calls (with that outcome, when given), newest first, without
     /// their traces.
     async fn calls(&self, tenant: &str, limit: u32, outcome: Option<&str>) -> StoreResult<Vec<CallHead>>;

@@ -369,37 +369,39 @@ macro_rules! impl_store {
                 .rows_affected())
             }
 
-            async fn record_calls(&self, calls: &[CallRecord], keep: &TraceRetention) -> StoreResult<()> {
+            async fn record_calls(&self, calls: Vec<CallRecord>, keep: &TraceRetention) -> StoreResult<()> {
                 if calls.is_empty() {
                     return Ok(());
                 }
+                let mut tenants: Vec<String> = Vec::new();
+                for c in &calls {
+                    if !tenants.contains(&c.head.tenant) {
+                        tenants.push(c.head.tenant.clone());
+                    }
+                }
                 let mut tx = self.traces_write().await?;
                 // One statement for the batch: each statement is a round trip to the
-                // database (for SQLite, to its worker thread).
+                // database (for SQLite, to its worker thread). The records are bound by
+                // value: a bound `&String` is copied, and the traces are most of a batch.
                 let mut insert = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO calls (call_id, tenant, func_id, adapter, version, digest, started_at_ms, duration_us, outcome, error_kind, trace, trace_bytes) ",
                 );
                 insert.push_values(calls, |mut row, CallRecord { head: c, trace }| {
-                    row.push_bind(&c.call_id)
-                        .push_bind(&c.tenant)
-                        .push_bind(&c.func_id)
-                        .push_bind(&c.adapter)
-                        .push_bind(&c.version)
-                        .push_bind(&c.digest)
+                    let trace_bytes = trace.len() as i64;
+                    row.push_bind(c.call_id)
+                        .push_bind(c.tenant)
+                        .push_bind(c.func_id)
+                        .push_bind(c.adapter)
+                        .push_bind(c.version)
+                        .push_bind(c.digest)
                         .push_bind(c.started_at_ms)
                         .push_bind(c.duration_us)
-                        .push_bind(&c.outcome)
-                        .push_bind(&c.error_kind)
+                        .push_bind(c.outcome)
+                        .push_bind(c.error_kind)
                         .push_bind(trace)
-                        .push_bind(trace.len() as i64);
+                        .push_bind(trace_bytes);
                 });
                 insert.build().execute(&mut *tx).await?;
-                let mut tenants: Vec<&str> = Vec::new();
-                for c in calls {
-                    if !tenants.contains(&c.head.tenant.as_str()) {
-                        tenants.push(&c.head.tenant);
-                    }
-                }
                 // Of each tenant, the newest `keep.calls` calls whose traces fit in
                 // `keep.trace_bytes`: the higher of the two cut points and everything
                 // below it go, in one statement (each statement is a round trip). The

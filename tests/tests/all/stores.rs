@@ -118,7 +118,7 @@ async fn contract(s: &dyn Store) {
 
     // Recorded calls: newest first, kept up to the retention per tenant.
     let calls: Vec<CallRecord> = (0..5).map(|i| call(&format!("c{i}"), "t1")).chain([call("x", "t2")]).collect();
-    s.record_calls(&calls, &TraceRetention { calls: 3, ..TraceRetention::DEFAULT }).await.unwrap();
+    s.record_calls(calls.clone(), &TraceRetention { calls: 3, ..TraceRetention::DEFAULT }).await.unwrap();
     let kept = s.calls("t1", 10, None).await.unwrap();
     assert_eq!(kept.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), ["c4", "c3", "c2"]);
     assert_eq!(kept[0], calls[4].head, "listed from the summary columns");
@@ -131,18 +131,18 @@ async fn contract(s: &dyn Store) {
     let big = |id: &str| CallRecord { trace: json!({"data": "x".repeat(1000)}).to_string(), ..call(id, "t3") };
     let size = big("b0").trace.len() as u64;
     let bound = TraceRetention { calls: 1000, trace_bytes: 3 * size + size / 2 };
-    s.record_calls(&[big("b0"), big("b1")], &bound).await.unwrap();
-    s.record_calls(&[big("b2"), big("b3"), big("b4")], &bound).await.unwrap();
+    s.record_calls(vec![big("b0"), big("b1")], &bound).await.unwrap();
+    s.record_calls(vec![big("b2"), big("b3"), big("b4")], &bound).await.unwrap();
     let kept = s.calls("t3", 10, None).await.unwrap();
     assert_eq!(kept.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), ["b4", "b3", "b2"]);
     // Traces that add up to exactly the bound all fit.
     let exact: Vec<CallRecord> = (0..3).map(|i| CallRecord { head: call(&format!("t8-{i}"), "t8").head, ..big("") }).collect();
-    s.record_calls(&exact, &TraceRetention { calls: 1000, trace_bytes: 3 * size }).await.unwrap();
+    s.record_calls(exact, &TraceRetention { calls: 1000, trace_bytes: 3 * size }).await.unwrap();
     assert_eq!(s.calls("t8", 10, None).await.unwrap().len(), 3);
     // Both bounds at once: whichever keeps fewer decides.
     for (tenant, keep_calls, kept) in [("t6", 2, &["t6-4", "t6-3"][..]), ("t7", 4, &["t7-4", "t7-3", "t7-2"][..])] {
         let calls: Vec<CallRecord> = (0..5).map(|i| CallRecord { head: call(&format!("{tenant}-{i}"), tenant).head, ..big("") }).collect();
-        s.record_calls(&calls, &TraceRetention { calls: keep_calls, ..bound }).await.unwrap();
+        s.record_calls(calls, &TraceRetention { calls: keep_calls, ..bound }).await.unwrap();
         assert_eq!(s.calls(tenant, 10, None).await.unwrap().iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), kept);
     }
 
@@ -153,7 +153,7 @@ async fn contract(s: &dyn Store) {
         c
     };
     let replayable = [at("r1", "t4", "lookup", 100), at("r2", "t5", "lookup", 200), at("r3", "t4", "create", 300), at("r4", "t4", "lookup", 400)];
-    s.record_calls(&replayable, &TraceRetention::DEFAULT).await.unwrap();
+    s.record_calls(replayable.to_vec(), &TraceRetention::DEFAULT).await.unwrap();
     let pick = |tenants: Option<&[&str]>, functions: Option<&[&str]>, since_ms, limit| CallFilter {
         adapter: "a".into(),
         tenants: tenants.map(|t| t.iter().map(|x| x.to_string()).collect()),
