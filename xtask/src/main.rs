@@ -26,11 +26,11 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// 1 MiB). Rust lays the stack out first in linear memory, below the data: a small one keeps
 /// what a call dirties (stack top, data, the start of the heap) in a few contiguous pages
 /// that the host's pooling allocator resets cheaply (BENCHMARKS.md). The SDK reads and
-/// writes JSON without recursion, so the most deeply nested params the host accepts and the
-/// deepest answer a CRM can send fit in 32 KiB even at `opt-level = 3` (the tests
-/// `the_deepest_params_the_host_accepts_fit_an_adapters_stack` and
-/// `the_deepest_answer_a_crm_can_send_fits_an_adapters_stack`); 48 KiB leaves an adapter's
-/// own code room. `CRM_ADAPTER_STACK` overrides it (bytes).
+/// writes JSON without recursion, so at `opt-level = 3` the most deeply nested params the
+/// host accepts fit in 32 KiB (`the_deepest_params_the_host_accepts_fit_an_adapters_stack`);
+/// the deepest answer a CRM can send, which an adapter's own code drops (the compiler's drop
+/// recurses), needs 48 (`the_deepest_answer_a_crm_can_send_fits_an_adapters_stack` fails
+/// with 32). `CRM_ADAPTER_STACK` overrides it (bytes).
 const ADAPTER_STACK: u32 = 48 << 10;
 /// The initial linear memory adapters are linked with (wasm-ld's `--initial-memory`, a
 /// multiple of 64 KiB): the stack, the data, and past them room for a common call's heap,

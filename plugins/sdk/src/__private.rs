@@ -59,12 +59,8 @@ pub fn validate_config<A: Adapter>(crm_config: String) -> Result<(), WitError> {
 
 pub fn invoke<A: Adapter>(func_id: String, ctx: CallContext) -> Result<String, WitError> {
     let call = call_from_wit(ctx).map_err(to_wit)?;
-    let data = crate::run(&A::default(), &func_id, &call, &WasiTransport);
-    drop_call(call);
-    let data = data.map_err(to_wit)?;
-    let text = json_text(&data);
-    drop_map(data);
-    Ok(text)
+    let data = crate::run(&A::default(), &func_id, &call, &WasiTransport).map_err(to_wit)?;
+    Ok(json_text(&data))
 }
 
 /// A JSON object's text, written without recursion (`crate::json`).
@@ -72,19 +68,6 @@ fn json_text(map: &serde_json::Map<String, serde_json::Value>) -> String {
     crate::json::object_to_string(map)
 }
 
-/// The call's values dropped a level at a time: the params the host accepts nest as deep as
-/// serde_json allows, which the compiler's recursive drop would pay for in stack.
-fn drop_call(call: Call) {
-    drop_map(call.params.into_map());
-    drop_map(call.config.into_map());
-    drop_map(call.chat.crm_data);
-}
-
-fn drop_map(map: serde_json::Map<String, serde_json::Value>) {
-    for (_, v) in map {
-        crate::json::drop_flat(v);
-    }
-}
 
 pub fn handle_webhook<A: Adapter>(
     project_id: String,

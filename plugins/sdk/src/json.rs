@@ -3,8 +3,9 @@
 //! An adapter runs on a small wasm stack (48 KiB), and serde's recursive parser and printer
 //! spend a frame per level of nesting whose size the optimiser decides: the deepest params
 //! the host accepts fitted at `opt-level = "s"` and overflowed at `3`. These loops keep their
-//! own stack on the heap, so how deep a value may nest no longer depends on how the adapter
-//! was compiled. They read and write exactly what serde_json does: the same grammar, the same
+//! own stack on the heap, so reading or writing a value takes no stack in proportion to its
+//! depth (dropping one still does: the compiler's drop recurses, in much smaller frames).
+//! They read and write exactly what serde_json does: the same grammar, the same
 //! numbers (integers that fit `u64`/`i64` stay integers, `-0` is a float), the same limit of
 //! 127 nested arrays and objects, later duplicate keys replacing earlier ones in place, and
 //! serde_json's compact text with its escapes.
@@ -463,29 +464,6 @@ fn write_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Drops a value a level at a time: the compiler's drop of a nested value recurses once per
-/// level, like serde's parser.
-#[cfg(any(test, target_arch = "wasm32"))]
-pub(crate) fn drop_flat(value: Value) {
-    let mut pending = match value {
-        Value::Array(items) if items.iter().any(is_container) => items,
-        Value::Object(map) if map.values().any(is_container) => map.into_iter().map(|(_, v)| v).collect(),
-        _ => return,
-    };
-    while let Some(v) = pending.pop() {
-        match v {
-            Value::Array(items) => pending.extend(items),
-            Value::Object(map) => pending.extend(map.into_iter().map(|(_, v)| v)),
-            _ => {}
-        }
-    }
-}
-
-#[cfg(any(test, target_arch = "wasm32"))]
-fn is_container(v: &Value) -> bool {
-    matches!(v, Value::Array(_) | Value::Object(_))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,11 +552,5 @@ mod tests {
                 assert_eq!(object_to_string(map), text);
             }
         }
-    }
-
-    #[test]
-    fn drops_deep_values() {
-        let deep = (0..100_000).fold(json!(1), |inner, _| Value::Array(vec![inner, json!({"k": "v"})]));
-        drop_flat(deep);
     }
 }
