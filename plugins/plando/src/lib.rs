@@ -108,7 +108,7 @@ impl ContactLookup {
         form.push("access_key", cfg.required_str("token")?)
             .push("phone", phone.as_str())
             .push("attr", attr.join(","))
-            .push("search_options", Value::Object(search_options).to_string());
+            .push("search_options", crm_sdk::json::object_to_string(&search_options));
         // A search: safe for the host to retry.
         let request = Request::post(format!("{BASE}/contact_details")).idempotent().form(&form);
         // Read now, judged only when several contacts match (as the one-piece lookup did).
@@ -321,7 +321,7 @@ fn push_transcript(call: &Call, http: &dyn Transport) -> Result<CrmData, CrmErro
         .push("user_email", email)
         .push("formal_whatsapp_url", format!("{customer_id}.texterchat.com"))
         .push("phone", phone)
-        .push("msg", Value::Array(msg).to_string());
+        .push("msg", crm_sdk::json::to_string(&Value::Array(msg)));
     let resp = Request::post(format!("{BASE}/contacts/parse_whatsapp_session")).form(&form).send(http)?;
     // The seed: anything but 200 is a failure.
     if resp.status != 200 {
@@ -353,8 +353,9 @@ fn envelope(resp: Response) -> Result<Value, CrmError> {
     Ok(body)
 }
 
+/// The answer quoted as text (written by the SDK's loop: it nests as deep as Plando makes it).
 fn bad_answer(what: &str, body: &Value) -> CrmError {
-    CrmError::upstream(200, what, body.to_string().as_bytes())
+    CrmError::upstream(200, what, crm_sdk::json::to_string(body).as_bytes())
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ fn number(answer: Option<Value>, cmd: &str) -> Result<Value, CrmError> {
         .filter(|n| crm_sdk::scalar_text(n).is_some_and(|s| !s.is_empty()))
         .cloned()
         .ok_or_else(|| {
-            let body = answer.map(|v| v.to_string()).unwrap_or_else(|| "OK".into());
+            let body = answer.map(|v| crm_sdk::json::to_string(&v)).unwrap_or_else(|| "OK".into());
             CrmError::upstream(200, format!("Planfix's {cmd} answer has no number"), body.as_bytes())
         })
 }

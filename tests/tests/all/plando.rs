@@ -593,6 +593,18 @@ async fn plando_answering_500_is_an_upstream_failure_with_an_excerpt() {
     assert_eq!(e["bodyExcerpt"], "internal error: db down");
 }
 
+/// An answer of the wrong shape is quoted in the error; nested as deep as JSON allows, it is
+/// still an `upstream` failure, not a crashed adapter.
+#[tokio::test]
+async fn plando_answering_the_deepest_wrong_shape_is_an_upstream_failure() {
+    let (host, crm) = setup(json!({})).await;
+    let deep = format!("{}1{}", "[".repeat(126), "]".repeat(126));
+    crm.fault(LEAD_FORM, Fault::Status(200, format!(r#"{{"err":"0","contact_id":{deep}}}"#)));
+    let e = host.failure("acme", "newOpportunity", body(json!({}))).await;
+    assert_eq!(e["kind"], "upstream", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("contact_id"), "{e}");
+}
+
 #[tokio::test]
 async fn plando_answering_garbage_is_an_upstream_failure() {
     let (host, crm) = setup(json!({})).await;
