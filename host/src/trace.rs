@@ -211,8 +211,7 @@ impl TraceWriter {
                     take(job, &mut batch, &mut waiting);
                 }
                 while !batch.is_empty() {
-                    let rest = batch.split_off(batch.len().min(BATCH_MAX));
-                    let chunk = std::mem::replace(&mut batch, rest);
+                    let chunk: Vec<CallRecord> = batch.drain(..batch.len().min(BATCH_MAX)).collect();
                     let n = chunk.len();
                     if let Err(e) = store.record_calls(chunk, &keep).await {
                         tracing::error!("could not record {n} call traces: {e}");

@@ -60,14 +60,8 @@ pub fn validate_config<A: Adapter>(crm_config: String) -> Result<(), WitError> {
 pub fn invoke<A: Adapter>(func_id: String, ctx: CallContext) -> Result<String, WitError> {
     let call = call_from_wit(ctx).map_err(to_wit)?;
     let data = crate::run(&A::default(), &func_id, &call, &WasiTransport).map_err(to_wit)?;
-    Ok(json_text(&data))
+    Ok(crate::json::object_to_string(&data))
 }
-
-/// A JSON object's text, written without recursion (`crate::json`).
-fn json_text(map: &serde_json::Map<String, serde_json::Value>) -> String {
-    crate::json::object_to_string(map)
-}
-
 
 pub fn handle_webhook<A: Adapter>(
     project_id: String,
@@ -100,7 +94,7 @@ pub fn handle_webhook<A: Adapter>(
                 text: m.text,
                 author: m.author,
                 media: m.media.into_iter().map(media_to_wit).collect(),
-                extra: json_text(&m.extra),
+                extra: crate::json::object_to_string(&m.extra),
             })
             .collect(),
     })

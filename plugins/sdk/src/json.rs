@@ -45,7 +45,7 @@ pub fn from_slice(bytes: &[u8]) -> Result<Value, JsonError> {
 /// A value as compact JSON text, as `serde_json::to_string` writes it.
 pub fn to_string(value: &Value) -> String {
     let mut out = String::new();
-    write(&mut out, value);
+    write_from(&mut out, Vec::new(), Some(value));
     out
 }
 
@@ -67,33 +67,21 @@ impl Parser<'_> {
         'value: loop {
             let mut done = match self.skip_ws() {
                 None => return Err(self.error("EOF while parsing a value")),
-                Some(b'[') => {
-                    self.enter(open.len())?;
-                    match self.skip_ws() {
-                        Some(b']') => {
-                            self.pos += 1;
-                            Value::Array(Vec::new())
-                        }
-                        _ => {
-                            open.push(Open::Array(Vec::new()));
-                            continue 'value;
-                        }
+                Some(b'[') => match self.enter(open.len(), b']')? {
+                    true => Value::Array(Vec::new()),
+                    false => {
+                        open.push(Open::Array(Vec::new()));
+                        continue 'value;
                     }
-                }
-                Some(b'{') => {
-                    self.enter(open.len())?;
-                    match self.skip_ws() {
-                        Some(b'}') => {
-                            self.pos += 1;
-                            Value::Object(Map::new())
-                        }
-                        _ => {
-                            let key = self.key()?;
-                            open.push(Open::Object(Map::new(), key));
-                            continue 'value;
-                        }
+                },
+                Some(b'{') => match self.enter(open.len(), b'}')? {
+                    true => Value::Object(Map::new()),
+                    false => {
+                        let key = self.key()?;
+                        open.push(Open::Object(Map::new(), key));
+                        continue 'value;
                     }
-                }
+                },
                 Some(b'"') => {
                     self.pos += 1;
                     Value::String(self.string()?)
@@ -106,7 +94,7 @@ impl Parser<'_> {
             };
             // `done` is whole: hand it to the container it closes, as often as that closes one.
             loop {
-                match open.last_mut() {
+                let close = match open.last_mut() {
                     None => {
                         if self.skip_ws().is_some() {
                             return Err(self.error("trailing characters"));
@@ -115,54 +103,55 @@ impl Parser<'_> {
                     }
                     Some(Open::Array(items)) => {
                         items.push(done);
-                        match self.after_item(b']', "EOF while parsing a list", "expected `,` or `]`")? {
-                            true => {
-                                if self.skip_ws() == Some(b']') {
-                                    return Err(self.error("trailing comma"));
-                                }
-                                continue 'value;
-                            }
-                            false => match open.pop() {
-                                Some(Open::Array(items)) => done = Value::Array(items),
-                                _ => unreachable!("the last open container is an array"),
-                            },
-                        }
+                        b']'
                     }
                     Some(Open::Object(map, key)) => {
                         map.insert(std::mem::take(key), done);
-                        match self.after_item(b'}', "EOF while parsing an object", "expected `,` or `}`")? {
-                            true => {
-                                if self.skip_ws() == Some(b'}') {
-                                    return Err(self.error("trailing comma"));
-                                }
-                                *key = self.key()?;
-                                continue 'value;
-                            }
-                            false => match open.pop() {
-                                Some(Open::Object(map, _)) => done = Value::Object(map),
-                                _ => unreachable!("the last open container is an object"),
-                            },
-                        }
+                        b'}'
                     }
+                };
+                if self.after_item(close)? {
+                    if let Some(Open::Object(_, key)) = open.last_mut() {
+                        *key = self.key()?;
+                    }
+                    continue 'value;
                 }
+                done = match open.pop() {
+                    Some(Open::Array(items)) => Value::Array(items),
+                    Some(Open::Object(map, _)) => Value::Object(map),
+                    None => unreachable!("an item was just added to an open container"),
+                };
             }
         }
     }
 
-    /// Past the opening bracket, if one more level is allowed.
-    fn enter(&mut self, depth: usize) -> Result<(), JsonError> {
+    /// Past the opening bracket, if one more level is allowed; `true` when the container is
+    /// empty (and past its `close` too).
+    fn enter(&mut self, depth: usize, close: u8) -> Result<bool, JsonError> {
         self.pos += 1;
         if depth >= MAX_DEPTH {
             return Err(self.error("recursion limit exceeded"));
         }
-        Ok(())
+        let empty = self.skip_ws() == Some(close);
+        if empty {
+            self.pos += 1;
+        }
+        Ok(empty)
     }
 
-    /// After an item: `true` past a comma, `false` past the closing bracket.
-    fn after_item(&mut self, close: u8, eof: &'static str, other: &'static str) -> Result<bool, JsonError> {
+    /// After an item of the container that `close` ends: `true` past a comma (another item
+    /// follows), `false` past `close`.
+    fn after_item(&mut self, close: u8) -> Result<bool, JsonError> {
+        let (eof, other) = match close {
+            b']' => ("EOF while parsing a list", "expected `,` or `]`"),
+            _ => ("EOF while parsing an object", "expected `,` or `}`"),
+        };
         match self.skip_ws() {
             Some(b',') => {
                 self.pos += 1;
+                if self.skip_ws() == Some(close) {
+                    return Err(self.error("trailing comma"));
+                }
                 Ok(true)
             }
             Some(c) if c == close => {
@@ -373,11 +362,6 @@ impl Parser<'_> {
 enum Writing<'a> {
     Array(std::slice::Iter<'a, Value>),
     Object(serde_json::map::Iter<'a>),
-}
-
-/// Appends `value` as compact JSON text.
-pub fn write(out: &mut String, value: &Value) {
-    write_from(out, Vec::new(), Some(value));
 }
 
 /// A JSON object's compact text (crmData, without wrapping it in a [`Value`]).
