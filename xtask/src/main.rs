@@ -13,7 +13,8 @@
 //!   (BENCHMARKS.md; about 4 minutes after the build)
 //! - `bench neighbours`  setup + plugins, then the noisy-neighbour benchmark (BENCHMARKS.md)
 //! - `bench ab`    plugins + a release build, then this build and another side by side
-//!   (`BENCH_AB`: the other host binary; `BENCH_AB_PLUGINS`: another plugins directory)
+//!   (`BENCH_AB`: the other host binary; `BENCH_AB_PLUGINS`: another plugins directory;
+//!   `BENCH_AB_TENANTS`: how many tenants the calls go to)
 //! - `fuzz [SECONDS]`    every fuzz target for SECONDS each (default 60)
 
 use anyhow::{bail, Context, Result};

@@ -24,6 +24,7 @@ const MIGRATIONS: Migrations = Migrations(&[
     (2, "storage bounds", include_str!("../../migrations/postgres/0002_storage_bounds.sql")),
     (3, "replays and canaries", include_str!("../../migrations/postgres/0003_replays_and_canaries.sql")),
     (4, "trace retention index", include_str!("../../migrations/postgres/0004_trace_retention_index.sql")),
+    (5, "call totals", include_str!("../../migrations/postgres/0005_call_totals.sql")),
 ]);
 
 /// The channel registry changes are announced on.
@@ -85,6 +86,18 @@ impl PgStore {
 
     async fn traces_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// The batch's tenants' totals, which the database's triggers have already brought up to
+    /// date (and locked until this transaction ends).
+    async fn calls_inserted(tx: &mut Transaction<'static, Postgres>, added: &[(String, i64, i64)]) -> StoreResult<Vec<(String, i64, i64)>> {
+        let tenants: Vec<&str> = added.iter().map(|a| a.0.as_str()).collect();
+        Ok(sqlx::query_as("SELECT tenant, calls, trace_bytes FROM call_totals WHERE tenant = ANY($1)").bind(tenants).fetch_all(&mut **tx).await?)
+    }
+
+    /// The triggers have taken them off already.
+    async fn calls_deleted(_tx: &mut Transaction<'static, Postgres>, _removed: &[(String, i64, i64)]) -> StoreResult<()> {
+        Ok(())
     }
 
     /// Delivered at commit, and only if it commits.

@@ -14,6 +14,7 @@ const MIGRATIONS: Migrations = Migrations(&[
     (3, "storage bounds", include_str!("../../migrations/sqlite/0003_storage_bounds.sql")),
     (4, "replays and canaries", include_str!("../../migrations/sqlite/0004_replays_and_canaries.sql")),
     (5, "trace retention index", include_str!("../../migrations/sqlite/0005_trace_retention_index.sql")),
+    (6, "call totals", include_str!("../../migrations/sqlite/0006_call_totals.sql")),
 ]);
 
 pub struct SqliteStore {
@@ -73,6 +74,21 @@ impl SqliteStore {
         Ok(self.traces.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// Adds a batch's calls and trace bytes per tenant to the tenants' totals and returns the
+    /// totals after: this store keeps them itself, one host being its only writer.
+    async fn calls_inserted(tx: &mut Transaction<'static, Sqlite>, added: &[(String, i64, i64)]) -> StoreResult<Vec<(String, i64, i64)>> {
+        add_to_call_totals(tx, added).await
+    }
+
+    /// Takes calls deleted by the retention off their tenants' totals.
+    async fn calls_deleted(tx: &mut Transaction<'static, Sqlite>, removed: &[(String, i64, i64)]) -> StoreResult<()> {
+        if !removed.is_empty() {
+            let negated: Vec<_> = removed.iter().map(|(t, n, b)| (t.clone(), -n, -b)).collect();
+            add_to_call_totals(tx, &negated).await?;
+        }
+        Ok(())
+    }
+
     /// One host, one writer: nobody to tell.
     async fn announce(_tx: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
         Ok(())
@@ -81,6 +97,20 @@ impl SqliteStore {
     fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// One statement for every tenant of a batch: `(tenant, calls, trace bytes)` added to the
+/// tenants' totals (created at the first), the totals after returned.
+async fn add_to_call_totals(tx: &mut Transaction<'static, Sqlite>, deltas: &[(String, i64, i64)]) -> StoreResult<Vec<(String, i64, i64)>> {
+    let mut upsert = sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO call_totals (tenant, calls, trace_bytes) ");
+    upsert.push_values(deltas, |mut row, (tenant, calls, bytes)| {
+        row.push_bind(tenant).push_bind(calls).push_bind(bytes);
+    });
+    upsert.push(
+        " ON CONFLICT (tenant) DO UPDATE SET calls = call_totals.calls + excluded.calls, \
+         trace_bytes = call_totals.trace_bytes + excluded.trace_bytes RETURNING tenant, calls, trace_bytes",
+    );
+    Ok(upsert.build_query_as().fetch_all(&mut **tx).await?)
 }
 
 super::sql::impl_store!(SqliteStore, Sqlite, insertion_order = "rowid");

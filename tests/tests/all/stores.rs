@@ -146,6 +146,42 @@ async fn contract(s: &dyn Store) {
         assert_eq!(s.calls(tenant, 10, None).await.unwrap().iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), kept);
     }
 
+    // Many batches, several tenants at once, either bound deciding: each tenant keeps
+    // exactly its newest calls that fit, batch after batch; deleting a tenant starts it over.
+    let sized = |id: String, tenant: &str, len: usize| CallRecord { trace: "x".repeat(len), ..call(&id, tenant) };
+    let bound = TraceRetention { calls: 5, trace_bytes: 1000 };
+    let exact = [200, 500, 500].iter().enumerate().map(|(i, &len)| sized(format!("e{i}"), "m0", len)).collect();
+    s.record_calls(exact, &bound).await.unwrap();
+    let kept = s.calls("m0", 10, None).await.unwrap();
+    assert_eq!(kept.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), ["e2", "e1"], "the oldest go until the rest fit exactly");
+    let mut written: Vec<(String, String, usize)> = Vec::new();
+    for batch in 0..12usize {
+        let mut calls = Vec::new();
+        for i in 0..(batch * 7) % 9 {
+            let (tenant, len) = (["m1", "m2", "m3"][(batch + i) % 3], 90 + (batch * 31 + i * 17) % 400);
+            written.push((format!("m{batch}-{i}"), tenant.to_string(), len));
+            calls.push(sized(format!("m{batch}-{i}"), tenant, len));
+        }
+        s.record_calls(calls, &bound).await.unwrap();
+        if batch == 8 {
+            // No tenant record: its calls go all the same.
+            s.delete_tenant("m2", &audit(AuditAction::TenantDelete, None, Some("m2"))).await.unwrap();
+            written.retain(|w| w.1 != "m2");
+        }
+        for tenant in ["m1", "m2", "m3"] {
+            let (mut expect, mut bytes) = (Vec::new(), 0);
+            for (id, _, len) in written.iter().rev().filter(|w| w.1 == tenant) {
+                if expect.len() == 5 || bytes + len > 1000 {
+                    break;
+                }
+                bytes += len;
+                expect.push(id.as_str());
+            }
+            let kept = s.calls(tenant, 10, None).await.unwrap();
+            assert_eq!(kept.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), expect, "{tenant} after batch {batch}");
+        }
+    }
+
     // A replay's selection of an adapter's calls: by tenant, function and time, newest first.
     let at = |id: &str, tenant: &str, func: &str, ms: i64| {
         let mut c = call(id, tenant);
@@ -270,4 +306,87 @@ async fn a_postgres_store_announces_another_hosts_change() {
     a.put_version(&version("a", "d1", 1), b"x", DeployMode::Activate, &audit(AuditAction::Deploy, Some("a"), None)).await.unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(10), changes.notified()).await.expect("a notice of A's deploy reaches B");
     assert_eq!(b.audit_after(0, 10).await.unwrap().len(), 1);
+}
+
+/// The newest `n` of a tenant's calls are kept, checked after one more call is recorded
+/// with a bound of `n`: what the retention deletes depends on the tenant's totals.
+async fn keeps_newest(s: &dyn Store, tenant: &str, n: u32, expect: &[&str]) {
+    s.record_calls(vec![call(&format!("{tenant}-new"), tenant)], &TraceRetention { calls: n, ..TraceRetention::DEFAULT }).await.unwrap();
+    let kept = s.calls(tenant, 10, None).await.unwrap();
+    assert_eq!(kept.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(), expect);
+}
+
+/// Calls recorded before the tenants' totals existed are counted when the host upgrades.
+#[tokio::test]
+async fn an_upgraded_sqlite_store_counts_the_calls_it_had() {
+    use sqlx::Connection;
+    let dir = TempDir::new("store-sqlite-upgrade");
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    store.record_calls((0..4).map(|i| call(&format!("u-{i}"), "u")).collect(), &TraceRetention::DEFAULT).await.unwrap();
+    drop(store);
+    // The database as the release before it left it.
+    let db = format!("sqlite://{}", dir.path().join(crm_host::store::sqlite::DB_FILE).display());
+    let mut conn = sqlx::SqliteConnection::connect(&db).await.unwrap();
+    sqlx::raw_sql("DROP TABLE call_totals; DELETE FROM _sqlx_migrations WHERE version = 6").execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    keeps_newest(&store, "u", 3, &["u-new", "u-3", "u-2"]).await;
+}
+
+/// The same on PostgreSQL, and during a rolling upgrade: a host of the release before
+/// writes and trims calls without knowing of the totals, and they stay exact.
+#[tokio::test]
+async fn an_upgraded_postgres_store_counts_calls_whichever_host_writes_them() {
+    let pg = Postgres::start();
+    let url = pg.database("upgrade");
+    let store = PgStore::open(&url).await.unwrap();
+    store.record_calls((0..4).map(|i| call(&format!("u-{i}"), "u")).collect(), &TraceRetention::DEFAULT).await.unwrap();
+    drop(store);
+    let raw = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "DROP TABLE call_totals; DROP FUNCTION call_totals_add CASCADE; DROP FUNCTION call_totals_remove CASCADE;
+         DELETE FROM _sqlx_migrations WHERE version = 5",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    let store = PgStore::open(&url).await.unwrap();
+    keeps_newest(&store, "u", 3, &["u-new", "u-3", "u-2"]).await;
+
+    // An older host's batch and its retention, as that release wrote them.
+    for i in 0..4 {
+        sqlx::query(
+            "INSERT INTO calls (call_id, tenant, func_id, adapter, version, digest, started_at_ms, duration_us, outcome, error_kind, trace, trace_bytes)
+             VALUES ($1, 'old', 'f', 'a', '1', 'd1', 7, 1, 'complete', NULL, '{}', 2)",
+        )
+        .bind(format!("old-{i}"))
+        .execute(&raw)
+        .await
+        .unwrap();
+    }
+    sqlx::query("DELETE FROM calls WHERE call_id = 'old-0'").execute(&raw).await.unwrap();
+    keeps_newest(&store, "old", 3, &["old-new", "old-3", "old-2"]).await;
+}
+
+/// Deleting a tenant while its traces are being written and trimmed: both finish, and the
+/// totals still match the rows (PostgreSQL locks rows; taken in different orders, the two
+/// would deadlock and one would fail).
+#[tokio::test]
+async fn a_postgres_tenant_is_deleted_while_its_calls_are_recorded() {
+    let pg = Postgres::start();
+    let url = pg.database("delete-race");
+    let (a, b) = (PgStore::open(&url).await.unwrap(), PgStore::open(&url).await.unwrap());
+    let keep = TraceRetention { calls: 10, ..TraceRetention::DEFAULT };
+    let deletion = audit(AuditAction::TenantDelete, None, Some("x"));
+    for round in 0..40 {
+        a.record_calls((0..20).map(|i| call(&format!("r{round}-a{i}"), "x")).collect(), &keep).await.unwrap();
+        let batch = (0..20).map(|i| call(&format!("r{round}-b{i}"), "x")).collect();
+        let (recorded, deleted) = tokio::join!(a.record_calls(batch, &keep), b.delete_tenant("x", &deletion));
+        recorded.unwrap();
+        deleted.unwrap();
+    }
+    let raw = sqlx::PgPool::connect(&url).await.unwrap();
+    let (rows, bytes): (i64, Option<i64>) = sqlx::query_as("SELECT COUNT(*), SUM(trace_bytes)::BIGINT FROM calls WHERE tenant = 'x'").fetch_one(&raw).await.unwrap();
+    let totals: Option<(i64, i64)> = sqlx::query_as("SELECT calls, trace_bytes FROM call_totals WHERE tenant = 'x'").fetch_optional(&raw).await.unwrap();
+    assert_eq!(totals.unwrap_or_default(), (rows, bytes.unwrap_or_default()), "the totals match the rows");
 }

@@ -33,18 +33,20 @@ impl Drop for Side {
 }
 
 impl Side {
-    fn start(name: &'static str, binary: &std::path::Path, plando: Vec<u8>, crm: &str) -> Result<Side> {
+    fn start(name: &'static str, binary: &std::path::Path, plando: Vec<u8>, crm: &str, tenants: usize) -> Result<Side> {
         let data = TempDir::new(&format!("bench-ab-{name}"));
         let (host, url, _) = spawn_host_of(binary, data.path(), &host_args(crm))?;
-        let side = Side { name, target: acme_target(&url, Some(host.id())), host, _data: data };
-        setup_acme_with(&reqwest::blocking::Client::new(), &url, plando)?;
+        let side = Side { name, target: acme_target(&url, Some(host.id()), tenants), host, _data: data };
+        setup_acme_with(&reqwest::blocking::Client::new(), &url, plando, tenants)?;
         Ok(side)
     }
 }
 
 /// `BENCH_AB` names side B's host binary (side A is this build's), `BENCH_AB_PLUGINS` a
 /// directory with side B's `plando.wasm` (side A's comes from `CRM_PLUGINS_DIR`); either,
-/// both, or neither (an A/A run). `BENCH_AB_ROUNDS` (default 6) rounds of `duration`.
+/// both, or neither (an A/A run). `BENCH_AB_ROUNDS` (default 6) rounds of `duration`;
+/// `BENCH_AB_TENANTS` (default 1) tenants, each client calling them in turn (what the trace
+/// retention costs grows with the tenants a batch of traces holds).
 pub fn side_by_side(t: &mut Table, crm: &str, duration: Duration) -> Result<()> {
     let this = super::host_binary()?;
     let binary_b = std::env::var_os("BENCH_AB").map(PathBuf::from).unwrap_or_else(|| this.clone());
@@ -53,8 +55,9 @@ pub fn side_by_side(t: &mut Table, crm: &str, duration: Duration) -> Result<()> 
     let path = plugins_b.join("plando.wasm");
     let plando_b = std::fs::read(&path).with_context(|| format!("reading side B's adapter {}", path.display()))?;
     let rounds: usize = std::env::var("BENCH_AB_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
-    let a = Side::start("A", &this, crm_tests::component("plando"), crm)?;
-    let b = Side::start("B", &binary_b, plando_b, crm)?;
+    let tenants: usize = std::env::var("BENCH_AB_TENANTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
+    let a = Side::start("A", &this, crm_tests::component("plando"), crm, tenants)?;
+    let b = Side::start("B", &binary_b, plando_b, crm, tenants)?;
     eprintln!(
         "bench: side by side: A = {} with {}, B = {} with {}",
         this.display(),

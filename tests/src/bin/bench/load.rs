@@ -80,11 +80,12 @@ pub struct Load {
     pub faults_per_call: Option<f64>,
 }
 
-/// A request the load generator repeats.
+/// A request the load generator repeats: each client takes the paths in turn, from its own
+/// place in the list.
 #[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
-    pub path: String,
+    pub paths: Vec<String>,
     pub body: Bytes,
     /// A substring every good answer holds.
     pub expect: &'static str,
@@ -133,7 +134,7 @@ pub fn run(target: &Target, clients: usize, duration: Duration, threads: usize) 
     rt.block_on(async {
         let warmup = Instant::now() + Duration::from_secs(1);
         let end = warmup + duration;
-        let tasks: Vec<_> = (0..clients).map(|_| tokio::spawn(client(target.clone(), warmup, end))).collect();
+        let tasks: Vec<_> = (0..clients).map(|i| tokio::spawn(client(target.clone(), i, warmup, end))).collect();
         let cpu = target.pid.map(|pid| {
             tokio::spawn(async move {
                 tokio::time::sleep_until(warmup.into()).await;
@@ -161,15 +162,15 @@ pub fn run(target: &Target, clients: usize, duration: Duration, threads: usize) 
     })
 }
 
-async fn client(t: Target, warmup: Instant, end: Instant) -> (Vec<Duration>, u64) {
+async fn client(t: Target, first: usize, warmup: Instant, end: Instant) -> (Vec<Duration>, u64) {
     let (mut lat, mut failed) = (Vec::new(), 0u64);
     let mut sender = connect(t.addr).await;
-    loop {
+    for n in first.. {
         let started = Instant::now();
         if started >= end {
             break;
         }
-        let request = hyper::Request::post(t.path.as_str())
+        let request = hyper::Request::post(t.paths[n % t.paths.len()].as_str())
             .header("host", "localhost")
             .header("content-type", "application/json")
             .body(Full::new(t.body.clone()))

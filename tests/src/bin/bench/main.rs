@@ -310,12 +310,21 @@ fn host_args(crm: &str) -> Vec<String> {
     vec!["--upstream".into(), format!("plando.co.il={crm}"), "--upstream-only".into(), "--max-concurrent-calls".into(), "128".into()]
 }
 
-/// `getCustomerDetails` of tenant `acme` on the server at `base` (process `pid`), as the
-/// load generator repeats it.
-fn acme_target(base: &str, pid: Option<u32>) -> load::Target {
+/// The `i`-th of the benchmark's tenants on the fast emulator: `acme`, `acme1`, `acme2`…
+fn acme(i: usize) -> String {
+    if i == 0 {
+        "acme".into()
+    } else {
+        format!("acme{i}")
+    }
+}
+
+/// `getCustomerDetails` of the first `tenants` of them on the server at `base` (process
+/// `pid`), as the load generator repeats it.
+fn acme_target(base: &str, pid: Option<u32>, tenants: usize) -> load::Target {
     load::Target {
         addr: base.trim_start_matches("http://").parse().expect("server address"),
-        path: "/v1/tenants/acme/crm/getCustomerDetails".into(),
+        paths: (0..tenants).map(|i| format!("/v1/tenants/{}/crm/getCustomerDetails", acme(i))).collect(),
         body: Bytes::from(call_body().to_string()),
         expect: "\"outcome\":\"complete\"",
         pid,
@@ -332,15 +341,17 @@ fn deploy_plando(client: &reqwest::blocking::Client, base: &str, bytes: Vec<u8>)
 
 /// Plando deployed and tenant `acme` on the fast emulator, through a host's API.
 fn setup_acme(client: &reqwest::blocking::Client, base: &str) -> Result<()> {
-    setup_acme_with(client, base, component("plando"))
+    setup_acme_with(client, base, component("plando"), 1)
 }
 
-/// The same with another build of plando.
-fn setup_acme_with(client: &reqwest::blocking::Client, base: &str, plando: Vec<u8>) -> Result<()> {
+/// The same with another build of plando, and `tenants` tenants.
+fn setup_acme_with(client: &reqwest::blocking::Client, base: &str, plando: Vec<u8>, tenants: usize) -> Result<()> {
     deploy_plando(client, base, plando)?;
     let tenant = json!({"adapter": "plando", "projectId": "acme", "crmConfig": {"token": fast_plando::TOKEN, "chat": "1"}});
-    let r = client.put(format!("{base}/v1/tenants/acme")).body(tenant.to_string()).send()?;
-    ensure!(r.status() == 200, "tenant: {}", r.text()?);
+    for i in 0..tenants {
+        let r = client.put(format!("{base}/v1/tenants/{}", acme(i))).body(tenant.to_string()).send()?;
+        ensure!(r.status() == 200, "tenant: {}", r.text()?);
+    }
     Ok(())
 }
 
@@ -383,7 +394,7 @@ impl Servers {
     }
 
     fn target(&self, base: &str) -> load::Target {
-        acme_target(base, self.pid_of(base))
+        acme_target(base, self.pid_of(base), 1)
     }
 
     fn pid_of(&self, base: &str) -> Option<u32> {

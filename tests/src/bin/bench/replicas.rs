@@ -6,7 +6,6 @@
 
 use super::{call_body, deploy_plando, load, setup_acme, spawn_host, stop, us, Table};
 use anyhow::{ensure, Result};
-use bytes::Bytes;
 use crm_tests::postgres::Postgres;
 use crm_tests::{component, with_custom_section, TempDir};
 use serde_json::Value;
@@ -42,13 +41,7 @@ fn start(crm: &str, database: Option<&str>) -> Result<Replica> {
 }
 
 fn target(r: &Replica) -> load::Target {
-    load::Target {
-        addr: r.url.trim_start_matches("http://").parse().expect("host address"),
-        path: "/v1/tenants/acme/crm/getCustomerDetails".into(),
-        body: Bytes::from(call_body().to_string()),
-        expect: "\"outcome\":\"complete\"",
-        pid: Some(r.child.id()),
-    }
+    super::acme_target(&r.url, Some(r.child.id()), 1)
 }
 
 fn active(client: &reqwest::blocking::Client, r: &Replica) -> Result<Option<String>> {
