@@ -34,14 +34,16 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// with 32). `CRM_ADAPTER_STACK` overrides it (bytes).
 const ADAPTER_STACK: u32 = 48 << 10;
 /// The initial linear memory adapters are linked with (wasm-ld's `--initial-memory`, a
-/// multiple of 64 KiB): the stack, the data, and past them room for a common call's heap,
-/// which the SDK's allocator takes before it grows the memory. The host resets this much of
-/// a pooled memory by hand (`KEEP_RESIDENT_MEMORY` in host/src/runtime/engine.rs), so a
-/// call that stays inside it costs no page fault and no madvise. `CRM_ADAPTER_MEMORY`
-/// overrides it (bytes), for an adapter whose stack and data do not fit (wasm-ld then says
-/// `initial memory too small`). 192 KiB leave about 95 KiB of heap room past the bundled
-/// adapters' 47 KiB of data, which every call of their conformance tests stays inside; 128
-/// KiB (53 KiB of heap at `opt-level = "s"`) made most of them grow the memory.
+/// multiple of 64 KiB): the stack, the data, and past them room for a call's heap, which the
+/// SDK's allocator takes before it grows the memory. The host resets the first 128 KiB of a
+/// pooled memory by hand (`KEEP_RESIDENT_MEMORY` in host/src/runtime/engine.rs: the stack,
+/// the data and the bottom of the heap room, where a common call's arena stays) and
+/// decommits the rest, so a common call costs no page fault and no memory growth, and a
+/// larger one faults in pages instead of growing the memory. `CRM_ADAPTER_MEMORY` overrides
+/// it (bytes), for an adapter whose stack and data do not fit (wasm-ld then says `initial
+/// memory too small`). 192 KiB leave about 95 KiB of heap room past the bundled adapters'
+/// 47 KiB of data, which every call of their conformance tests stays inside; at 128 KiB
+/// (about 33 KiB of heap room) 2 of their 85 tests would grow it.
 const ADAPTER_MEMORY: u32 = 192 << 10;
 /// Debian's second Rust toolchain: ships std's source, so std can be built for wasm here
 /// where rustup cannot download targets.
