@@ -125,14 +125,20 @@ impl Runtime {
         scope.replay = input.replay;
         let scope = Arc::new(scope);
         let policy = EgressPolicy::for_tenant(&d.outbound, &d.endpoint_fields, input.crm_config);
-        let (export, func_id, context) = (adapter.invoke, input.func_id.to_string(), input.context);
+        // The context's strings were allocated on this thread: shared with the guest thread,
+        // which drops its reference before it answers, they are freed here, not block by
+        // block across threads.
+        let context = Arc::new(input.context);
+        let (export, func_id, shared) = (adapter.invoke, input.func_id.to_string(), context.clone());
         let max_bytes = input.limits.max_crm_data_bytes;
         let outcome = self
             .execute(&adapter.pre, input.limits, policy, scope.clone(), move |store, instance| {
-                Box::pin(async move { invoke_checked(store, instance, &export, &func_id, &context, max_bytes).await })
+                Box::pin(async move { invoke_checked(store, instance, &export, &func_id, &shared, max_bytes).await })
             })
             .await
-            .and_then(|answer| answer.map_err(failure_from_wit));
+            .and_then(|answer| answer.map_err(failure_from_wit))
+            .and_then(|text| crm_data_object(&text));
+        drop(context);
         Invocation { outcome, outbound: scope.take_exchanges() }
     }
 
@@ -213,7 +219,9 @@ fn inbound_message(m: wit::InboundMessage) -> Result<InboundMessage, CallFailure
 }
 
 /// `invoke`, with its crmData lifted lazily: the string stays in guest memory until its size
-/// is known to be within the cap, and is parsed from there, never copied whole first.
+/// is known to be within the cap, and only then is copied out. It is parsed by the caller
+/// ([`crm_data_object`]), on the thread that answers and then frees it: a map built on a
+/// guest thread would be freed block by block across threads.
 async fn invoke_checked(
     store: &mut Store<HostState>,
     instance: &Instance,
@@ -221,7 +229,7 @@ async fn invoke_checked(
     func_id: &str,
     ctx: &wit::CallContext,
     max_bytes: usize,
-) -> anyhow::Result<Result<Map<String, Value>, wit::CrmError>> {
+) -> anyhow::Result<Result<String, wit::CrmError>> {
     let func = instance
         .get_typed_func::<(&str, &wit::CallContext), (Result<WasmStr, wit::CrmError>,)>(&mut *store, export)?;
     let (result,) = func.call_async(&mut *store, (func_id, ctx)).await?;
@@ -230,16 +238,17 @@ async fn invoke_checked(
         Ok(text) => {
             let text = text.to_str(&*store)?;
             check_crm_data_size(text.len(), max_bytes).map_err(Refused)?;
-            match serde_json::from_str::<Value>(&text) {
-                Ok(Value::Object(data)) => Ok(data),
-                _ => {
-                    let why = "the adapter returned crmData that is not a JSON object";
-                    return Err(Refused(CallFailure::new(FailureKind::InvalidOutput, why)).into());
-                }
-            }
+            Ok(text.into_owned())
         }
     };
     Ok(out)
+}
+
+fn crm_data_object(text: &str) -> Result<Map<String, Value>, CallFailure> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(data)) => Ok(data),
+        _ => Err(CallFailure::new(FailureKind::InvalidOutput, "the adapter returned crmData that is not a JSON object")),
+    }
 }
 
 pub(crate) fn failure_from_wit(e: wit::CrmError) -> CallFailure {
@@ -269,5 +278,21 @@ pub(crate) fn failure_from_wit(e: wit::CrmError) -> CallFailure {
         E::Timeout(m) => simple(K::Timeout, m),
         E::Transport(m) => simple(K::Transport, m),
         E::Internal(m) => simple(K::Internal, m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crm_data_must_be_a_json_object() {
+        let data = crm_data_object(r#"{"contactId": "7", "tags": ["a"]}"#).unwrap();
+        assert_eq!(Value::Object(data), serde_json::json!({"contactId": "7", "tags": ["a"]}));
+        for text in ["[1, 2]", "\"text\"", "null", "7", "", "{\"open\": ", "{} {}"] {
+            let f = crm_data_object(text).unwrap_err();
+            assert_eq!(f.kind, FailureKind::InvalidOutput, "{text:?}");
+            assert!(f.message.contains("not a JSON object"), "{text:?}: {}", f.message);
+        }
     }
 }
