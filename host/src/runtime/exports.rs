@@ -138,7 +138,6 @@ impl Runtime {
             .await
             .and_then(|answer| answer.map_err(failure_from_wit))
             .and_then(|text| crm_data_object(&text));
-        drop(context);
         Invocation { outcome, outbound: scope.take_exchanges() }
     }
 
