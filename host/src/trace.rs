@@ -108,7 +108,8 @@ pub struct CallTrace {
     pub request: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_body: Option<BodyRecord>,
-    /// Every outbound attempt, in order.
+    /// Every outbound attempt, in order. A stored trace holds it last (`into_record`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbound: Vec<Exchange>,
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,8 +139,10 @@ impl ConfigDigest {
 }
 
 impl CallTrace {
-    /// The row that stores this trace: its summary columns and the whole of it.
-    pub fn into_record(self, elapsed: Duration) -> CallRecord {
+    /// The row that stores this trace: its summary columns and the whole of it, with
+    /// `outbound` (a JSON array, as `CallScope::take_exchanges` gives it) in place of
+    /// `self.outbound`.
+    pub fn into_record(self, outbound: &str, elapsed: Duration) -> CallRecord {
         let head = CallHead {
             call_id: self.call_id.clone(),
             tenant: self.tenant.clone(),
@@ -152,8 +155,16 @@ impl CallTrace {
             outcome: self.outcome.clone(),
             error_kind: self.error.as_ref().map(|f| f.kind.as_str().to_string()),
         };
-        // Serialised once, straight to the text that is stored.
-        CallRecord { head, trace: serde_json::to_string(&self).expect("a trace serialises") }
+        // Serialised once, straight to the text that is stored; the exchanges were
+        // serialised where they were made, and close the object.
+        debug_assert!(self.outbound.is_empty());
+        let mut trace = serde_json::to_string(&self).expect("a trace serialises");
+        trace.pop();
+        trace.reserve(outbound.len() + 13);
+        trace.push_str(",\"outbound\":");
+        trace.push_str(outbound);
+        trace.push('}');
+        CallRecord { head, trace }
     }
 }
 

@@ -12,7 +12,6 @@ use crate::error::{CallFailure, FailureKind, HostError};
 use crate::limits::{check_crm_data_size, Limits};
 use crate::redact::Redactor;
 use crate::replay::Replayer;
-use crate::trace::Exchange;
 use std::sync::Arc;
 use serde_json::{Map, Value};
 use wasmtime::component::{ComponentExportIndex, Instance, WasmStr};
@@ -36,7 +35,8 @@ pub(crate) struct CallInput<'a> {
 pub(crate) struct Invocation {
     /// The crmData object, or why the call failed.
     pub outcome: Result<Map<String, Value>, CallFailure>,
-    pub outbound: Vec<Exchange>,
+    /// Every outbound attempt, as the JSON array a trace stores (`CallScope::take_exchanges`).
+    pub outbound: String,
 }
 
 /// A request a CRM sent to the platform, as the host hands it to the adapter.

@@ -9,7 +9,7 @@ use crate::redact::Redactor;
 use crate::runtime::{CallInput, Compiled, Invocation};
 use crate::store::{CallHead, CallRecord, TenantRecord};
 use crate::limits::MAX_TRACE_BODY;
-use crate::trace::{BodyRecord, CallTrace, Exchange};
+use crate::trace::{BodyRecord, CallTrace};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ struct EndedCall<'a> {
     started_at_ms: i64,
     elapsed: Duration,
     outcome: &'a Arc<CallOutcome>,
-    outbound: Vec<Exchange>,
+    outbound: String,
 }
 
 impl Host {
@@ -58,7 +58,7 @@ impl Host {
                 };
                 self.runtime.invoke(&compiled, input).await
             }
-            Err(refused) => Invocation { outcome: Err(refused), outbound: Vec::new() },
+            Err(refused) => Invocation { outcome: Err(refused), outbound: "[]".to_string() },
         };
         if let Some((canary, inside)) = &canary {
             self.observe_canary(canary, *inside, outcome.as_ref().map(|_| ()).map_err(|f| f.kind));
@@ -149,12 +149,12 @@ impl Host {
                 config_digest: Some(record.config_digest.of(&record.crm_config).to_string()),
                 request,
                 request_body,
-                outbound,
+                outbound: Vec::new(),
                 outcome: outcome.to_string(),
                 crm_data,
                 error,
             };
-            trace.into_record(elapsed)
+            trace.into_record(&outbound, elapsed)
         });
     }
 
