@@ -17,7 +17,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Re
         Some(_) => return Err(format!("the {what} must be a JSON object")),
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
@@ -27,7 +27,10 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Re
         } else {
             format!("invalid {what} at `{path}`: {inner}")
         }
-    })
+    })?;
+    // One JSON value, then whitespace at most: `{…} {…}` or `{…} garbage` is not a body.
+    de.end().map_err(|e| format!("malformed JSON: {e}"))?;
+    Ok(value)
 }
 
 /// Parses a call body; the error names the JSON path and what was wrong there.
@@ -93,6 +96,11 @@ mod tests {
         assert!(e.contains("chat"), "{e}");
         let e = parse_call(b"{not json").unwrap_err();
         assert!(e.starts_with("malformed JSON"), "{e}");
+        for trailing in [&br#"{"chat": {"id": "1"}} {"chat": {}}"#[..], br#"{"chat": {"id": "1"}}]"#, b"{\"chat\": {}} x"] {
+            let e = parse_call(trailing).unwrap_err();
+            assert!(e.starts_with("malformed JSON: trailing characters at line 1 column"), "{e}");
+        }
+        assert!(parse_call(b" {\"chat\": {}}\r\n\t ").is_ok(), "whitespace around the object is fine");
         let e = parse_call(br#"{"chat": {"id": "1", "phone": "9"}, "params": []}"#).unwrap_err();
         assert!(e.contains("params"), "{e}");
         let e = parse_call(br#"{"chat": {"id": "1", "phone": "9", "nodes": {"n": 5}}}"#).unwrap_err();

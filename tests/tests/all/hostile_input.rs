@@ -92,6 +92,9 @@ async fn malformed_bodies_are_400s_that_say_where() {
         ("/v1/tenants/acme/crm/echo", "{\"chat\": {\"id\": \"c\", \"phone\": {\"x\": 1}}}", "chat.phone"),
         ("/v1/tenants/acme/crm/echo", "\u{0}\u{1}binary", "JSON object"),
         ("/v1/tenants/acme/crm/echo", "", "empty"),
+        // One object, then more: not a body (and nothing of it may reach a trace).
+        ("/v1/tenants/acme/crm/echo", "{\"chat\": {\"id\": \"c\"}} {\"chat\": {}}", "trailing characters"),
+        ("/v1/tenants/acme/crm/echo", "{\"chat\": {\"id\": \"c\"}}]", "trailing characters"),
     ] {
         let (status, answer) = host.post_raw(path, body.as_bytes().to_vec()).await;
         assert_eq!(status, 400, "{body:?}: {answer}");
@@ -101,6 +104,9 @@ async fn malformed_bodies_are_400s_that_say_where() {
     let (status, answer) = host.put_raw("/v1/tenants/x", b"{\"adapter\": 7}".to_vec()).await;
     assert_eq!(status, 400, "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap().contains("adapter"), "{answer}");
+    let (status, answer) = host.put_raw("/v1/tenants/x", b"{\"adapter\": \"echo\"} x".to_vec()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("trailing characters"), "{answer}");
     let (status, _) = host.put_raw("/v1/adapters/chaos", b"\0asm garbage".to_vec()).await;
     assert_eq!(status, 400);
     still_serving(&host).await;
