@@ -110,6 +110,7 @@ pub struct CallTrace {
     pub request_body: Option<BodyRecord>,
     /// Every outbound attempt, in order. A stored trace holds it last (`into_record`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = true)]
     pub outbound: Vec<Exchange>,
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
