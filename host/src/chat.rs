@@ -16,7 +16,15 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Re
         None => return Err(format!("the {what} is empty: expected a JSON object")),
         Some(_) => return Err(format!("the {what} must be a JSON object")),
     }
-    let de = &mut serde_json::Deserializer::from_slice(body);
+    // JSON is UTF-8 throughout. serde_json checks the strings it decodes, not those it skips
+    // (a field the body type does not have), and the trace keeps the body as it came.
+    let body = std::str::from_utf8(body).map_err(|e| {
+        let before = &body[..e.valid_up_to()];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = before.len() - before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+        format!("malformed JSON: invalid UTF-8 at line {line} column {column}")
+    })?;
+    let de = &mut serde_json::Deserializer::from_str(body);
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -101,6 +109,10 @@ mod tests {
             assert!(e.starts_with("malformed JSON: trailing characters at line 1 column"), "{e}");
         }
         assert!(parse_call(b" {\"chat\": {}}\r\n\t ").is_ok(), "whitespace around the object is fine");
+        // Also in a string no field of the body reads.
+        let e = parse_call(b"{\"chat\": {\"id\": \"1\"},\n \"note\": \"caf\xe9\"}").unwrap_err();
+        assert_eq!(e, "malformed JSON: invalid UTF-8 at line 2 column 14");
+        assert!(parse_call("{\"chat\": {\"id\": \"שלום\"}, \"note\": \"café\"}".as_bytes()).is_ok());
         let e = parse_call(br#"{"chat": {"id": "1", "phone": "9"}, "params": []}"#).unwrap_err();
         assert!(e.contains("params"), "{e}");
         let e = parse_call(br#"{"chat": {"id": "1", "phone": "9", "nodes": {"n": 5}}}"#).unwrap_err();

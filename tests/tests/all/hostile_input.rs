@@ -95,8 +95,13 @@ async fn malformed_bodies_are_400s_that_say_where() {
         // One object, then more: not a body (and nothing of it may reach a trace).
         ("/v1/tenants/acme/crm/echo", "{\"chat\": {\"id\": \"c\"}} {\"chat\": {}}", "trailing characters"),
         ("/v1/tenants/acme/crm/echo", "{\"chat\": {\"id\": \"c\"}}]", "trailing characters"),
-    ] {
-        let (status, answer) = host.post_raw(path, body.as_bytes().to_vec()).await;
+    ]
+    .map(|(path, body, says)| (path, body.as_bytes().to_vec(), says))
+    .into_iter()
+    // Not UTF-8, in a field no part of the host reads.
+    .chain([("/v1/tenants/acme/crm/echo", b"{\"chat\": {\"id\": \"c\"}, \"note\": \"\xff\"}".to_vec(), "invalid UTF-8 at line 1 column 32")])
+    {
+        let (status, answer) = host.post_raw(path, body.clone()).await;
         assert_eq!(status, 400, "{body:?}: {answer}");
         assert_eq!(answer["error"]["kind"], "bad_request");
         assert!(answer["error"]["message"].as_str().unwrap().contains(says), "{body:?}: {answer}");
