@@ -17,7 +17,8 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(what: &str, body: &[u8]) -> Re
         Some(_) => return Err(format!("the {what} must be a JSON object")),
     }
     // JSON is UTF-8 throughout. serde_json checks the strings it decodes, not those it skips
-    // (a field the body type does not have), and the trace keeps the body as it came.
+    // (a field the body type does not have), and the trace writer, which parses the whole
+    // body again, would then lose it.
     let body = std::str::from_utf8(body).map_err(|e| {
         let before = &body[..e.valid_up_to()];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;

@@ -161,10 +161,9 @@ impl CallTrace {
         debug_assert!(self.outbound.is_empty());
         let mut trace = serde_json::to_string(&self).expect("a trace serialises");
         trace.pop();
-        trace.reserve(outbound.len() + 13);
-        trace.push_str(",\"outbound\":");
-        trace.push_str(outbound);
-        trace.push('}');
+        for part in [",\"outbound\":", outbound, "}"] {
+            trace.push_str(part);
+        }
         CallRecord { head, trace }
     }
 }
