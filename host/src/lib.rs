@@ -22,6 +22,7 @@ mod fuzz;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;
+pub mod printed;
 pub mod redact;
 pub mod replay;
 pub mod runtime;

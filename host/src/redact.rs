@@ -88,7 +88,7 @@ impl Redactor {
     }
 
     /// Whether any needle occurs in `b`.
-    fn holds(&self, b: &[u8]) -> bool {
+    pub(crate) fn holds(&self, b: &[u8]) -> bool {
         self.needles.iter().any(|n| find(b, n.as_bytes()).is_some())
     }
 

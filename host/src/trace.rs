@@ -105,7 +105,9 @@ pub struct CallTrace {
     pub config_digest: Option<String>,
     /// The call body as received (`chat`, `params`); `null` when it is larger than a recorded
     /// body may be (`requestBody` then holds its first 64 KiB).
-    pub request: Value,
+    // Kept as printed (`printed::recorded_request`), and written out as it is.
+    #[schema(value_type = Value)]
+    pub request: Box<serde_json::value::RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_body: Option<BodyRecord>,
     /// Every outbound attempt, in order. A stored trace holds it last (`into_record`).
@@ -113,8 +115,10 @@ pub struct CallTrace {
     #[schema(required = true)]
     pub outbound: Vec<Exchange>,
     pub outcome: String,
+    // As the call answered it (redacted), written out as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub crm_data: Option<Value>,
+    #[schema(value_type = Option<Value>)]
+    pub crm_data: Option<Box<serde_json::value::RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<crate::error::CallFailure>,
 }

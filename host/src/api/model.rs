@@ -1,10 +1,12 @@
 //! The JSON shapes of the HTTP API, one type per answer, built from the service's records.
 
 use crate::error::{CallFailure, InvalidTenant};
+use crate::printed::CrmData;
 use crate::runtime::Compiled;
 use crate::service::{Deployed, RedactedTenant, VersionInfo, VersionState};
 use crate::store::{AuditEntry, CallHead, EventRecord, VersionRecord};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub use crate::time::rfc3339;
@@ -159,17 +161,18 @@ pub struct KeyCreated {
 pub enum CallResponse<'a> {
     Complete {
         #[serde(rename = "crmData")]
-        crm_data: &'a Map<String, Value>,
+        #[schema(value_type = Map<String, Value>)]
+        crm_data: &'a RawValue,
     },
     Failure {
         error: &'a CallFailure,
     },
 }
 
-impl<'a> From<&'a Result<Map<String, Value>, CallFailure>> for CallResponse<'a> {
-    fn from(r: &'a Result<Map<String, Value>, CallFailure>) -> Self {
+impl<'a> From<&'a Result<CrmData, CallFailure>> for CallResponse<'a> {
+    fn from(r: &'a Result<CrmData, CallFailure>) -> Self {
         match r {
-            Ok(crm_data) => CallResponse::Complete { crm_data },
+            Ok(crm_data) => CallResponse::Complete { crm_data: crm_data.raw() },
             Err(error) => CallResponse::Failure { error },
         }
     }

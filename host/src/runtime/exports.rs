@@ -10,6 +10,7 @@ use crate::chat::{json_text, Media};
 use crate::egress::EgressPolicy;
 use crate::error::{CallFailure, FailureKind, HostError};
 use crate::limits::{check_crm_data_size, Limits};
+use crate::printed::CrmData;
 use crate::redact::Redactor;
 use crate::replay::Replayer;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ pub(crate) struct CallInput<'a> {
 /// How a call ended, and every outbound attempt it made (redacted), in order.
 pub(crate) struct Invocation {
     /// The crmData object, or why the call failed.
-    pub outcome: Result<Map<String, Value>, CallFailure>,
+    pub outcome: Result<CrmData, CallFailure>,
     /// Every outbound attempt, as the JSON array a trace stores (`CallScope::take_exchanges`).
     pub outbound: String,
 }
@@ -137,7 +138,7 @@ impl Runtime {
             })
             .await
             .and_then(|answer| answer.map_err(failure_from_wit))
-            .and_then(|text| crm_data_object(&text));
+            .and_then(CrmData::from_adapter);
         Invocation { outcome, outbound: scope.take_exchanges() }
     }
 
@@ -145,7 +146,7 @@ impl Runtime {
     /// the host's own cost per call (store, instance, invoke, drop), as `cargo xtask bench`
     /// times it. The service never calls this.
     #[doc(hidden)]
-    pub async fn invoke_bare(&self, adapter: &Compiled, func_id: &str) -> Result<Map<String, Value>, CallFailure> {
+    pub async fn invoke_bare(&self, adapter: &Compiled, func_id: &str) -> Result<CrmData, CallFailure> {
         let chat = wit::Chat {
             id: String::new(),
             phone: String::new(),
@@ -218,9 +219,9 @@ fn inbound_message(m: wit::InboundMessage) -> Result<InboundMessage, CallFailure
 }
 
 /// `invoke`, with its crmData lifted lazily: the string stays in guest memory until its size
-/// is known to be within the cap, and only then is copied out. It is parsed by the caller
-/// ([`crm_data_object`]), on the thread that answers and then frees it: a map built on a
-/// guest thread would be freed block by block across threads.
+/// is known to be within the cap, and only then is copied out. It is checked by the caller
+/// ([`CrmData::from_adapter`]), on the thread that answers and then frees it: a map it may
+/// parse it into, built on a guest thread, would be freed block by block across threads.
 async fn invoke_checked(
     store: &mut Store<HostState>,
     instance: &Instance,
@@ -241,13 +242,6 @@ async fn invoke_checked(
         }
     };
     Ok(out)
-}
-
-fn crm_data_object(text: &str) -> Result<Map<String, Value>, CallFailure> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(data)) => Ok(data),
-        _ => Err(CallFailure::new(FailureKind::InvalidOutput, "the adapter returned crmData that is not a JSON object")),
-    }
 }
 
 pub(crate) fn failure_from_wit(e: wit::CrmError) -> CallFailure {
@@ -277,21 +271,5 @@ pub(crate) fn failure_from_wit(e: wit::CrmError) -> CallFailure {
         E::Timeout(m) => simple(K::Timeout, m),
         E::Transport(m) => simple(K::Transport, m),
         E::Internal(m) => simple(K::Internal, m),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crm_data_must_be_a_json_object() {
-        let data = crm_data_object(r#"{"contactId": "7", "tags": ["a"]}"#).unwrap();
-        assert_eq!(Value::Object(data), serde_json::json!({"contactId": "7", "tags": ["a"]}));
-        for text in ["[1, 2]", "\"text\"", "null", "7", "", "{\"open\": ", "{} {}"] {
-            let f = crm_data_object(text).unwrap_err();
-            assert_eq!(f.kind, FailureKind::InvalidOutput, "{text:?}");
-            assert!(f.message.contains("not a JSON object"), "{text:?}: {}", f.message);
-        }
     }
 }

@@ -128,11 +128,11 @@ mod tests {
                 started_at_ms: 1,
                 duration_ms: 2.0,
                 config_digest: None,
-                request: serde_json::json!({"chat": {"id": "c1"}}),
+                request: serde_json::value::RawValue::from_string(r#"{"chat":{"id":"c1"}}"#.into()).unwrap(),
                 request_body: None,
                 outbound: Vec::new(),
                 outcome: "complete".into(),
-                crm_data: Some(serde_json::json!({"id": "501"})),
+                crm_data: Some(serde_json::value::RawValue::from_string(r#"{"id":"501"}"#.into()).unwrap()),
                 error: None,
             };
             let stored = trace.into_record(outbound, Duration::from_millis(2)).trace;
@@ -141,7 +141,7 @@ mod tests {
         let none = scope();
         let read = trace(&none.take_exchanges());
         assert!(read.outbound.is_empty());
-        assert_eq!(read.crm_data, Some(serde_json::json!({"id": "501"})));
+        assert_eq!(read.crm_data.as_deref().map(|d| d.get()), Some(r#"{"id":"501"}"#));
 
         let two = scope();
         two.record(exchange(1, None));

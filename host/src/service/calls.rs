@@ -5,17 +5,17 @@
 use super::{now_ms, Host};
 use crate::chat::{into_wit, parse_call};
 use crate::error::{CallFailure, HostError};
+use crate::printed::{recorded_request, CrmData};
 use crate::redact::Redactor;
 use crate::runtime::{CallInput, Compiled, Invocation};
 use crate::store::{CallHead, CallRecord, TenantRecord};
 use crate::limits::MAX_TRACE_BODY;
 use crate::trace::{BodyRecord, CallTrace};
-use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a call answers: crmData (`on_complete`) or why it failed (`on_failure`).
-pub type CallOutcome = Result<Map<String, Value>, CallFailure>;
+pub type CallOutcome = Result<CrmData, CallFailure>;
 
 /// A call that has ended, with everything its metrics, log line and trace are made of.
 struct EndedCall<'a> {
@@ -126,14 +126,15 @@ impl Host {
         let (started_at_ms, elapsed, outbound, answer) = (call.started_at_ms, call.elapsed, call.outbound, call.outcome.clone());
         self.traces.write(move || {
             let request = match request_body {
-                None => redactor.json(serde_json::from_slice(&body).unwrap_or(Value::Null)),
-                Some(_) => Value::Null, // `requestBody` holds what is kept of it
+                None => recorded_request(body, &redactor),
+                // `requestBody` holds what is kept of it
+                Some(_) => serde_json::value::RawValue::from_string("null".into()).expect("null is JSON"),
             };
             // The answer was written out before the writer runs, so this is the last
             // reference, unless API threads ran both at once: then a copy.
             let answer = Arc::try_unwrap(answer).unwrap_or_else(|shared| (*shared).clone());
             let (crm_data, error) = match answer {
-                Ok(m) => (Some(redactor.json(Value::Object(m))), None),
+                Ok(d) => (Some(d.redacted(&redactor)), None),
                 Err(f) => (None, Some(f)),
             };
             let d = &compiled.description;

@@ -158,7 +158,7 @@ impl Host {
             }
             Some(_) => {}
         }
-        if trace.request.is_null() {
+        if trace.request.get() == "null" {
             return skipped("the call body was larger than a recording keeps".into());
         }
         if let Some(why) = Replayer::incomplete(&trace.outbound) {
@@ -190,7 +190,7 @@ impl Host {
     /// One execution of a recorded call, offline: the recorded body, the tenant's crmConfig
     /// and limits as they are, the recorded time, the recording answering its requests.
     async fn run_replayed(&self, compiled: &Compiled, tenant: &TenantRecord, trace: &CallTrace) -> Result<Replayed, String> {
-        let body = trace.request.to_string();
+        let body = trace.request.get().to_string();
         let request = parse_call(body.as_bytes()).map_err(|e| format!("the recorded call body no longer parses: {e}"))?;
         let redactor = tenant.redactor.get(&compiled.digest, &compiled.description.secret_fields, &tenant.crm_config);
         let context = into_wit(request, &tenant.project_id, &tenant.crm_config);
@@ -209,7 +209,7 @@ impl Host {
         };
         let invocation = self.runtime.invoke(compiled, input).await;
         let mut outcome = match invocation.outcome {
-            Ok(data) => json!({"outcome": "complete", "crmData": redactor.json(Value::Object(data))}),
+            Ok(data) => json!({"outcome": "complete", "crmData": redactor.json(data.to_value())}),
             Err(f) => json!({"outcome": "failure", "error": compared_error(&f)}),
         };
         outcome["outbound"] = Value::Object(replayer.requests());
@@ -223,7 +223,10 @@ impl Host {
 fn recorded_outcome(trace: &CallTrace) -> Value {
     let mut outcome = match (&trace.crm_data, &trace.error) {
         (_, Some(f)) => json!({"outcome": "failure", "error": compared_error(f)}),
-        (data, None) => json!({"outcome": "complete", "crmData": data.clone().unwrap_or(Value::Object(Map::new()))}),
+        (data, None) => {
+            let data = data.as_deref().and_then(|d| serde_json::from_str(d.get()).ok()).unwrap_or(Value::Object(Map::new()));
+            json!({"outcome": "complete", "crmData": data})
+        }
     };
     outcome["outbound"] = Value::Object(recorded_requests(&trace.outbound));
     outcome
