@@ -219,9 +219,10 @@ fn inbound_message(m: wit::InboundMessage) -> Result<InboundMessage, CallFailure
 }
 
 /// `invoke`, with its crmData lifted lazily: the string stays in guest memory until its size
-/// is known to be within the cap, and only then is copied out. It is checked by the caller
-/// ([`CrmData::from_adapter`]), on the thread that answers and then frees it: a map it may
-/// parse it into, built on a guest thread, would be freed block by block across threads.
+/// is known to be within the cap, and only then is copied out. It is checked (and parsed,
+/// when it is not as serde prints it) by the caller ([`CrmData::from_adapter`]), on the
+/// thread that answers and then frees it: a map built on a guest thread would be freed
+/// block by block across threads.
 async fn invoke_checked(
     store: &mut Store<HostState>,
     instance: &Instance,
