@@ -125,11 +125,8 @@ impl Host {
         let (compiled, record, redactor) = (call.compiled.clone(), call.tenant.clone(), call.redactor.clone());
         let (started_at_ms, elapsed, outbound, answer) = (call.started_at_ms, call.elapsed, call.outbound, call.outcome.clone());
         self.traces.write(move || {
-            let request = match request_body {
-                None => recorded_request(body, &redactor),
-                // `requestBody` holds what is kept of it
-                Some(_) => serde_json::value::RawValue::from_string("null".into()).expect("null is JSON"),
-            };
+            // Over the cap, `requestBody` holds what is kept of it, and `request` is null.
+            let request = recorded_request(request_body.is_none().then_some(body), &redactor);
             // The answer was written out before the writer runs, so this is the last
             // reference, unless API threads ran both at once: then a copy.
             let answer = Arc::try_unwrap(answer).unwrap_or_else(|shared| (*shared).clone());
