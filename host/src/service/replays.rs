@@ -190,8 +190,7 @@ impl Host {
     /// One execution of a recorded call, offline: the recorded body, the tenant's crmConfig
     /// and limits as they are, the recorded time, the recording answering its requests.
     async fn run_replayed(&self, compiled: &Compiled, tenant: &TenantRecord, trace: &CallTrace) -> Result<Replayed, String> {
-        let body = trace.request.get().to_string();
-        let request = parse_call(body.as_bytes()).map_err(|e| format!("the recorded call body no longer parses: {e}"))?;
+        let request = parse_call(trace.request.get().as_bytes()).map_err(|e| format!("the recorded call body no longer parses: {e}"))?;
         let redactor = tenant.redactor.get(&compiled.digest, &compiled.description.secret_fields, &tenant.crm_config);
         let context = into_wit(request, &tenant.project_id, &tenant.crm_config);
         let limits = tenant.limits.apply(self.runtime.limits());
